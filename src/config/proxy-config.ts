@@ -1,0 +1,299 @@
+/**
+ * The central proxy's configuration (DESIGN.md 2.2): YAML or JSON, `${VAR}` expanded, validated once here
+ * into a frozen, typed object. Unknown keys are errors that name the key's path. Relative file paths
+ * (TLS certificates, CA files, the JWKS cache directory) resolve against the config file's directory.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { parseDuration } from './duration.js';
+import { expandEnv } from './expand-env.js';
+
+export class ConfigError extends Error {
+  readonly code = 'invalid_config' as const;
+}
+
+const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  try {
+    return parseDuration(v);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    return z.NEVER;
+  }
+});
+
+const hostPort = z.string().transform((v, ctx) => {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(v.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) {
+    ctx.addIssue({ code: 'custom', message: `"${v}" is not HOST:PORT (e.g. 0.0.0.0:6432)` });
+    return z.NEVER;
+  }
+  return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
+});
+
+const stringList = z.union([z.string(), z.array(z.string()).min(1)]).transform((v) => (Array.isArray(v) ? v : [v]));
+
+const providerSchema = z.strictObject({
+  issuer: z.string().url(),
+  audience: stringList,
+  jwks_uri: z.string().url().optional(),
+  algorithms: z
+    .array(z.enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA']))
+    .min(1)
+    .default(['RS256']),
+  roles_claim: z.string().min(1).default('https://gprxy.io/roles'),
+  username_claims: z.array(z.string().min(1)).min(1).default(['https://gprxy.io/email', 'email', 'sub']),
+  required_scopes: z.array(z.string().min(1)).default([]),
+  ca: z.string().optional(),
+});
+
+const poolSchema = z.strictObject({
+  mode: z.literal('session').default('session'),
+  size: z.number().int().min(1).max(10_000).default(20),
+  idle_timeout: duration.default(600_000),
+  max_lifetime: duration.default(3_600_000),
+});
+
+const databaseSchema = z.strictObject({
+  host: z.string().min(1).default('127.0.0.1'),
+  port: z.number().int().min(1).max(65535).default(5432),
+  dbname: z.string().min(1).optional(),
+  sslmode: z.enum(['disable', 'require', 'verify-full']).default('disable'),
+  ca: z.string().optional(),
+  mode: z.enum(['oauth', 'passthrough']).default('oauth'),
+  pool: poolSchema.default({ mode: 'session', size: 20, idle_timeout: 600_000, max_lifetime: 3_600_000 }),
+});
+
+const accountSchema = z.strictObject({
+  password: z.string().min(1),
+  pool_size: z.number().int().min(1).max(10_000).optional(),
+});
+
+const fileSchema = z.strictObject({
+  listen: hostPort.default({ host: '0.0.0.0', port: 6432 }),
+  tls: z
+    .strictObject({
+      cert: z.string().optional(),
+      key: z.string().optional(),
+      allow_plaintext_loopback: z.boolean().default(false),
+    })
+    .optional(),
+  providers: z.array(providerSchema).min(1),
+  jwks: z
+    .strictObject({ cache_ttl: duration.default(86_400_000), cache_dir: z.string().optional() })
+    .default({ cache_ttl: 86_400_000 }),
+  role_mapping: z.array(z.strictObject({ role: z.string().min(1), account: z.string().min(1) })).default([]),
+  accounts: z.record(z.string().min(1), accountSchema).default({}),
+  databases: z.record(z.string().min(1), databaseSchema).refine((d) => Object.keys(d).length > 0, 'at least one database is required'),
+  context: z
+    .strictObject({
+      secret: z.string().min(32, 'context.secret must be at least 32 characters').optional(),
+      settings: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_.]*$/, 'a custom setting needs a prefix, e.g. app.user_id'), z.string().min(1)).default({}),
+    })
+    .default({ settings: {} }),
+  limits: z
+    .strictObject({
+      max_client_connections: z.number().int().min(1).default(10_000),
+      login_timeout: duration.default(10_000),
+      pool_wait_timeout: duration.default(30_000),
+      session_max_lifetime: duration.default(0),
+    })
+    .default({ max_client_connections: 10_000, login_timeout: 10_000, pool_wait_timeout: 30_000, session_max_lifetime: 0 }),
+  log: z
+    .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'), file: z.string().optional() })
+    .default({ level: 'info' }),
+  metrics: z.strictObject({ listen: hostPort }).optional(),
+});
+
+export type SslMode = 'disable' | 'require' | 'verify-full';
+
+export interface ProviderConfig {
+  readonly issuer: string;
+  readonly audience: readonly string[];
+  readonly jwksUri?: string;
+  readonly algorithms: readonly string[];
+  readonly rolesClaim: string;
+  readonly usernameClaims: readonly string[];
+  readonly requiredScopes: readonly string[];
+  /** PEM of an extra CA to trust for discovery and JWKS fetches (a private provider). */
+  readonly ca?: string;
+}
+
+export interface DatabaseConfig {
+  readonly name: string;
+  readonly host: string;
+  readonly port: number;
+  readonly dbname: string;
+  readonly sslmode: SslMode;
+  /** PEM contents of the CA that signed the server certificate (verify-full). */
+  readonly ca?: string;
+  readonly mode: 'oauth' | 'passthrough';
+  readonly pool: { readonly mode: 'session'; readonly size: number; readonly idleTimeoutMs: number; readonly maxLifetimeMs: number };
+}
+
+export interface AccountConfig {
+  readonly name: string;
+  readonly password: string;
+  readonly poolSize?: number;
+}
+
+export interface ProxyConfig {
+  readonly listen: { readonly host: string; readonly port: number };
+  /** PEM contents; absent when only plaintext loopback is allowed. */
+  readonly tls?: { readonly cert: string; readonly key: string };
+  readonly allowPlaintextLoopback: boolean;
+  readonly providers: readonly ProviderConfig[];
+  readonly jwks: { readonly cacheTtlMs: number; readonly cacheDir?: string };
+  readonly roleMapping: readonly { readonly role: string; readonly account: string }[];
+  readonly accounts: Readonly<Record<string, AccountConfig>>;
+  readonly databases: Readonly<Record<string, DatabaseConfig>>;
+  readonly context: { readonly secret?: string; readonly settings: Readonly<Record<string, string>> };
+  readonly limits: {
+    readonly maxClientConnections: number;
+    readonly loginTimeoutMs: number;
+    readonly poolWaitTimeoutMs: number;
+    readonly sessionMaxLifetimeMs: number;
+  };
+  readonly log: { readonly level: string; readonly file?: string };
+  readonly metrics?: { readonly host: string; readonly port: number };
+}
+
+function formatIssues(error: z.ZodError): string {
+  return error.issues
+    .map((issue) => {
+      const at = issue.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('').replace(/^\./, '');
+      if (issue.code === 'unrecognized_keys') {
+        return issue.keys.map((k) => `unknown key ${at ? `${at}.` : ''}${k}`).join('\n');
+      }
+      return `${at || '(root)'}: ${issue.message}`;
+    })
+    .join('\n');
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
+
+/** Validates an already parsed document. `baseDir` resolves relative paths; `readFile` is a seam for tests. */
+export function buildProxyConfig(
+  document: unknown,
+  env: Readonly<Record<string, string | undefined>>,
+  baseDir: string,
+  readFile: (path: string) => string = (p) => readFileSync(p, 'utf8'),
+): ProxyConfig {
+  let expanded: unknown;
+  try {
+    expanded = expandEnv(document, env);
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
+  const parsed = fileSchema.safeParse(expanded);
+  if (!parsed.success) throw new ConfigError(formatIssues(parsed.error));
+  const f = parsed.data;
+  const problems: string[] = [];
+  const load = (path: string, what: string): string => {
+    const full = resolve(baseDir, path);
+    try {
+      return readFile(full);
+    } catch (e) {
+      problems.push(`${what}: cannot read ${full} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      return '';
+    }
+  };
+
+  let tls: ProxyConfig['tls'];
+  if (f.tls?.cert || f.tls?.key) {
+    if (!f.tls.cert || !f.tls.key) problems.push('tls: both cert and key are required');
+    else tls = { cert: load(f.tls.cert, 'tls.cert'), key: load(f.tls.key, 'tls.key') };
+  }
+  const allowPlaintextLoopback = f.tls?.allow_plaintext_loopback ?? false;
+  if (!tls && !allowPlaintextLoopback) {
+    problems.push('tls: clients must use TLS: set tls.cert and tls.key (or tls.allow_plaintext_loopback: true for local development)');
+  }
+
+  for (const [i, rule] of f.role_mapping.entries()) {
+    if (!f.accounts[rule.account]) problems.push(`role_mapping[${i}].account: "${rule.account}" is not a key of accounts`);
+  }
+  const databases: Record<string, DatabaseConfig> = {};
+  for (const [name, d] of Object.entries(f.databases)) {
+    if (d.sslmode === 'verify-full' && !d.ca) {
+      // The system trust store is used when no CA is named; that is fine for managed databases.
+    }
+    databases[name] = {
+      name,
+      host: d.host,
+      port: d.port,
+      dbname: d.dbname ?? name,
+      sslmode: d.sslmode,
+      ...(d.ca ? { ca: load(d.ca, `databases.${name}.ca`) } : {}),
+      mode: d.mode,
+      pool: { mode: d.pool.mode, size: d.pool.size, idleTimeoutMs: d.pool.idle_timeout, maxLifetimeMs: d.pool.max_lifetime },
+    };
+  }
+  if (Object.values(databases).some((d) => d.mode === 'oauth') && f.role_mapping.length === 0) {
+    problems.push('role_mapping: an oauth database needs at least one rule mapping a token role to an account');
+  }
+  const accounts: Record<string, AccountConfig> = {};
+  for (const [name, a] of Object.entries(f.accounts)) {
+    if (/^pg_/.test(name)) problems.push(`accounts.${name}: PostgreSQL reserves role names beginning with pg_; use e.g. app_${name.slice(3)}`);
+    accounts[name] = { name, password: a.password, ...(a.pool_size ? { poolSize: a.pool_size } : {}) };
+  }
+  if (problems.length) throw new ConfigError(problems.join('\n'));
+
+  return deepFreeze({
+    listen: f.listen,
+    ...(tls ? { tls } : {}),
+    allowPlaintextLoopback,
+    providers: f.providers.map((p, i) => ({
+      issuer: p.issuer,
+      audience: p.audience,
+      ...(p.jwks_uri ? { jwksUri: p.jwks_uri } : {}),
+      algorithms: p.algorithms,
+      rolesClaim: p.roles_claim,
+      usernameClaims: p.username_claims,
+      requiredScopes: p.required_scopes,
+      ...(p.ca ? { ca: load(p.ca, `providers[${i}].ca`) } : {}),
+    })),
+    jwks: { cacheTtlMs: f.jwks.cache_ttl, ...(f.jwks.cache_dir ? { cacheDir: resolve(baseDir, f.jwks.cache_dir) } : {}) },
+    roleMapping: f.role_mapping,
+    accounts,
+    databases,
+    context: { ...(f.context.secret ? { secret: f.context.secret } : {}), settings: f.context.settings },
+    limits: {
+      maxClientConnections: f.limits.max_client_connections,
+      loginTimeoutMs: f.limits.login_timeout,
+      poolWaitTimeoutMs: f.limits.pool_wait_timeout,
+      sessionMaxLifetimeMs: f.limits.session_max_lifetime,
+    },
+    log: { level: f.log.level, ...(f.log.file ? { file: resolve(baseDir, f.log.file) } : {}) },
+    ...(f.metrics ? { metrics: f.metrics.listen } : {}),
+  });
+}
+
+/** Reads, parses (YAML is a superset of JSON) and validates a config file. */
+export function loadProxyConfig(file: string, env: Readonly<Record<string, string | undefined>> = process.env): ProxyConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`cannot read config ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  let document: unknown;
+  try {
+    document = parseYaml(text, { prettyErrors: true });
+  } catch (e) {
+    throw new ConfigError(`${file} is not valid YAML or JSON: ${(e as Error).message}`);
+  }
+  try {
+    return buildProxyConfig(document, env, dirname(resolve(file)));
+  } catch (e) {
+    if (e instanceof ConfigError) throw new ConfigError(`${file}:\n${e.message}`);
+    throw e;
+  }
+}

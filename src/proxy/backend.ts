@@ -1,0 +1,373 @@
+/**
+ * One authenticated connection to a PostgreSQL server under a service account: dial (TCP, optional TLS per
+ * sslmode), StartupMessage, SCRAM-SHA-256 / md5 / cleartext authentication, then the server's
+ * ParameterStatus and BackendKeyData. While the connection is ours (setup, reset, idle in the pool) we read
+ * whole messages; while a client uses it the relay owns the socket and parses headers only.
+ */
+import { connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import {
+  parseAuthentication,
+  parseBackendKeyData,
+  parseErrorFields,
+  parseParameterStatus,
+  type ErrorFields,
+} from '../protocol/backend-messages.js';
+import { passwordMessage, saslInitialResponse, saslResponse, sslRequest, startupMessage, terminate } from '../protocol/client-messages.js';
+import { FrameReader } from '../protocol/frame-reader.js';
+import { SqlState } from '../protocol/sqlstate.js';
+import { md5PasswordResponse, ScramClient } from './scram.js';
+import type { SslMode } from '../config/proxy-config.js';
+
+export interface BackendTarget {
+  readonly host: string;
+  readonly port: number;
+  readonly dbname: string;
+  readonly sslmode: SslMode;
+  readonly ca?: string;
+  readonly user: string;
+  readonly password: string;
+}
+
+/** Opens the raw TCP connection; a seam so tests can inject faults. */
+export type Dialer = (host: string, port: number) => Socket;
+export const defaultDialer: Dialer = (host, port) => netConnect({ host, port, noDelay: true });
+
+export type BackendErrorCode = 'backend_unavailable' | 'backend_auth_failed' | 'backend_error' | 'backend_closed';
+
+export class BackendError extends Error {
+  constructor(
+    readonly code: BackendErrorCode,
+    message: string,
+    readonly sqlstate: string = SqlState.CANNOT_CONNECT_NOW,
+    readonly fields?: ErrorFields,
+  ) {
+    super(message);
+  }
+}
+
+type MessageHandler = (type: number, body: Buffer) => void;
+
+const MAX_BACKEND_MESSAGE = 16 * 1024 * 1024;
+
+export class Backend {
+  readonly parameters = new Map<string, string>();
+  processId = 0;
+  secretKey: Buffer = Buffer.alloc(0);
+  readonly createdAt = Date.now();
+  lastUsedAt = Date.now();
+  /** Set when the socket closed or errored, or a protocol problem was seen. */
+  broken = false;
+  /** Opaque per-backend data for the layers above (e.g. the backend's start time for identity context). */
+  readonly attributes = new Map<string, unknown>();
+
+  private reader = new FrameReader({ maxMessageLength: MAX_BACKEND_MESSAGE });
+  private handler: MessageHandler | undefined;
+  private failWith: ((e: Error) => void) | undefined;
+  private readonly onData = (chunk: Buffer) => this.deliver(chunk);
+
+  private constructor(
+    public socket: Socket | TLSSocket,
+    readonly target: BackendTarget,
+  ) {
+    this.watch();
+  }
+
+  private watch(): void {
+    this.socket.on('data', this.onData);
+    this.socket.on('error', (e) => this.fail(new BackendError('backend_closed', `connection to ${this.describe()} failed: ${e.message}`)));
+    this.socket.on('close', () => this.fail(new BackendError('backend_closed', `${this.describe()} closed the connection`)));
+  }
+
+  describe(): string {
+    return `${this.target.host}:${this.target.port}/${this.target.dbname} as ${this.target.user}`;
+  }
+
+  private fail(error: Error): void {
+    this.broken = true;
+    const f = this.failWith;
+    this.failWith = undefined;
+    this.handler = undefined;
+    f?.(error);
+  }
+
+  private deliver(chunk: Buffer): void {
+    try {
+      this.reader.push(chunk);
+      let msg;
+      while ((msg = this.reader.nextMessage())) {
+        if (this.handler) this.handler(msg.type, msg.body);
+        else this.unexpected(msg.type, msg.body);
+      }
+    } catch (e) {
+      this.fail(e as Error);
+      this.socket.destroy();
+    }
+  }
+
+  /** Something arrived while nobody asked: an idle backend is told it is shutting down, or is broken. */
+  private unexpected(type: number, body: Buffer): void {
+    if (type === 0x45 /* E */) {
+      const f = parseErrorFields(body);
+      this.fail(new BackendError('backend_closed', `${this.describe()}: ${f.message}`));
+      this.socket.destroy();
+    }
+    // NoticeResponse / ParameterStatus (e.g. after a configuration reload) while idle are harmless.
+    if (type === 0x53 /* S */) {
+      const p = parseParameterStatus(body);
+      this.parameters.set(p.name, p.value);
+    }
+  }
+
+  /**
+   * Writes `bytes` and feeds each reply to `onMessage` until it returns true (done). Rejects on socket
+   * failure or when onMessage throws.
+   */
+  exchange(bytes: Buffer | null, onMessage: (type: number, body: Buffer) => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+    if (this.broken) return Promise.reject(new BackendError('backend_closed', `${this.describe()} is closed`));
+    return new Promise<void>((resolve, reject) => {
+      let settled = false;
+      let queue = Promise.resolve();
+      const timer = setTimeout(() => finish(new BackendError('backend_unavailable', `${this.describe()} did not answer within ${timeoutMs} ms`)), timeoutMs);
+      const finish = (error?: Error) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        this.handler = undefined;
+        this.failWith = undefined;
+        if (error) reject(error);
+        else resolve();
+      };
+      this.failWith = finish;
+      // Messages are handled in order even when a handler is async (SCRAM's key derivation).
+      this.handler = (type, body) => {
+        queue = queue
+          .then(async () => {
+            if (settled) return;
+            if (await onMessage(type, body)) finish();
+          })
+          .catch((e: Error) => {
+            finish(e);
+          });
+      };
+      if (bytes) this.socket.write(bytes);
+    });
+  }
+
+  /**
+   * Runs a simple or extended query that ends in ReadyForQuery and resolves with the first ErrorResponse
+   * (if any) and the data rows as text.
+   */
+  async run(bytes: Buffer, timeoutMs?: number): Promise<{ error?: ErrorFields; rows: (string | null)[][]; status: string }> {
+    const rows: (string | null)[][] = [];
+    let error: ErrorFields | undefined;
+    let status = 'I';
+    await this.exchange(
+      bytes,
+      (type, body) => {
+        switch (type) {
+          case 0x44 /* D */: {
+            const n = body.readInt16BE(0);
+            const row: (string | null)[] = [];
+            let at = 2;
+            for (let i = 0; i < n; i++) {
+              const len = body.readInt32BE(at);
+              at += 4;
+              if (len < 0) row.push(null);
+              else {
+                row.push(body.toString('utf8', at, at + len));
+                at += len;
+              }
+            }
+            rows.push(row);
+            return false;
+          }
+          case 0x45 /* E */:
+            error ??= parseErrorFields(body);
+            return false;
+          case 0x53 /* S */: {
+            const p = parseParameterStatus(body);
+            this.parameters.set(p.name, p.value);
+            return false;
+          }
+          case 0x5a /* Z */:
+            status = String.fromCharCode(body[0] ?? 0x49);
+            return true;
+          default:
+            return false;
+        }
+      },
+      timeoutMs,
+    );
+    return { ...(error ? { error } : {}), rows, status };
+  }
+
+  /** Hands the socket to the relay: our message reader stops; the relay reads headers only. */
+  detach(): Socket | TLSSocket {
+    this.socket.pause();
+    this.socket.off('data', this.onData);
+    if (this.reader.buffered > 0) throw new BackendError('backend_error', `${this.describe()} sent unexpected data before the session started`);
+    return this.socket;
+  }
+
+  /** Takes the socket back from the relay (it must be at a message boundary). */
+  attach(): void {
+    this.reader = new FrameReader({ maxMessageLength: MAX_BACKEND_MESSAGE });
+    this.socket.on('data', this.onData);
+    this.socket.resume();
+  }
+
+  close(): void {
+    if (!this.socket.destroyed) {
+      this.socket.end(terminate());
+      this.socket.destroySoon?.();
+    }
+    this.broken = true;
+  }
+
+  static async connect(target: BackendTarget, options: { dialer?: Dialer; timeoutMs?: number; applicationName?: string } = {}): Promise<Backend> {
+    const timeoutMs = options.timeoutMs ?? 10_000;
+    const where = `${target.host}:${target.port}`;
+    const raw = (options.dialer ?? defaultDialer)(target.host, target.port);
+    raw.setKeepAlive(true, 30_000);
+    const socket = await withTimeout(negotiateTls(raw, target), timeoutMs, () => raw.destroy(), `connecting to ${where}`);
+    const backend = new Backend(socket, target);
+    const params: Record<string, string> = { user: target.user, database: target.dbname };
+    if (options.applicationName) params.application_name = options.applicationName;
+    let scram: ScramClient | undefined;
+    try {
+      await backend.exchange(
+        startupMessage(params),
+        async (type, body) => {
+          switch (type) {
+            case 0x52 /* R */: {
+              const auth = parseAuthentication(body);
+              switch (auth.kind) {
+                case 'ok':
+                  return false;
+                case 'cleartext':
+                  if (!(socket as TLSSocket).encrypted && target.host !== '127.0.0.1' && target.host !== 'localhost' && target.host !== '::1') {
+                    throw new BackendError('backend_auth_failed', `${where} asked for a cleartext password over an unencrypted connection; use sslmode require or verify-full`);
+                  }
+                  socket.write(passwordMessage(target.password));
+                  return false;
+                case 'md5':
+                  socket.write(passwordMessage(md5PasswordResponse(target.user, target.password, auth.salt)));
+                  return false;
+                case 'sasl':
+                  if (!auth.mechanisms.includes('SCRAM-SHA-256')) {
+                    throw new BackendError('backend_auth_failed', `${where} offers SASL mechanisms ${auth.mechanisms.join(', ')}; gprxy supports SCRAM-SHA-256`);
+                  }
+                  scram = new ScramClient(target.password);
+                  socket.write(saslInitialResponse(scram.mechanism, scram.clientFirst()));
+                  return false;
+                case 'sasl-continue':
+                  if (!scram) throw new BackendError('backend_auth_failed', `${where} sent SASL data before SASL started`);
+                  socket.write(saslResponse(await scram.clientFinal(auth.data)));
+                  return false;
+                case 'sasl-final':
+                  if (!scram) throw new BackendError('backend_auth_failed', `${where} sent SASL data before SASL started`);
+                  scram.verifyServerFinal(auth.data);
+                  return false;
+                default:
+                  throw new BackendError('backend_auth_failed', `${where} asked for an unsupported authentication method (${auth.method})`);
+              }
+            }
+            case 0x45 /* E */: {
+              const f = parseErrorFields(body);
+              const authFailure = f.code.startsWith('28');
+              throw new BackendError(
+                authFailure ? 'backend_auth_failed' : 'backend_unavailable',
+                `${where} refused ${target.user}: ${f.message}${authFailure ? ' (check the account password in the proxy config)' : ''}`,
+                authFailure ? SqlState.CANNOT_CONNECT_NOW : (f.code as string),
+                f,
+              );
+            }
+            case 0x53 /* S */: {
+              const p = parseParameterStatus(body);
+              backend.parameters.set(p.name, p.value);
+              return false;
+            }
+            case 0x4b /* K */: {
+              const k = parseBackendKeyData(body);
+              backend.processId = k.processId;
+              backend.secretKey = k.secretKey;
+              return false;
+            }
+            case 0x5a /* Z */:
+              return true;
+            default:
+              return false; // NoticeResponse, NegotiateProtocolVersion
+          }
+        },
+        timeoutMs,
+      );
+    } catch (e) {
+      socket.destroy();
+      if (e instanceof BackendError) throw e;
+      throw new BackendError('backend_unavailable', `cannot start a session on ${where}: ${(e as Error).message}`);
+    }
+    return backend;
+  }
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, onTimeout: () => void, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      onTimeout();
+      reject(new BackendError('backend_unavailable', `${what} timed out after ${ms} ms`));
+    }, ms);
+    promise.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(timer);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
+  });
+}
+
+/** Waits for the TCP connection and, unless sslmode is disable, upgrades it to TLS via SSLRequest. */
+export function negotiateTls(raw: Socket, target: BackendTarget): Promise<Socket | TLSSocket> {
+  const where = `${target.host}:${target.port}`;
+  return new Promise((resolve, reject) => {
+    const onError = (e: Error) => reject(new BackendError('backend_unavailable', `cannot connect to ${where}: ${e.message}`));
+    raw.once('error', onError);
+    raw.once('connect', () => {
+      if (target.sslmode === 'disable') {
+        raw.off('error', onError);
+        resolve(raw);
+        return;
+      }
+      raw.write(sslRequest());
+      raw.once('data', (answer: Buffer) => {
+        if (answer.length !== 1 || answer[0] !== 0x53 /* S */) {
+          raw.destroy();
+          reject(new BackendError('backend_unavailable', `${where} does not accept TLS but sslmode is ${target.sslmode}`));
+          return;
+        }
+        const verify = target.sslmode === 'verify-full';
+        const secure = tlsConnect({
+          socket: raw,
+          host: target.host, // the name checked against the certificate (verify-full)
+          ...(/^[\d.]+$|:/.test(target.host) ? {} : { servername: target.host }),
+          rejectUnauthorized: verify,
+          ...(target.ca ? { ca: target.ca } : {}),
+        });
+        secure.once('secureConnect', () => {
+          raw.off('error', onError);
+          secure.off('error', onTlsError);
+          resolve(secure);
+        });
+        const onTlsError = (e: Error) => {
+          raw.destroy();
+          reject(new BackendError('backend_unavailable', `TLS to ${where} failed: ${e.message}`));
+        };
+        secure.once('error', onTlsError);
+      });
+    });
+  });
+}

@@ -1,0 +1,400 @@
+/**
+ * One client connection to the central proxy, from the first byte to the close:
+ *   startup (SSLRequest → TLS, GSSENCRequest → N, CancelRequest → route) → StartupMessage →
+ *   cleartext password request (the token) → verify → map to a service account → pooled backend →
+ *   per-session setup (settings, application_name, signed context) → AuthenticationOk … ReadyForQuery →
+ *   header-only relay → release (reset) or close the backend.
+ * Every refusal is a FATAL ErrorResponse with the contract's SQLSTATE and a next step; every end is logged
+ * with its reason, duration and byte counts. Tokens never reach a log line: only a short hash or jti.
+ */
+import type { Socket } from 'node:net';
+import { TLSSocket, type SecureContext } from 'node:tls';
+import type { Logger } from 'pino';
+import type { DatabaseConfig, ProxyConfig } from '../config/proxy-config.js';
+import { ProtocolError } from '../protocol/errors.js';
+import { FrameReader } from '../protocol/frame-reader.js';
+import { parsePasswordMessage } from '../protocol/client-messages.js';
+import {
+  authenticationCleartextPassword,
+  authenticationOk,
+  backendKeyData,
+  errorResponse,
+  negotiateProtocolVersion,
+  parameterStatus,
+  readyForQuery,
+  sslResponse,
+} from '../protocol/server-messages.js';
+import { SqlState } from '../protocol/sqlstate.js';
+import { needsNegotiation, parseStartupPacket, type StartupMessagePacket } from '../protocol/startup.js';
+import { TokenError } from '../token/errors.js';
+import { resolveIdentity, type Identity } from '../token/identity.js';
+import type { TokenVerifier } from '../token/verifier.js';
+import { BackendError, type Backend } from './backend.js';
+import type { CancelRegistry } from './cancel-registry.js';
+import { buildContextPayload, signContext } from './identity-context.js';
+import type { PoolManager } from './pools.js';
+import { Relay, type RelayResult } from './relay.js';
+import { buildSetup } from './session-setup.js';
+import { relayPassthrough } from './passthrough.js';
+
+const PASSWORD_MESSAGE = 0x70; // 'p'
+const MAX_PREAUTH_MESSAGE = 64 * 1024;
+
+export interface SessionDeps {
+  readonly config: ProxyConfig;
+  readonly verifier: TokenVerifier;
+  readonly pools: PoolManager;
+  readonly cancels: CancelRegistry;
+  readonly logger: Logger;
+  readonly secureContext?: SecureContext;
+  readonly now: () => number;
+  readonly sessionId: number;
+}
+
+/** A refusal that ends the connection: sent to the client as FATAL, logged with `reason`. */
+class Refusal extends Error {
+  constructor(
+    readonly sqlstate: string,
+    message: string,
+    readonly reason: string,
+    readonly hint?: string,
+  ) {
+    super(message);
+  }
+}
+
+function isLoopback(address: string | undefined): boolean {
+  return !!address && (address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.'));
+}
+
+export class ClientSession {
+  private socket: Socket;
+  private readonly reader = new FrameReader({ maxStartupLength: 10240, maxMessageLength: MAX_PREAUTH_MESSAGE });
+  private wake: (() => void) | undefined;
+  private closed = false;
+  private readonly startedAt: number;
+  private readonly client: string;
+  private log: Logger;
+  private tls = false;
+  private relay: Relay | undefined;
+  private stopRequested = false;
+
+  constructor(
+    socket: Socket,
+    private readonly deps: SessionDeps,
+  ) {
+    this.socket = socket;
+    this.startedAt = deps.now();
+    this.client = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+    this.log = deps.logger.child({ session: deps.sessionId, client: this.client });
+    this.listen(socket);
+  }
+
+  private readonly onData = (chunk: Buffer) => {
+    try {
+      this.reader.push(chunk);
+    } catch (e) {
+      this.readError = e as Error;
+    }
+    this.wake?.();
+  };
+  private readError: Error | undefined;
+  private readonly onGone = () => {
+    this.closed = true;
+    this.wake?.();
+  };
+
+  private listen(socket: Socket): void {
+    socket.on('data', this.onData);
+    socket.on('end', this.onGone);
+    socket.on('close', this.onGone);
+    socket.on('error', this.onGone);
+  }
+
+  private unlisten(socket: Socket): void {
+    socket.pause();
+    socket.off('data', this.onData);
+    socket.off('end', this.onGone);
+    socket.off('close', this.onGone);
+    socket.off('error', this.onGone);
+  }
+
+  /** Waits for the next complete frame; throws when the client hangs up or sends something malformed. */
+  private async next<T>(take: () => T | null): Promise<T> {
+    for (;;) {
+      if (this.readError) throw this.readError;
+      const frame = take();
+      if (frame) return frame;
+      if (this.closed) throw new Refusal(SqlState.CONNECTION_FAILURE, 'client closed the connection', 'client_closed_during_login');
+      await new Promise<void>((resolve) => (this.wake = resolve));
+      this.wake = undefined;
+    }
+  }
+
+  /** Asks the session to end (server shutdown): at the next message boundary the client gets 57P01. */
+  shutdown(): void {
+    this.stopRequested = true;
+    if (!this.relay) this.socket.destroy();
+    else if (this.relay.clientAtBoundary) this.relay.stop();
+  }
+
+  async run(): Promise<void> {
+    const loginTimer = setTimeout(() => {
+      this.readError = new Refusal(SqlState.PROTOCOL_VIOLATION, `login not completed within ${this.deps.config.limits.loginTimeoutMs / 1000} s`, 'login_timeout');
+      this.wake?.();
+    }, this.deps.config.limits.loginTimeoutMs);
+    loginTimer.unref();
+    let identity: Identity | undefined;
+    let database: DatabaseConfig | undefined;
+    let user: string | undefined;
+    try {
+      const startup = await this.negotiateStartup();
+      if (!startup) return; // a CancelRequest, already handled
+      user = startup.parameters.user;
+      const dbName = startup.parameters.database ?? user!;
+      database = this.deps.config.databases[dbName];
+      if (!database) {
+        const known = Object.keys(this.deps.config.databases).join(', ');
+        throw new Refusal(SqlState.INVALID_CATALOG, `database "${dbName}" is not served by this proxy (available: ${known})`, 'unknown_database');
+      }
+      if (database.mode === 'passthrough') {
+        clearTimeout(loginTimer);
+        await this.passthrough(database, startup);
+        return;
+      }
+      this.socket.write(authenticationCleartextPassword());
+      const message = await this.next(() => this.reader.nextMessage());
+      if (message.type !== PASSWORD_MESSAGE) {
+        throw new Refusal(SqlState.PROTOCOL_VIOLATION, `expected a password message, got message type "${String.fromCharCode(message.type)}"`, 'protocol_violation');
+      }
+      const token = parsePasswordMessage(message.body);
+      const verified = await this.deps.verifier.verify(token);
+      identity = resolveIdentity(verified, user!, this.deps.config.roleMapping);
+      const account = this.deps.config.accounts[identity.account]!;
+      const pool = this.deps.pools.get(database, account);
+      let backend: Backend;
+      try {
+        backend = await pool.acquire();
+      } catch (e) {
+        const err = e as Error & { sqlstate?: string };
+        throw new Refusal(err.sqlstate ?? SqlState.CANNOT_CONNECT_NOW, `${err.message}`, (err as { code?: string }).code ?? 'backend_unavailable');
+      }
+      await this.startSession(backend, pool, identity, verified.expiresAt, startup, database, loginTimer, verified.tokenId);
+    } catch (e) {
+      clearTimeout(loginTimer);
+      this.refuse(e, { user, database: database?.name, identity });
+    }
+  }
+
+  /** SSLRequest / GSSENCRequest / CancelRequest handling until a StartupMessage arrives. */
+  private async negotiateStartup(): Promise<StartupMessagePacket | undefined> {
+    for (let round = 0; round < 3; round++) {
+      const packet = parseStartupPacket(await this.next(() => this.reader.nextStartupFrame()));
+      switch (packet.kind) {
+        case 'ssl': {
+          if (this.tls || !this.deps.secureContext) {
+            this.socket.write(sslResponse(false));
+            continue;
+          }
+          if (this.reader.buffered > 0) {
+            throw new Refusal(SqlState.PROTOCOL_VIOLATION, 'received unencrypted data after SSL request', 'protocol_violation');
+          }
+          await this.upgradeToTls();
+          continue;
+        }
+        case 'gssenc':
+          this.socket.write(sslResponse(false));
+          continue;
+        case 'cancel': {
+          const matched = this.deps.cancels.cancel(packet.processId, packet.secretKey);
+          this.log.info({ event: 'cancel_request', matched }, matched ? 'cancel forwarded' : 'cancel request matched no session');
+          this.closed = true;
+          this.socket.destroy();
+          return undefined;
+        }
+        case 'startup': {
+          if (!this.tls && !(this.deps.config.allowPlaintextLoopback && isLoopback(this.socket.remoteAddress))) {
+            throw new Refusal(
+              SqlState.INVALID_AUTHORIZATION,
+              'this proxy requires TLS: connect with sslmode=require (or verify-full), or use gprxy connect',
+              'tls_required',
+            );
+          }
+          if (needsNegotiation(packet)) this.socket.write(negotiateProtocolVersion(0, packet.unsupportedOptions));
+          if (!packet.parameters.user) throw new Refusal(SqlState.INVALID_AUTHORIZATION, 'no user name in the startup packet', 'protocol_violation');
+          return packet;
+        }
+      }
+    }
+    throw new Refusal(SqlState.PROTOCOL_VIOLATION, 'too many negotiation requests before the startup packet', 'protocol_violation');
+  }
+
+  private async upgradeToTls(): Promise<void> {
+    const raw = this.socket;
+    this.unlisten(raw);
+    raw.write(sslResponse(true));
+    const secure = new TLSSocket(raw, { isServer: true, secureContext: this.deps.secureContext! });
+    this.socket = secure;
+    this.listen(secure);
+    secure.on('secure', () => {
+      this.tls = true;
+      this.wake?.();
+    });
+    while (!this.tls) {
+      if (this.closed || this.readError) throw new Refusal(SqlState.CONNECTION_FAILURE, 'TLS handshake failed', 'tls_handshake_failed');
+      await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+  }
+
+  private async startSession(
+    backend: Backend,
+    pool: { release(b: Backend, reusable: boolean): Promise<void> },
+    identity: Identity,
+    expiresAt: number,
+    startup: StartupMessagePacket,
+    database: DatabaseConfig,
+    loginTimer: NodeJS.Timeout,
+    tokenId: string,
+  ): Promise<void> {
+    const { config, now } = this.deps;
+    const tenant = identity.tenantId ?? null;
+    let context: string | undefined;
+    if (config.context.secret) {
+      const payload = buildContextPayload(identity, tenant, expiresAt, { pid: backend.processId, startMicros: String(backend.attributes.get('startMicros') ?? '') }, now());
+      context = signContext(config.context.secret, payload);
+    }
+    let setup;
+    try {
+      setup = await backend.run(buildSetup({ identity, clientParameters: startup.parameters, settings: config.context.settings, ...(context ? { context } : {}) }));
+    } catch (e) {
+      await pool.release(backend, false);
+      throw new Refusal(SqlState.CANNOT_CONNECT_NOW, `backend failed during session setup: ${(e as Error).message}`, 'backend_setup_failed');
+    }
+    if (setup.error) {
+      await pool.release(backend, true);
+      throw new Refusal(setup.error.code, setup.error.message, 'session_setup_rejected');
+    }
+    const key = this.deps.cancels.register({ cancel: () => this.deps.pools.cancel(backend) });
+    clearTimeout(loginTimer);
+    const greeting: Buffer[] = [authenticationOk()];
+    for (const [name, value] of backend.parameters) greeting.push(parameterStatus(name, value));
+    greeting.push(backendKeyData(key.processId, key.secretKey), readyForQuery('I'));
+    this.socket.write(Buffer.concat(greeting));
+    const loginMs = now() - this.startedAt;
+    this.log = this.log.child({ user: identity.user, account: identity.account, database: database.name });
+    this.log.info(
+      {
+        event: 'auth_success',
+        email: identity.email,
+        sub: identity.subject,
+        roles: identity.roles,
+        tenant,
+        token: tokenId,
+        backend_pid: backend.processId,
+        duration_ms: loginMs,
+      },
+      `${identity.user} connected to ${database.name} as ${identity.account}`,
+    );
+
+    this.unlisten(this.socket);
+    const relay = new Relay(this.socket, backend.detach());
+    this.relay = relay;
+    let lifetimeTimer: NodeJS.Timeout | undefined;
+    const maxLifetime = config.limits.sessionMaxLifetimeMs;
+    if (maxLifetime > 0) {
+      lifetimeTimer = setTimeout(() => {
+        this.stopRequested = true;
+        this.endReason = 'session_max_lifetime';
+        relay.stop();
+      }, maxLifetime).unref();
+    }
+    relay.start(this.reader.takeRemaining());
+    if (this.stopRequested) relay.stop();
+    const result = await relay.done;
+    this.relay = undefined;
+    clearTimeout(lifetimeTimer);
+    this.deps.cancels.unregister(key.processId);
+    await this.endSession(result, backend, pool, identity);
+  }
+
+  private endReason: string | undefined;
+
+  private async endSession(result: RelayResult, backend: Backend, pool: { release(b: Backend, reusable: boolean): Promise<void> }, identity: Identity): Promise<void> {
+    const reason = this.endReason ?? (result.reason === 'stopped' ? 'server_shutdown' : result.reason);
+    if (result.reason === 'stopped' || result.reason.startsWith('backend') || result.reason === 'protocol_error') {
+      const message =
+        reason === 'session_max_lifetime'
+          ? 'session exceeded limits.session_max_lifetime; reconnect to continue'
+          : reason === 'server_shutdown'
+            ? 'the proxy is shutting down; reconnect to another replica or try again shortly'
+            : result.reason === 'protocol_error'
+              ? `protocol violation: ${result.error ?? 'malformed message'}`
+              : `the database connection was lost (${result.error ?? 'closed by the server'}); reconnect to continue`;
+      const code =
+        result.reason === 'protocol_error'
+          ? SqlState.PROTOCOL_VIOLATION
+          : reason === 'session_max_lifetime' || reason === 'server_shutdown'
+            ? SqlState.ADMIN_SHUTDOWN
+            : SqlState.CONNECTION_FAILURE;
+      if (!this.socket.destroyed) this.socket.end(errorResponse({ severity: 'FATAL', code, message }));
+    } else {
+      this.socket.destroy();
+    }
+    await pool.release(backend, result.backendIdle && result.reason !== 'protocol_error');
+    this.log.info(
+      {
+        event: 'session_end',
+        reason,
+        duration_ms: this.deps.now() - this.startedAt,
+        bytes_in: result.bytesFromClient,
+        bytes_out: result.bytesFromBackend,
+        backend_reused: result.backendIdle,
+        ...(result.error ? { error: result.error } : {}),
+      },
+      `${identity.user} disconnected (${reason})`,
+    );
+  }
+
+  private async passthrough(database: DatabaseConfig, startup: StartupMessagePacket): Promise<void> {
+    this.unlisten(this.socket);
+    const result = await relayPassthrough(this.socket, database, startup, this.reader.takeRemaining(), this.deps);
+    this.log.info(
+      { event: 'session_end', mode: 'passthrough', user: startup.parameters.user, database: database.name, reason: result.reason, duration_ms: this.deps.now() - this.startedAt, bytes_in: result.bytesFromClient, bytes_out: result.bytesFromBackend },
+      `passthrough session ended (${result.reason})`,
+    );
+  }
+
+  private refuse(e: unknown, ctx: { user: string | undefined; database: string | undefined; identity: Identity | undefined }): void {
+    let refusal: Refusal;
+    if (e instanceof Refusal) refusal = e;
+    else if (e instanceof TokenError) refusal = new Refusal(e.sqlstate, e.message, e.code);
+    else if (e instanceof ProtocolError) refusal = new Refusal(SqlState.PROTOCOL_VIOLATION, e.message, 'protocol_violation');
+    else if (e instanceof BackendError) refusal = new Refusal(e.sqlstate, e.message, e.code);
+    else {
+      this.log.error({ event: 'internal_error', err: e }, 'unexpected error in client session');
+      refusal = new Refusal(SqlState.INTERNAL, 'internal proxy error; the proxy log has details', 'internal_error');
+    }
+    const clientGone = refusal.reason === 'client_closed_during_login' || refusal.reason === 'tls_handshake_failed';
+    if (!clientGone && !this.socket.destroyed) {
+      this.socket.end(errorResponse({ severity: 'FATAL', code: refusal.sqlstate, message: refusal.message, ...(refusal.hint ? { hint: refusal.hint } : {}) }));
+      this.socket.destroySoon?.();
+    } else {
+      this.socket.destroy();
+    }
+    const authPhase = !['client_closed_during_login', 'tls_handshake_failed', 'login_timeout', 'protocol_violation', 'tls_required'].includes(refusal.reason);
+    this.log.info(
+      {
+        event: authPhase ? 'auth_failure' : 'connection_refused',
+        reason: refusal.reason,
+        sqlstate: refusal.sqlstate,
+        message: refusal.message,
+        user: ctx.user,
+        database: ctx.database,
+        ...(ctx.identity ? { email: ctx.identity.email, roles: ctx.identity.roles, account: ctx.identity.account } : {}),
+        duration_ms: this.deps.now() - this.startedAt,
+      },
+      `connection refused: ${refusal.reason}`,
+    );
+  }
+}
+

@@ -1,0 +1,134 @@
+/**
+ * The hot path: after authentication, bytes flow client ⇄ backend untouched. Per chunk we read message
+ * headers only (MessageScanner) to know (a) when the client sends Terminate, which we swallow so the
+ * backend can return to the pool, and (b) whether the backend is idle (ReadyForQuery 'I' with no request
+ * outstanding) when the client leaves, which decides whether the backend may be reused.
+ * Backpressure: when one side's write buffer is full we pause the other side until 'drain'.
+ */
+import type { Socket } from 'node:net';
+import { MessageScanner } from '../protocol/message-scanner.js';
+
+export type RelayEndReason = 'client_terminate' | 'client_closed' | 'client_error' | 'backend_closed' | 'backend_error' | 'protocol_error' | 'stopped';
+
+export interface RelayResult {
+  readonly reason: RelayEndReason;
+  /** The backend is idle at a message boundary with no request outstanding: safe to reset and reuse. */
+  readonly backendIdle: boolean;
+  readonly bytesFromClient: number;
+  readonly bytesFromBackend: number;
+  readonly error?: string;
+}
+
+const READY_STATUS_IDLE = 0x49; // 'I'
+// Client messages that each produce exactly one ReadyForQuery: Query, Sync, FunctionCall.
+const CLIENT_SYNC_TYPES = [0x51, 0x53, 0x46];
+const SERVER_SYNC_TYPES = [0x5a];
+
+export class Relay {
+  private readonly fromClient = new MessageScanner(CLIENT_SYNC_TYPES);
+  private readonly fromBackend = new MessageScanner(SERVER_SYNC_TYPES);
+  private bytesFromClient = 0;
+  private bytesFromBackend = 0;
+  private ended = false;
+  private resolveDone!: (r: RelayResult) => void;
+  /** Resolves once, when the relay stops for any reason; both sockets are then detached from it. */
+  readonly done = new Promise<RelayResult>((resolve) => (this.resolveDone = resolve));
+
+  private readonly onClientData = (chunk: Buffer) => {
+    this.bytesFromClient += chunk.length;
+    this.fromClient.scan(chunk);
+    if (this.fromClient.terminateOffset >= 0) {
+      if (this.fromClient.terminateOffset > 0) this.backend.write(chunk.subarray(0, this.fromClient.terminateOffset));
+      this.finish('client_terminate');
+      return;
+    }
+    if (this.fromClient.malformed) {
+      this.finish('protocol_error', 'client sent a message with an invalid length');
+      return;
+    }
+    if (!this.backend.write(chunk)) {
+      this.client.pause();
+      this.backend.once('drain', this.resumeClient);
+    }
+  };
+
+  private readonly onBackendData = (chunk: Buffer) => {
+    this.bytesFromBackend += chunk.length;
+    this.fromBackend.scan(chunk);
+    if (!this.client.write(chunk)) {
+      this.backend.pause();
+      this.client.once('drain', this.resumeBackend);
+    }
+  };
+
+  private readonly resumeClient = () => this.client.resume();
+  private readonly resumeBackend = () => this.backend.resume();
+  private readonly onClientEnd = () => this.finish('client_closed');
+  private readonly onClientError = (e: Error) => this.finish('client_error', e.message);
+  private readonly onBackendEnd = () => this.finish('backend_closed');
+  private readonly onBackendError = (e: Error) => this.finish('backend_error', e.message);
+
+  constructor(
+    private readonly client: Socket,
+    private readonly backend: Socket,
+  ) {}
+
+  /** Starts relaying; `pending` are client bytes that arrived with authentication and belong to the session. */
+  start(pending?: Buffer): void {
+    this.client.on('data', this.onClientData);
+    this.backend.on('data', this.onBackendData);
+    this.client.on('end', this.onClientEnd);
+    this.client.on('close', this.onClientEnd);
+    this.client.on('error', this.onClientError);
+    this.backend.on('end', this.onBackendEnd);
+    this.backend.on('close', this.onBackendEnd);
+    this.backend.on('error', this.onBackendError);
+    this.client.resume();
+    this.backend.resume();
+    if (pending && pending.length) this.onClientData(pending);
+  }
+
+  /** The backend is at a message boundary, said ReadyForQuery 'I' last, and every client request was answered. */
+  get backendIdle(): boolean {
+    return (
+      this.fromBackend.atMessageBoundary &&
+      this.fromClient.atMessageBoundary &&
+      this.fromBackend.lastReadyStatus === READY_STATUS_IDLE &&
+      this.fromClient.syncCount === this.fromBackend.syncCount
+    );
+  }
+
+  /** A message may be injected toward the client now without splitting one of the backend's. */
+  get clientAtBoundary(): boolean {
+    return this.fromBackend.atMessageBoundary;
+  }
+
+  stop(): void {
+    this.finish('stopped');
+  }
+
+  private finish(reason: RelayEndReason, error?: string): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.client.off('data', this.onClientData);
+    this.backend.off('data', this.onBackendData);
+    this.client.off('end', this.onClientEnd);
+    this.client.off('close', this.onClientEnd);
+    this.client.off('error', this.onClientError);
+    this.backend.off('end', this.onBackendEnd);
+    this.backend.off('close', this.onBackendEnd);
+    this.backend.off('error', this.onBackendError);
+    this.backend.off('drain', this.resumeClient);
+    this.client.off('drain', this.resumeBackend);
+    // Paused until the next owner (pool reset, or the session's goodbye) attaches its reader.
+    this.backend.pause();
+    this.client.pause();
+    this.resolveDone({
+      reason,
+      backendIdle: reason.startsWith('client') || reason === 'stopped' ? this.backendIdle : false,
+      bytesFromClient: this.bytesFromClient,
+      bytesFromBackend: this.bytesFromBackend,
+      ...(error ? { error } : {}),
+    });
+  }
+}

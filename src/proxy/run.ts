@@ -1,0 +1,25 @@
+/**
+ * `gprxy serve` as a process: start the proxy, then on SIGTERM stop accepting and drain (exit 143), on
+ * SIGINT stop the same way (exit 130), as cloud-sql-proxy and other well-behaved daemons do.
+ */
+import type { ProxyConfig } from '../config/proxy-config.js';
+import { createLogger } from './logger.js';
+import { ProxyServer } from './server.js';
+
+export async function runProxy(config: ProxyConfig, options: { drainMs: number }): Promise<number> {
+  const logger = createLogger({ level: config.log.level, ...(config.log.file ? { file: config.log.file } : {}) });
+  const proxy = new ProxyServer(config, { logger });
+  await proxy.start();
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+  logger.info({ event: 'signal', signal }, `received ${signal}, draining`);
+  // A second signal ends the drain at once.
+  const hurry = () => void proxy.close(0);
+  process.once('SIGTERM', hurry);
+  process.once('SIGINT', hurry);
+  await proxy.close(options.drainMs);
+  logger.flush();
+  return signal === 'SIGTERM' ? 143 : 130;
+}

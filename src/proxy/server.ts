@@ -1,0 +1,141 @@
+/**
+ * The central proxy: a TCP listener (TLS negotiated per connection via SSLRequest, as PostgreSQL does),
+ * the token verifier, the backend pools and cancel routing. `close()` stops accepting, lets sessions
+ * finish for a grace period, then ends the rest with 57P01 and closes the pools.
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import { createSecureContext, type SecureContext } from 'node:tls';
+import type { Logger } from 'pino';
+import type { ProxyConfig } from '../config/proxy-config.js';
+import { errorResponse } from '../protocol/server-messages.js';
+import { SqlState } from '../protocol/sqlstate.js';
+import { TokenVerifier } from '../token/verifier.js';
+import type { Dialer } from './backend.js';
+import { CancelRegistry } from './cancel-registry.js';
+import { ClientSession } from './client-session.js';
+import { PoolManager } from './pools.js';
+
+export interface ProxyServerDeps {
+  readonly logger: Logger;
+  readonly verifier?: TokenVerifier;
+  readonly fetch?: typeof fetch;
+  readonly dialer?: Dialer;
+  readonly now?: () => number;
+}
+
+export class ProxyServer {
+  readonly verifier: TokenVerifier;
+  readonly pools: PoolManager;
+  private readonly cancels = new CancelRegistry();
+  private readonly sessions = new Set<ClientSession>();
+  private readonly sockets = new Set<Socket>();
+  private server: Server | undefined;
+  private secureContext: SecureContext | undefined;
+  private nextSessionId = 1;
+  private readonly now: () => number;
+  private readonly log: Logger;
+
+  constructor(
+    readonly config: ProxyConfig,
+    deps: ProxyServerDeps,
+  ) {
+    this.log = deps.logger;
+    this.now = deps.now ?? Date.now;
+    this.verifier =
+      deps.verifier ??
+      new TokenVerifier({
+        providers: config.providers,
+        jwks: config.jwks,
+        logger: deps.logger,
+        now: this.now,
+        ...(deps.fetch ? { fetch: deps.fetch } : {}),
+      });
+    this.pools = new PoolManager({
+      waitTimeoutMs: config.limits.poolWaitTimeoutMs,
+      logger: deps.logger,
+      readBackendStart: !!config.context.secret,
+      ...(deps.dialer ? { dialer: deps.dialer } : {}),
+    });
+    if (config.tls) this.secureContext = createSecureContext({ cert: config.tls.cert, key: config.tls.key, minVersion: 'TLSv1.2' });
+  }
+
+  /** The address actually bound (port 0 in the config picks a free one). */
+  get address(): { host: string; port: number } {
+    const a = this.server?.address();
+    if (!a || typeof a === 'string') throw new Error('proxy is not listening');
+    return { host: a.address, port: a.port };
+  }
+
+  get activeSessions(): number {
+    return this.sessions.size;
+  }
+
+  async start(): Promise<void> {
+    await this.verifier.start();
+    const server = createServer({ noDelay: true, pauseOnConnect: false }, (socket) => this.accept(socket));
+    server.on('error', (e) => this.log.error({ event: 'listener_error', err: e.message }, 'listener error'));
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.config.listen.port, this.config.listen.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const { host, port } = this.address;
+    this.log.info({ event: 'listening', host, port, tls: !!this.secureContext, databases: Object.keys(this.config.databases) }, `gprxy listening on ${host}:${port}`);
+  }
+
+  private accept(socket: Socket): void {
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, 60_000);
+    if (this.sockets.size >= this.config.limits.maxClientConnections) {
+      socket.end(
+        errorResponse({
+          severity: 'FATAL',
+          code: SqlState.TOO_MANY_CONNECTIONS,
+          message: `too many client connections (limits.max_client_connections = ${this.config.limits.maxClientConnections}); try again shortly`,
+        }),
+      );
+      this.log.warn({ event: 'connection_refused', reason: 'too_many_connections', client: `${socket.remoteAddress}:${socket.remotePort}` }, 'too many connections');
+      return;
+    }
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+    const session = new ClientSession(socket, {
+      config: this.config,
+      verifier: this.verifier,
+      pools: this.pools,
+      cancels: this.cancels,
+      logger: this.log,
+      now: this.now,
+      sessionId: this.nextSessionId++,
+      ...(this.secureContext ? { secureContext: this.secureContext } : {}),
+    });
+    this.sessions.add(session);
+    session
+      .run()
+      .catch((e: unknown) => this.log.error({ event: 'internal_error', err: e }, 'session crashed'))
+      .finally(() => this.sessions.delete(session));
+  }
+
+  /** Stops accepting; waits up to `graceMs` for sessions to end, then ends them with 57P01. */
+  async close(graceMs = 0): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    const closed = server ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
+    if (graceMs > 0 && this.sessions.size > 0) {
+      this.log.info({ event: 'draining', sessions: this.sessions.size, grace_ms: graceMs }, 'waiting for sessions to end');
+      const deadline = this.now() + graceMs;
+      while (this.sessions.size > 0 && this.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    }
+    for (const s of this.sessions) s.shutdown();
+    const deadline = this.now() + 2000;
+    while (this.sessions.size > 0 && this.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    for (const socket of this.sockets) socket.destroy();
+    await closed;
+    await this.pools.close();
+    this.verifier.close();
+    this.log.info({ event: 'stopped' }, 'gprxy stopped');
+  }
+}

@@ -1,0 +1,46 @@
+/**
+ * What a client session sets on its backend at checkout, in one round trip: the client's own startup
+ * parameters (client_encoding, DateStyle, ...), `application_name` naming the real user, the plain
+ * `context.settings` from token claims, and the signed `gprxy.context`. Everything goes as bind
+ * parameters of a single `set_config` statement, so no value is ever part of query text.
+ */
+import { extendedQuery } from '../protocol/extended-query.js';
+import { claimAsSettingValue, type Identity } from '../token/identity.js';
+
+/** Startup parameters that are not settings, or that the proxy decides itself. */
+const NOT_SETTINGS = new Set(['user', 'database', 'replication', 'options', 'application_name']);
+
+/** PostgreSQL truncates names to 63 bytes (NAMEDATALEN - 1). */
+function truncateBytes(value: string, max = 63): string {
+  let out = value;
+  while (Buffer.byteLength(out) > max) out = out.slice(0, -1);
+  return out;
+}
+
+/** `alice@example.com via psql`: pg_stat_activity shows who is behind a shared service account. */
+export function applicationNameFor(identity: Identity, clientApplicationName: string | undefined): string {
+  const who = identity.email ?? identity.subject;
+  return truncateBytes(clientApplicationName ? `${who} via ${clientApplicationName}` : who);
+}
+
+export interface SetupInput {
+  readonly identity: Identity;
+  readonly clientParameters: Readonly<Record<string, string>>;
+  readonly settings: Readonly<Record<string, string>>;
+  /** The signed context, when context.secret is configured. */
+  readonly context?: string;
+}
+
+export function buildSetup(input: SetupInput): Buffer {
+  const pairs: [string, string][] = [];
+  for (const [name, value] of Object.entries(input.clientParameters)) {
+    if (!NOT_SETTINGS.has(name)) pairs.push([name, value]);
+  }
+  pairs.push(['application_name', applicationNameFor(input.identity, input.clientParameters.application_name)]);
+  for (const [setting, claim] of Object.entries(input.settings)) {
+    pairs.push([setting, claimAsSettingValue(input.identity.claims[claim])]);
+  }
+  if (input.context) pairs.push(['gprxy.context', input.context]);
+  const calls = pairs.map((_, i) => `set_config($${2 * i + 1}, $${2 * i + 2}, false)`);
+  return extendedQuery(`select ${calls.join(', ')}`, pairs.flat());
+}
