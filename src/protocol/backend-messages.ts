@@ -64,7 +64,7 @@ export function parseBackendKeyData(body: Buffer): { processId: number; secretKe
 }
 
 /** ErrorResponse and NoticeResponse fields, keyed by their one-letter codes (S, V, C, M, D, H, ...). */
-export interface ErrorFields {
+export interface BackendErrorFields {
   severity: string;
   code: string;
   message: string;
@@ -73,7 +73,7 @@ export interface ErrorFields {
   [field: string]: string | undefined;
 }
 
-export function parseErrorFields(body: Buffer): ErrorFields {
+export function parseErrorFields(body: Buffer): BackendErrorFields {
   const fields: Record<string, string> = {};
   let at = 0;
   while (at < body.length && body[at] !== 0) {

@@ -3,6 +3,7 @@
  * Execute, Sync. The proxy uses them to set session settings with bind parameters, so values (such as
  * the signed identity context) never appear in query text, pg_stat_activity or statement logs.
  */
+import { MessageEncodingError } from './errors.js';
 
 function message(type: string, body: Buffer): Buffer {
   const out = Buffer.allocUnsafe(5 + body.length);
@@ -13,7 +14,7 @@ function message(type: string, body: Buffer): Buffer {
 }
 
 function cstring(value: string): Buffer {
-  if (value.includes('\0')) throw new RangeError('string contains a NUL byte');
+  if (value.includes('\0')) throw new MessageEncodingError('a bind parameter or statement contains a NUL byte');
   return Buffer.from(value + '\0', 'utf8');
 }
 

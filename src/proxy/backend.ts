@@ -11,7 +11,7 @@ import {
   parseBackendKeyData,
   parseErrorFields,
   parseParameterStatus,
-  type ErrorFields,
+  type BackendErrorFields,
 } from '../protocol/backend-messages.js';
 import { passwordMessage, saslInitialResponse, saslResponse, sslRequest, startupMessage, terminate } from '../protocol/client-messages.js';
 import { FrameReader } from '../protocol/frame-reader.js';
@@ -40,7 +40,7 @@ export class BackendError extends Error {
     readonly code: BackendErrorCode,
     message: string,
     readonly sqlstate: string = SqlState.CANNOT_CONNECT_NOW,
-    readonly fields?: ErrorFields,
+    readonly fields?: BackendErrorFields,
   ) {
     super(message);
   }
@@ -158,9 +158,9 @@ export class Backend {
    * Runs a simple or extended query that ends in ReadyForQuery and resolves with the first ErrorResponse
    * (if any) and the data rows as text.
    */
-  async run(bytes: Buffer, timeoutMs?: number): Promise<{ error?: ErrorFields; rows: (string | null)[][]; status: string }> {
+  async run(bytes: Buffer, timeoutMs?: number): Promise<{ error?: BackendErrorFields; rows: (string | null)[][]; status: string }> {
     const rows: (string | null)[][] = [];
-    let error: ErrorFields | undefined;
+    let error: BackendErrorFields | undefined;
     let status = 'I';
     await this.exchange(
       bytes,

@@ -93,6 +93,8 @@ export class ClientSession {
   private readonly onData = (chunk: Buffer) => {
     try {
       this.reader.push(chunk);
+      // Before authentication a client has no reason to send ahead more than one message.
+      if (this.reader.buffered > 2 * MAX_PREAUTH_MESSAGE) throw new ProtocolError(`client sent more than ${2 * MAX_PREAUTH_MESSAGE} bytes before authenticating`);
     } catch (e) {
       this.readError = e as Error;
     }

@@ -1,0 +1,146 @@
+/**
+ * Backend → client message writers: what the proxy says to a client before it starts relaying.
+ *
+ * pg-protocol (npm) only parses backend messages and serializes frontend ones (the client side),
+ * so the server side of the protocol is ours. Each writer returns a fresh Buffer holding one
+ * complete message. Strings are UTF-8; a NUL inside one throws MessageEncodingError.
+ */
+import { MAX_CANCEL_SECRET_LENGTH } from './startup.js';
+import { MessageEncodingError } from './errors.js';
+import { checkUint32, encodeString, Writer } from './encode.js';
+
+const AUTHENTICATION = 0x52; // 'R'
+const PARAMETER_STATUS = 0x53; // 'S'
+const BACKEND_KEY_DATA = 0x4b; // 'K'
+const READY_FOR_QUERY = 0x5a; // 'Z'
+const ERROR_RESPONSE = 0x45; // 'E'
+const NOTICE_RESPONSE = 0x4e; // 'N'
+const NEGOTIATE_PROTOCOL_VERSION = 0x76; // 'v'
+
+const AUTH_OK = 0;
+const AUTH_CLEARTEXT_PASSWORD = 3;
+const AUTH_SASL = 10;
+const AUTH_SASL_CONTINUE = 11;
+const AUTH_SASL_FINAL = 12;
+
+export type TransactionStatus = 'I' | 'T' | 'E';
+
+export interface ErrorFields {
+  severity: 'ERROR' | 'FATAL' | 'PANIC';
+  /** SQLSTATE, five characters (see SqlState). */
+  code: string;
+  message: string;
+  detail?: string;
+  hint?: string;
+}
+
+export interface NoticeFields {
+  severity: 'WARNING' | 'NOTICE' | 'INFO';
+  code: string;
+  message: string;
+  detail?: string;
+  hint?: string;
+}
+
+function authentication(kind: number, data?: Buffer): Buffer {
+  const w = new Writer(AUTHENTICATION, 4 + (data?.length ?? 0)).int32(kind);
+  if (data) w.bytes(data);
+  return w.done();
+}
+
+export function authenticationOk(): Buffer {
+  return authentication(AUTH_OK);
+}
+
+export function authenticationCleartextPassword(): Buffer {
+  return authentication(AUTH_CLEARTEXT_PASSWORD);
+}
+
+/** AuthenticationSASL: the mechanisms the server offers, e.g. ['OAUTHBEARER'] or ['SCRAM-SHA-256']. */
+export function authenticationSasl(mechanisms: string[]): Buffer {
+  if (mechanisms.length === 0) throw new MessageEncodingError('AuthenticationSASL needs at least one mechanism');
+  const names = mechanisms.map((m) => {
+    if (m === '') throw new MessageEncodingError('SASL mechanism name is empty');
+    return encodeString(m, 'SASL mechanism name');
+  });
+  const size = names.reduce((n, b) => n + b.length + 1, 4 + 1);
+  const w = new Writer(AUTHENTICATION, size).int32(AUTH_SASL);
+  for (const name of names) w.cstring(name);
+  return w.byte(0).done();
+}
+
+export function authenticationSaslContinue(data: Buffer): Buffer {
+  return authentication(AUTH_SASL_CONTINUE, data);
+}
+
+export function authenticationSaslFinal(data: Buffer): Buffer {
+  return authentication(AUTH_SASL_FINAL, data);
+}
+
+export function parameterStatus(name: string, value: string): Buffer {
+  const n = encodeString(name, 'parameter name');
+  const v = encodeString(value, `value of parameter "${name}"`);
+  return new Writer(PARAMETER_STATUS, n.length + 1 + v.length + 1).cstring(n).cstring(v).done();
+}
+
+/** BackendKeyData: 4-byte secret in protocol 3.0, up to 256 bytes from 3.2. */
+export function backendKeyData(processId: number, secretKey: Buffer): Buffer {
+  checkUint32(processId, 'process id');
+  if (secretKey.length < 4 || secretKey.length > MAX_CANCEL_SECRET_LENGTH) {
+    throw new MessageEncodingError(`secret key of ${secretKey.length} bytes, expected 4 to ${MAX_CANCEL_SECRET_LENGTH}`);
+  }
+  return new Writer(BACKEND_KEY_DATA, 4 + secretKey.length).uint32(processId).bytes(secretKey).done();
+}
+
+export function readyForQuery(status: TransactionStatus): Buffer {
+  if (status !== 'I' && status !== 'T' && status !== 'E') {
+    throw new MessageEncodingError(`transaction status ${JSON.stringify(status)} is not I, T or E`);
+  }
+  return new Writer(READY_FOR_QUERY, 1).byte(status.charCodeAt(0)).done();
+}
+
+/** ErrorResponse with fields S and V (severity), C (SQLSTATE), M, and D / H when given. */
+export function errorResponse(fields: ErrorFields): Buffer {
+  return noticeOrError(ERROR_RESPONSE, fields);
+}
+
+/** NoticeResponse: same fields as errorResponse, non-fatal severities. */
+export function noticeResponse(fields: NoticeFields): Buffer {
+  return noticeOrError(NOTICE_RESPONSE, fields);
+}
+
+const SQLSTATE_PATTERN = /^[0-9A-Z]{5}$/;
+
+function noticeOrError(type: number, fields: ErrorFields | NoticeFields): Buffer {
+  if (!SQLSTATE_PATTERN.test(fields.code)) throw new MessageEncodingError(`SQLSTATE ${JSON.stringify(fields.code)} is not five characters [0-9A-Z]`);
+  const severity = encodeString(fields.severity, 'severity');
+  const entries: Array<[number, Buffer]> = [
+    [0x53, severity], // S: severity (localized; we do not localize)
+    [0x56, severity], // V: severity, never localized
+    [0x43, encodeString(fields.code, 'SQLSTATE')], // C
+    [0x4d, encodeString(fields.message, 'message')], // M
+  ];
+  if (fields.detail !== undefined) entries.push([0x44, encodeString(fields.detail, 'detail')]); // D
+  if (fields.hint !== undefined) entries.push([0x48, encodeString(fields.hint, 'hint')]); // H
+  const size = entries.reduce((n, [, v]) => n + 1 + v.length + 1, 1);
+  const w = new Writer(type, size);
+  for (const [field, value] of entries) w.byte(field).cstring(value);
+  return w.byte(0).done();
+}
+
+/** NegotiateProtocolVersion: the newest minor version we support and the `_pq_.*` options we do not. */
+export function negotiateProtocolVersion(newestMinor: number, unsupported: string[]): Buffer {
+  if (!Number.isInteger(newestMinor) || newestMinor < 0 || newestMinor > 0xffff) {
+    throw new MessageEncodingError(`minor protocol version ${newestMinor} is out of range`);
+  }
+  const names = unsupported.map((o) => encodeString(o, 'protocol option name'));
+  const size = names.reduce((n, b) => n + b.length + 1, 8);
+  const w = new Writer(NEGOTIATE_PROTOCOL_VERSION, size).int32(newestMinor).int32(names.length);
+  for (const name of names) w.cstring(name);
+  return w.done();
+}
+
+/** The single-byte answer to SSLRequest (and GSSENCRequest): 'S' to start TLS, 'N' to refuse. */
+export function sslResponse(accept: boolean): Buffer {
+  return Buffer.from([accept ? 0x53 : 0x4e]);
+}

@@ -1,0 +1,19 @@
+/**
+ * The SQLSTATE codes the proxy sends in ErrorResponse messages (DESIGN.md 2.3).
+ * Values are PostgreSQL's own, so clients and drivers react to them as they would to the server.
+ */
+export const SqlState = {
+  INVALID_AUTHORIZATION: '28000',
+  INVALID_PASSWORD: '28P01',
+  INVALID_CATALOG: '3D000',
+  TOO_MANY_CONNECTIONS: '53300',
+  PROTOCOL_VIOLATION: '08P01',
+  CANNOT_CONNECT_NOW: '57P03',
+  CONNECTION_FAILURE: '08006',
+  QUERY_CANCELED: '57014',
+  ADMIN_SHUTDOWN: '57P01',
+  FEATURE_NOT_SUPPORTED: '0A000',
+  INTERNAL: 'XX000',
+} as const;
+
+export type SqlStateCode = (typeof SqlState)[keyof typeof SqlState];

@@ -1,0 +1,166 @@
+import { describe, expect, it } from 'vitest';
+import { MessageScanner } from '../../src/protocol/message-scanner.js';
+import * as client from '../../src/protocol/client-messages.js';
+import * as server from '../../src/protocol/server-messages.js';
+import { prng, tagged } from './support.js';
+
+// One stream with both directions' markers ('Z' from servers, 'X' from clients: the scanner is
+// direction-agnostic), bodies full of 'Z' and 'X' bytes that must be skipped, empty bodies,
+// and a body far larger than any chunk.
+const messages = [
+  server.authenticationOk(),
+  server.parameterStatus('server_version', '18.4'),
+  server.backendKeyData(101, Buffer.from('ZZZZ')),
+  server.readyForQuery('I'),
+  client.query('select \'XZXZ\''),
+  tagged('D', 4 + 2000, Buffer.alloc(2000, 0x5a)),
+  tagged('S', 4), // Sync: header only
+  server.readyForQuery('T'),
+  tagged('d', 4 + 6, Buffer.from('XXXXXX')),
+  server.errorResponse({ severity: 'ERROR', code: '57014', message: 'canceling statement due to user request' }),
+  server.readyForQuery('E'),
+  client.terminate(),
+  server.readyForQuery('I'), // after Terminate: still tracked
+  client.terminate(),
+];
+const stream = Buffer.concat(messages);
+
+type Expected = { boundary: boolean; count: number; status: number; sawTerminate: boolean };
+
+/** The state a correct scanner has after the first k bytes, for every k. */
+const model: Expected[] = (() => {
+  const starts: number[] = [];
+  let at = 0;
+  for (const m of messages) {
+    starts.push(at);
+    at += m.length;
+  }
+  const out: Expected[] = [];
+  for (let k = 0; k <= stream.length; k++) {
+    let count = 0;
+    let status = 0;
+    let sawTerminate = false;
+    messages.forEach((m, i) => {
+      const s = starts[i]!;
+      if (s + 5 <= k) count++;
+      if (m[0] === 0x5a && s + 5 < k) status = m[5]!;
+      if (m[0] === 0x58 && s < k) sawTerminate = true;
+    });
+    out.push({ boundary: k === stream.length || starts.includes(k), count, status, sawTerminate });
+  }
+  return out;
+})();
+const terminateStarts = messages.flatMap((m, i) => (m[0] === 0x58 ? [messages.slice(0, i).reduce((n, x) => n + x.length, 0)] : []));
+
+/** Scans `stream` cut at `cuts`, checking the state and terminateOffset after every chunk. Returns the first mismatch. */
+function check(cuts: number[]): string | null {
+  const scanner = new MessageScanner();
+  let from = 0;
+  for (const to of [...cuts, stream.length]) {
+    scanner.scan(stream.subarray(from, to));
+    const want = model[to]!;
+    const firstX = terminateStarts.find((s) => s >= from && s < to);
+    const got = {
+      boundary: scanner.atMessageBoundary,
+      count: scanner.messageCount,
+      status: scanner.lastReadyStatus,
+      sawTerminate: scanner.sawTerminate,
+    };
+    const wantOffset = firstX === undefined ? -1 : firstX - from;
+    if (JSON.stringify(got) !== JSON.stringify(want) || scanner.terminateOffset !== wantOffset) {
+      return `chunk [${from}, ${to}): got ${JSON.stringify(got)} offset ${scanner.terminateOffset}, want ${JSON.stringify(want)} offset ${wantOffset}`;
+    }
+    from = to;
+  }
+  return null;
+}
+
+describe('MessageScanner', () => {
+  it('tracks the whole stream in one chunk', () => {
+    expect(check([])).toBeNull();
+    const scanner = new MessageScanner();
+    scanner.scan(stream);
+    expect(scanner.messageCount).toBe(messages.length);
+    expect(String.fromCharCode(scanner.lastReadyStatus)).toBe('I');
+    expect(scanner.terminateOffset).toBe(terminateStarts[0]);
+    expect(scanner.malformed).toBe(false);
+  });
+
+  it('gives the same boundaries and status for a split at every byte', () => {
+    for (let k = 0; k <= stream.length; k++) {
+      const mismatch = check([k]);
+      if (mismatch) expect.fail(`split at ${k}: ${mismatch}`);
+    }
+  });
+
+  it('gives the same boundaries and status byte by byte', () => {
+    expect(check(Array.from({ length: stream.length }, (_, i) => i))).toBeNull();
+  });
+
+  it('gives the same boundaries and status for random multi-way splits (including empty chunks)', () => {
+    const rand = prng(11);
+    for (let round = 0; round < 300; round++) {
+      const cuts: number[] = [];
+      for (let at = 0; at < stream.length; ) {
+        at = Math.min(stream.length, at + Math.floor(rand() * 40));
+        cuts.push(at);
+      }
+      const mismatch = check(cuts);
+      if (mismatch) expect.fail(`round ${round}: ${mismatch}`);
+    }
+  });
+
+  it('lets the proxy forward the bytes before a Terminate and drop the rest', () => {
+    const chunk = Buffer.concat([client.query('select 1'), client.terminate()]);
+    const scanner = new MessageScanner();
+    scanner.scan(chunk);
+    expect(scanner.sawTerminate).toBe(true);
+    expect(chunk.subarray(0, scanner.terminateOffset)).toEqual(client.query('select 1'));
+    scanner.scan(client.query('select 2'));
+    expect(scanner.terminateOffset).toBe(-1);
+    expect(scanner.sawTerminate).toBe(true);
+  });
+
+  it('reads the ReadyForQuery status byte when it arrives in the next chunk', () => {
+    const scanner = new MessageScanner();
+    const z = server.readyForQuery('T');
+    scanner.scan(z.subarray(0, 5));
+    expect(scanner.lastReadyStatus).toBe(0);
+    expect(scanner.atMessageBoundary).toBe(false);
+    scanner.scan(z.subarray(5));
+    expect(String.fromCharCode(scanner.lastReadyStatus)).toBe('T');
+    expect(scanner.atMessageBoundary).toBe(true);
+  });
+
+  it('skips a huge declared body without looking inside it', () => {
+    const scanner = new MessageScanner();
+    scanner.scan(tagged('d', 0xffffffff, Buffer.from(server.readyForQuery('E'))));
+    expect(scanner.messageCount).toBe(1);
+    expect(scanner.lastReadyStatus).toBe(0);
+    expect(scanner.atMessageBoundary).toBe(false);
+  });
+
+  it('marks a length below 4 as malformed and stops', () => {
+    for (const length of [0, 3]) {
+      const scanner = new MessageScanner();
+      scanner.scan(Buffer.concat([server.readyForQuery('I'), tagged('D', length), server.readyForQuery('E')]));
+      expect(scanner.malformed).toBe(true);
+      expect(scanner.atMessageBoundary).toBe(false);
+      expect(String.fromCharCode(scanner.lastReadyStatus)).toBe('I');
+      scanner.scan(server.readyForQuery('T'));
+      expect(String.fromCharCode(scanner.lastReadyStatus)).toBe('I');
+    }
+    const split = new MessageScanner();
+    const bad = tagged('D', 2);
+    split.scan(bad.subarray(0, 2));
+    split.scan(bad.subarray(2));
+    expect(split.malformed).toBe(true);
+  });
+
+  it('ignores empty chunks', () => {
+    const scanner = new MessageScanner();
+    scanner.scan(Buffer.alloc(0));
+    expect(scanner.atMessageBoundary).toBe(true);
+    expect(scanner.terminateOffset).toBe(-1);
+  });
+});
