@@ -1,0 +1,246 @@
+/**
+ * `gprxy connect`: a local listener (127.0.0.1 only, or a Unix socket in a 0700 directory) per database.
+ * Each local connection is answered like a PostgreSQL server that needs no password: SSLRequest and
+ * GSSENCRequest get "N" (loopback), CancelRequests are forwarded to the proxy, and a StartupMessage
+ * opens a verified TLS connection to the central proxy as the token's identity, injects a fresh access
+ * token as the password, and then relays bytes both ways without parsing anything.
+ */
+import { chmodSync, mkdirSync, statSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { FrameReader } from '../protocol/frame-reader.js';
+import { errorResponse, sslResponse } from '../protocol/server-messages.js';
+import { SqlState } from '../protocol/sqlstate.js';
+import { cancelRequest } from '../protocol/client-messages.js';
+import { parseStartupPacket, type StartupMessagePacket } from '../protocol/startup.js';
+import { authenticateUpstream, connectTls, UpstreamError, type ProxyAddress, type TunnelDialer } from './upstream.js';
+
+/** Where the tunnel gets access tokens (the oauth TokenSource, or a fixed CI token). */
+export interface TunnelTokenSource {
+  getAccessToken(): Promise<{ accessToken: string; expiresAt: number; claims: Record<string, unknown> }>;
+}
+
+/** The claims whose value names the user, in the proxy's default order (DESIGN.md 2.2 username_claims). */
+export const DEFAULT_USERNAME_CLAIMS = ['https://gprxy.io/email', 'email', 'sub'] as const;
+
+export interface TunnelEvents {
+  /** A local client connected and was authenticated upstream. */
+  onSession?(info: { database: string; user: string }): void;
+  /** Getting a token failed; `loginRequired` when only `gprxy login` can fix it. */
+  onTokenError?(error: Error & { code?: string }, loginRequired: boolean): void;
+  /** Any other failure of a local connection (proxy unreachable, TLS, refused). */
+  onConnectionError?(error: Error, database: string): void;
+}
+
+export interface TunnelOptions {
+  readonly databases: readonly string[];
+  readonly proxy: ProxyAddress;
+  readonly tokens: TunnelTokenSource;
+  /** First local port; each further database gets the next one. 0 = any free port. */
+  readonly port: number;
+  /** Probe upward from `port` when it is taken (the default 5432 is often a local PostgreSQL). */
+  readonly findFreePort?: boolean;
+  readonly unixSocketDir?: string;
+  readonly usernameClaims?: readonly string[];
+  readonly dialer?: TunnelDialer;
+  readonly events?: TunnelEvents;
+}
+
+export class TunnelError extends Error {
+  constructor(
+    readonly code: 'port_in_use' | 'unsafe_socket_dir' | 'listen_failed',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface Listener {
+  readonly database: string;
+  readonly host: string;
+  readonly port: number;
+  readonly socketPath?: string;
+}
+
+const LOGIN_REQUIRED = new Set(['login_required', 'refresh_token_invalid', 'not_logged_in']);
+
+export function usernameFromClaims(claims: Record<string, unknown>, names: readonly string[] = DEFAULT_USERNAME_CLAIMS): string | undefined {
+  for (const name of names) {
+    const v = claims[name];
+    if (typeof v === 'string' && v) return v;
+  }
+  return undefined;
+}
+
+export class Tunnel {
+  private readonly servers: Server[] = [];
+  private readonly sockets = new Set<Socket>();
+  readonly listeners: Listener[] = [];
+
+  constructor(private readonly options: TunnelOptions) {}
+
+  async start(): Promise<readonly Listener[]> {
+    let port = this.options.port;
+    for (const database of this.options.databases) {
+      const server = createServer({ noDelay: true }, (socket) => this.accept(socket, database));
+      if (this.options.unixSocketDir) {
+        const dir = this.options.unixSocketDir;
+        mkdirSync(dir, { recursive: true, mode: 0o700 });
+        chmodSync(dir, 0o700);
+        const mode = statSync(dir).mode & 0o777;
+        if (mode !== 0o700) throw new TunnelError('unsafe_socket_dir', `${dir} must be mode 0700 so other local users cannot use your identity (it is ${mode.toString(8)})`);
+        const lport = port || 5432;
+        const path = join(dir, `.s.PGSQL.${lport}`);
+        await listen(server, { path });
+        this.listeners.push({ database, host: dir, port: lport, socketPath: path });
+        port = lport + 1;
+      } else {
+        const bound = await this.listenTcp(server, port);
+        this.listeners.push({ database, host: '127.0.0.1', port: bound });
+        port = port === 0 ? 0 : bound + 1;
+      }
+      this.servers.push(server);
+    }
+    return this.listeners;
+  }
+
+  private async listenTcp(server: Server, port: number): Promise<number> {
+    for (let candidate = port, tries = 0; ; candidate++, tries++) {
+      try {
+        await listen(server, { host: '127.0.0.1', port: candidate });
+        return (server.address() as { port: number }).port;
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'EADDRINUSE' && this.options.findFreePort && port !== 0 && tries < 100) continue;
+        if (code === 'EADDRINUSE') throw new TunnelError('port_in_use', `port ${candidate} on 127.0.0.1 is already in use; choose another with --port`);
+        throw new TunnelError('listen_failed', `cannot listen on 127.0.0.1:${candidate}: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+    for (const s of this.sockets) s.destroy();
+  }
+
+  private accept(local: Socket, database: string): void {
+    this.sockets.add(local);
+    local.once('close', () => this.sockets.delete(local));
+    local.on('error', () => local.destroy());
+    void this.serve(local, database).catch((e: Error) => {
+      this.options.events?.onConnectionError?.(e, database);
+      local.destroy();
+    });
+  }
+
+  private async serve(local: Socket, database: string): Promise<void> {
+    const reader = new FrameReader();
+    const frames: Buffer[] = [];
+    let wake: (() => void) | undefined;
+    let gone = false;
+    let failure: Error | undefined;
+    const onData = (chunk: Buffer) => {
+      try {
+        reader.push(chunk);
+        for (let f = reader.nextStartupFrame(); f; f = reader.nextStartupFrame()) frames.push(f);
+      } catch (e) {
+        failure = e as Error;
+      }
+      wake?.();
+    };
+    const onGone = () => {
+      gone = true;
+      wake?.();
+    };
+    local.on('data', onData);
+    local.on('close', onGone);
+    const nextFrame = async (): Promise<Buffer | undefined> => {
+      for (;;) {
+        if (failure) throw failure;
+        const f = frames.shift();
+        if (f) return f;
+        if (gone) return undefined;
+        await new Promise<void>((r) => (wake = r));
+      }
+    };
+
+    let startup: StartupMessagePacket | undefined;
+    while (!startup) {
+      const frame = await nextFrame();
+      if (!frame) return;
+      const packet = parseStartupPacket(frame);
+      if (packet.kind === 'ssl' || packet.kind === 'gssenc') local.write(sslResponse(false));
+      else if (packet.kind === 'cancel') {
+        // The client holds the key the central proxy issued: forward the request verbatim.
+        local.destroy();
+        const upstream = await connectTls(this.options.proxy, this.options.dialer);
+        upstream.end(cancelRequest(packet.processId, packet.secretKey));
+        return;
+      } else startup = packet;
+    }
+    local.pause();
+    local.off('data', onData);
+
+    let token;
+    try {
+      token = await this.options.tokens.getAccessToken();
+    } catch (e) {
+      const err = e as Error & { code?: string };
+      const loginRequired = LOGIN_REQUIRED.has(err.code ?? '');
+      this.options.events?.onTokenError?.(err, loginRequired);
+      const message = loginRequired ? `gprxy: not logged in or the session expired; run gprxy login` : `gprxy: cannot get an access token: ${err.message}`;
+      local.end(errorResponse({ severity: 'FATAL', code: SqlState.INVALID_AUTHORIZATION, message }));
+      return;
+    }
+    const user = usernameFromClaims(token.claims, this.options.usernameClaims);
+    if (!user) {
+      local.end(errorResponse({ severity: 'FATAL', code: SqlState.INVALID_AUTHORIZATION, message: 'gprxy: the access token names no user (no email or sub claim)' }));
+      return;
+    }
+    const parameters: Record<string, string> = { ...startup.parameters, user, database };
+    let upstream;
+    try {
+      upstream = await connectTls(this.options.proxy, this.options.dialer);
+    } catch (e) {
+      this.options.events?.onConnectionError?.(e as Error, database);
+      local.end(errorResponse({ severity: 'FATAL', code: SqlState.CANNOT_CONNECT_NOW, message: `gprxy: ${(e as Error).message}` }));
+      return;
+    }
+    let rest: Buffer;
+    try {
+      rest = await authenticateUpstream(upstream, parameters, token.accessToken);
+    } catch (e) {
+      upstream.destroy();
+      if (e instanceof UpstreamError && e.raw) local.end(e.raw);
+      else local.end(errorResponse({ severity: 'FATAL', code: SqlState.CANNOT_CONNECT_NOW, message: `gprxy: ${(e as Error).message}` }));
+      return;
+    }
+    this.options.events?.onSession?.({ database, user });
+    this.sockets.add(upstream);
+    upstream.once('close', () => {
+      this.sockets.delete(upstream);
+      local.destroy();
+    });
+    local.once('close', () => upstream.destroy());
+    upstream.on('error', () => local.destroy());
+    if (rest.length) local.write(rest);
+    const pending = reader.takeRemaining();
+    if (pending.length) upstream.write(pending);
+    // After authentication nothing is parsed: plain pipes with their built-in backpressure.
+    upstream.pipe(local);
+    local.pipe(upstream);
+    local.resume();
+    upstream.resume();
+  }
+}
+
+function listen(server: Server, options: { host?: string; port?: number; path?: string }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (e: Error) => reject(e);
+    server.once('error', onError);
+    server.listen(options, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+}

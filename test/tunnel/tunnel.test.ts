@@ -1,0 +1,139 @@
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer } from 'node:net';
+import { promisify } from 'node:util';
+import { decodeJwt } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Tunnel, type TunnelTokenSource } from '../../src/tunnel/tunnel.js';
+import { startProxyStack, type ProxyStack } from '../support/proxy-stack.js';
+import { loginAs } from '../support/tokens.js';
+import { waitUntil } from '../support/wait.js';
+
+const run = promisify(execFile);
+let stack: ProxyStack;
+let aliceToken: string;
+
+function fixedTokens(token: string): TunnelTokenSource {
+  return { getAccessToken: async () => ({ accessToken: token, expiresAt: (decodeJwt(token).exp ?? 0) * 1000, claims: decodeJwt(token) as Record<string, unknown> }) };
+}
+
+async function startTunnel(tokens: TunnelTokenSource, extra: Partial<ConstructorParameters<typeof Tunnel>[0]> = {}): Promise<Tunnel> {
+  const tunnel = new Tunnel({ databases: ['mydb'], proxy: { host: 'localhost', port: stack.port, ca: stack.idp.ca.cert }, tokens, port: 0, ...extra });
+  await tunnel.start();
+  return tunnel;
+}
+
+function psql(port: number, sql: string, env: Record<string, string> = {}) {
+  // No password anywhere: the tunnel injects the token.
+  return run('psql', ['-X', '-A', '-t', '-h', '127.0.0.1', '-p', String(port), '-d', 'mydb', '-c', sql], {
+    env: { PATH: process.env.PATH!, PGSSLMODE: 'prefer', PGCONNECT_TIMEOUT: '10', ...env },
+  });
+}
+
+beforeAll(async () => {
+  stack = await startProxyStack();
+  aliceToken = (await loginAs(stack.idp.provider, 'alice')).accessToken;
+});
+afterAll(async () => {
+  await stack?.stop();
+});
+
+describe('gprxy connect tunnel', () => {
+  it('lets plain psql connect with no password: mapped account and user identity', async () => {
+    const tunnel = await startTunnel(fixedTokens(aliceToken));
+    try {
+      const { stdout } = await psql(tunnel.listeners[0]!.port, "select current_user || ' ' || current_setting('app.user_id')");
+      expect(stdout.trim()).toBe('app_writer auth0|alice0001');
+    } finally {
+      await tunnel.close();
+    }
+  });
+
+  it('listens on loopback only', async () => {
+    const tunnel = await startTunnel(fixedTokens(aliceToken));
+    try {
+      expect(tunnel.listeners[0]!.host).toBe('127.0.0.1');
+      const { stdout } = await run('ss', ['-ltnH']).catch(() => ({ stdout: '' }));
+      const port = tunnel.listeners[0]!.port;
+      for (const line of stdout.split('\n').filter((l) => l.includes(`:${port} `))) expect(line).toContain(`127.0.0.1:${port}`);
+    } finally {
+      await tunnel.close();
+    }
+  });
+
+  it('refuses with a "run gprxy login" FATAL that psql prints when no token can be had', async () => {
+    const loginRequired = Object.assign(new Error('refresh token expired or revoked'), { code: 'login_required' });
+    let told = 0;
+    const tunnel = await startTunnel({ getAccessToken: () => Promise.reject(loginRequired) }, { events: { onTokenError: (_e, l) => void (l && told++) } });
+    try {
+      const err = await psql(tunnel.listeners[0]!.port, 'select 1').then(
+        () => undefined,
+        (e: { stderr: string }) => e,
+      );
+      expect(err?.stderr).toContain('run gprxy login');
+      expect(told).toBe(1);
+    } finally {
+      await tunnel.close();
+    }
+  });
+
+  it("forwards psql's Ctrl+C across both hops", async () => {
+    const tunnel = await startTunnel(fixedTokens(aliceToken));
+    try {
+      const child = spawn('psql', ['-X', '-h', '127.0.0.1', '-p', String(tunnel.listeners[0]!.port), '-d', 'mydb', '-c', 'select pg_sleep(30)'], {
+        env: { PATH: process.env.PATH!, PGSSLMODE: 'prefer' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      await waitUntil(async () => (await stack.cluster.query("select count(*)::int as n from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'", [], 'mydb')).rows[0]?.n === 1);
+      const started = Date.now();
+      child.kill('SIGINT');
+      await once(child, 'exit');
+      expect(stderr).toContain('canceling statement due to user request');
+      expect(Date.now() - started).toBeLessThan(5000);
+    } finally {
+      await tunnel.close();
+    }
+  });
+
+  it('says clearly when the port is taken', async () => {
+    const blocker = createServer();
+    await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', () => r()));
+    const port = (blocker.address() as { port: number }).port;
+    try {
+      const tunnel = new Tunnel({ databases: ['mydb'], proxy: { host: 'localhost', port: stack.port, ca: stack.idp.ca.cert }, tokens: fixedTokens(aliceToken), port });
+      await expect(tunnel.start()).rejects.toMatchObject({ code: 'port_in_use' });
+      const next = new Tunnel({ databases: ['mydb', 'mydb'], proxy: { host: 'localhost', port: stack.port, ca: stack.idp.ca.cert }, tokens: fixedTokens(aliceToken), port, findFreePort: true });
+      const listeners = await next.start();
+      expect(listeners.map((l) => l.port)).toEqual([port + 1, port + 2]);
+      await next.close();
+    } finally {
+      blocker.close();
+    }
+  });
+
+  it('fails TLS verification against the wrong CA with a clear message', async () => {
+    const { createCertificateAuthority } = await import('../../src/demo/certificates.js');
+    const otherCa = await createCertificateAuthority('someone else');
+    const errors: Error[] = [];
+    const tunnel = new Tunnel({
+      databases: ['mydb'],
+      proxy: { host: 'localhost', port: stack.port, ca: otherCa.cert },
+      tokens: fixedTokens(aliceToken),
+      port: 0,
+      events: { onConnectionError: (e) => errors.push(e) },
+    });
+    await tunnel.start();
+    try {
+      const err = await psql(tunnel.listeners[0]!.port, 'select 1').then(
+        () => undefined,
+        (e: { stderr: string }) => e,
+      );
+      expect(err?.stderr).toMatch(/TLS verification of the gprxy proxy .* failed/);
+      expect(errors[0]).toMatchObject({ code: 'proxy_tls_failed' });
+    } finally {
+      await tunnel.close();
+    }
+  });
+});
