@@ -165,7 +165,13 @@ export class ClientSession {
         return;
       }
       this.socket.write(authenticationCleartextPassword());
-      const message = await this.next(() => this.reader.nextMessage());
+      const message = await this.next(() => this.reader.nextMessage()).catch((e: unknown) => {
+        // An oversized password is a wrong password, not a protocol attack: say so with 28P01.
+        if (e instanceof ProtocolError && /^message 'p' length \d+ exceeds/.test(e.message)) {
+          throw new TokenError('token_too_large', `the password is larger than ${MAX_PREAUTH_MESSAGE} bytes, too large to be an access token; use gprxy token or gprxy connect`);
+        }
+        throw e;
+      });
       if (message.type !== PASSWORD_MESSAGE) {
         throw new Refusal(SqlState.PROTOCOL_VIOLATION, `expected a password message, got message type "${String.fromCharCode(message.type)}"`, 'protocol_violation');
       }

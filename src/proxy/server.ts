@@ -21,6 +21,8 @@ export interface ProxyServerDeps {
   readonly fetch?: typeof fetch;
   readonly dialer?: Dialer;
   readonly now?: () => number;
+  /** How soon after a JWKS fetch an unknown kid may trigger another (default 30 s). */
+  readonly unknownKidCooldownMs?: number;
 }
 
 export class ProxyServer {
@@ -49,6 +51,7 @@ export class ProxyServer {
         logger: deps.logger,
         now: this.now,
         ...(deps.fetch ? { fetch: deps.fetch } : {}),
+        ...(deps.unknownKidCooldownMs !== undefined ? { unknownKidCooldownMs: deps.unknownKidCooldownMs } : {}),
       });
     this.pools = new PoolManager({
       waitTimeoutMs: config.limits.poolWaitTimeoutMs,
@@ -71,7 +74,9 @@ export class ProxyServer {
   }
 
   async start(): Promise<void> {
-    await this.verifier.start();
+    // A provider that is down at start is not fatal: its cache keeps retrying, and tokens are refused
+    // with a clear jwks_unavailable until keys arrive (or persisted keys from jwks.cache_dir serve).
+    await this.verifier.start().catch((e: Error) => this.log.error({ event: 'jwks_unavailable', reason: e.message }, 'provider keys unavailable at start'));
     const server = createServer({ noDelay: true, pauseOnConnect: false }, (socket) => this.accept(socket));
     server.on('error', (e) => this.log.error({ event: 'listener_error', err: e.message }, 'listener error'));
     this.server = server;

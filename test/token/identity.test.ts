@@ -1,0 +1,120 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { claimAsSettingValue, resolveIdentity, rolesFromClaim } from '../../src/token/identity.js';
+import { TokenVerifier, type VerifiedToken } from '../../src/token/verifier.js';
+import { FakeIdp, refused, ROLES_CLAIM } from './fake-idp.js';
+
+const MAPPING = [
+  { role: 'pg_admin', account: 'app_admin' },
+  { role: 'pg_writer', account: 'app_writer' },
+  { role: 'pg_reader', account: 'app_reader' },
+] as const;
+
+describe('resolveIdentity (tokens verified by a real TokenVerifier)', () => {
+  let idp: FakeIdp;
+  let v: TokenVerifier;
+  const now = (): number => Date.parse('2026-11-25T16:00:00Z');
+  const verified = async (claims: Record<string, unknown> = {}): Promise<VerifiedToken> => v.verify(await idp.sign(now(), claims));
+
+  beforeAll(async () => {
+    idp = await FakeIdp.start();
+    v = new TokenVerifier({ providers: [idp.providerConfig()], jwks: { cacheTtlMs: 3_600_000 }, now });
+    await v.start();
+  });
+  afterAll(async () => {
+    v.close();
+    await idp.close();
+  });
+
+  it('matches the startup user against the username claims and maps the role', async () => {
+    const token = await verified({ 'https://gprxy.io/org_id': 'org_42', [ROLES_CLAIM]: ['pg_reader', 'pg_writer'] });
+    const identity = resolveIdentity(token, 'alice@example.com', MAPPING);
+    expect(identity).toEqual({
+      user: 'alice@example.com',
+      subject: 'auth0|alice',
+      email: 'alice@example.com',
+      roles: ['pg_reader', 'pg_writer'],
+      account: 'app_writer', // rule order wins, not claim order
+      tenantId: 'org_42',
+      claims: token.claims,
+    });
+  });
+
+  it('any username claim may match, e.g. sub', async () => {
+    const identity = resolveIdentity(await verified(), 'auth0|alice', MAPPING);
+    expect(identity.user).toBe('auth0|alice');
+    expect(identity.account).toBe('app_reader');
+  });
+
+  it('a token for another user than the startup user → token_user_mismatch', async () => {
+    const token = await verified();
+    let e = await refused(Promise.resolve().then(() => resolveIdentity(token, 'bob@example.com', MAPPING)), 'token_user_mismatch');
+    expect(e.message).toBe('connected as user "bob@example.com" but the token belongs to "alice@example.com"; connect with user=alice@example.com');
+    // Comparison is exact: no case folding.
+    e = await refused(Promise.resolve().then(() => resolveIdentity(token, 'Alice@example.com', MAPPING)), 'token_user_mismatch');
+    expect(e.code).toBe('token_user_mismatch');
+  });
+
+  it('the first username claim present names the owner; non-string claims never match', async () => {
+    const token = await verified({ 'https://gprxy.io/email': 'alice@corp.example', email: 42, sub: 'auth0|alice' });
+    const e = await refused(Promise.resolve().then(() => resolveIdentity(token, '42', MAPPING)), 'token_user_mismatch');
+    expect(e.message).toContain('connect with user=alice@corp.example');
+  });
+
+  it('a token with none of the username claims → token_user_mismatch naming the claims', async () => {
+    const token = await verified({ email: undefined, sub: undefined });
+    const e = await refused(Promise.resolve().then(() => resolveIdentity(token, 'alice@example.com', MAPPING)), 'token_user_mismatch');
+    expect(e.message).toContain('none of the username claims https://gprxy.io/email, email, sub');
+  });
+
+  it('no roles → token_no_role', async () => {
+    const token = await verified({ [ROLES_CLAIM]: undefined });
+    const e = await refused(Promise.resolve().then(() => resolveIdentity(token, 'alice@example.com', MAPPING)), 'token_no_role');
+    expect(e.message).toContain('token roles: none');
+  });
+
+  it('roles that map to nothing → token_no_role listing the roles', async () => {
+    const token = await verified({ [ROLES_CLAIM]: ['viewer', 'billing'] });
+    const e = await refused(Promise.resolve().then(() => resolveIdentity(token, 'alice@example.com', MAPPING)), 'token_no_role');
+    expect(e.message).toBe('no role in the token maps to an account (token roles: "viewer", "billing")');
+    expect(e.sqlstate).toBe('28000');
+  });
+
+  it('roles as a space or comma separated string', async () => {
+    const token = await verified({ [ROLES_CLAIM]: 'viewer, pg_admin pg_reader' });
+    const identity = resolveIdentity(token, 'alice@example.com', MAPPING);
+    expect(identity.roles).toEqual(['viewer', 'pg_admin', 'pg_reader']);
+    expect(identity.account).toBe('app_admin');
+  });
+
+  it('a roles claim of the wrong type maps to nothing', async () => {
+    const token = await verified({ [ROLES_CLAIM]: { admin: true } });
+    await refused(Promise.resolve().then(() => resolveIdentity(token, 'alice@example.com', MAPPING)), 'token_no_role');
+  });
+
+  it('an empty role mapping refuses every token', async () => {
+    await refused(Promise.resolve().then(async () => resolveIdentity(await verified(), 'alice@example.com', [])), 'token_no_role');
+  });
+});
+
+describe('rolesFromClaim', () => {
+  it('accepts arrays of strings and separated strings, drops the rest', () => {
+    expect(rolesFromClaim(['a', 1, 'b', 'a', ''])).toEqual(['a', 'b']);
+    expect(rolesFromClaim(' a,b  c ,')).toEqual(['a', 'b', 'c']);
+    expect(rolesFromClaim(undefined)).toEqual([]);
+    expect(rolesFromClaim(7)).toEqual([]);
+  });
+});
+
+describe('claimAsSettingValue', () => {
+  it('formats claims as setting text', () => {
+    expect(claimAsSettingValue('auth0|abc')).toBe('auth0|abc');
+    expect(claimAsSettingValue(['pg_reader', 'pg_writer'])).toBe('pg_reader,pg_writer');
+    expect(claimAsSettingValue([1, true, null, { a: 1 }])).toBe('1,true,,{"a":1}');
+    expect(claimAsSettingValue({ org: 'x', n: [1] })).toBe('{"org":"x","n":[1]}');
+    expect(claimAsSettingValue(null)).toBe('');
+    expect(claimAsSettingValue(undefined)).toBe('');
+    expect(claimAsSettingValue(42)).toBe('42');
+    expect(claimAsSettingValue(false)).toBe('false');
+    expect(claimAsSettingValue('a\0b')).toBe('ab');
+  });
+});
