@@ -190,6 +190,13 @@ export class JwksCache {
    */
   async start(): Promise<void> {
     await this.loadPersisted();
+    if (this.keys.length > 0) {
+      // Persisted keys serve at once; a provider that is down must not delay (re)starts by its timeout.
+      this.refresh().catch((error: unknown) =>
+        this.logger?.warn({ err: describe(error), fetchedAt: this.fetchedAt && new Date(this.fetchedAt).toISOString() }, 'JWKS fetch failed at start; serving the persisted keys'),
+      );
+      return;
+    }
     try {
       await this.refresh();
     } catch (error) {

@@ -6,7 +6,7 @@
 import { Writable } from 'node:stream';
 import { buildProxyConfig, type ProxyConfig } from '../../src/config/proxy-config.js';
 import { createLogger } from '../../src/proxy/logger.js';
-import { ProxyServer } from '../../src/proxy/server.js';
+import { ProxyServer, type ProxyServerDeps } from '../../src/proxy/server.js';
 import { startTestProvider, type TestProvider } from './oidc.js';
 import { createAppDatabase, SERVICE_ACCOUNTS, startTestPostgres, type Cluster } from './postgres.js';
 
@@ -53,7 +53,7 @@ export interface ProxyStack {
   readonly port: number;
   /** TLS options for node-postgres trusting the test CA. */
   readonly ssl: { ca: string; servername: string };
-  startProxy(overrides?: Record<string, unknown>): Promise<ProxyServer>;
+  startProxy(overrides?: Record<string, unknown>, deps?: Partial<ProxyServerDeps>): Promise<ProxyServer>;
   stop(): Promise<void>;
 }
 
@@ -107,10 +107,10 @@ export async function startProxyStack(options: { overrides?: Record<string, unkn
       return proxy!.address.port;
     },
     ssl: { ca: idp.ca.cert, servername: 'localhost' },
-    async startProxy(overrides = {}) {
+    async startProxy(overrides = {}, deps = {}) {
       await proxy?.close();
       config = buildProxyConfig(proxyDocument(cluster, idp, leaf, { ...options.overrides, ...overrides }), {}, '/inline', readFile);
-      proxy = new ProxyServer(config, { logger: createLogger({ level: 'debug', destination: logs }) });
+      proxy = new ProxyServer(config, { logger: createLogger({ level: 'debug', destination: logs }), ...deps });
       await proxy.start();
       return proxy;
     },
