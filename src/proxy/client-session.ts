@@ -249,7 +249,8 @@ export class ClientSession {
       this.wake?.();
     });
     while (!this.tls) {
-      if (this.closed || this.readError) throw new Refusal(SqlState.CONNECTION_FAILURE, 'TLS handshake failed', 'tls_handshake_failed');
+      if (this.readError) throw this.readError;
+      if (this.closed) throw new Refusal(SqlState.CONNECTION_FAILURE, 'TLS handshake failed', 'tls_handshake_failed');
       await new Promise<void>((resolve) => (this.wake = resolve));
     }
   }
@@ -382,7 +383,8 @@ export class ClientSession {
       this.log.error({ event: 'internal_error', err: e }, 'unexpected error in client session');
       refusal = new Refusal(SqlState.INTERNAL, 'internal proxy error; the proxy log has details', 'internal_error');
     }
-    const clientGone = refusal.reason === 'client_closed_during_login' || refusal.reason === 'tls_handshake_failed';
+    // Nothing can be said to a client that left, or whose TLS handshake never finished.
+    const clientGone = refusal.reason === 'client_closed_during_login' || refusal.reason === 'tls_handshake_failed' || (this.socket instanceof TLSSocket && !this.tls);
     if (!clientGone && !this.socket.destroyed) {
       this.socket.end(errorResponse({ severity: 'FATAL', code: refusal.sqlstate, message: refusal.message, ...(refusal.hint ? { hint: refusal.hint } : {}) }));
       this.socket.destroySoon?.();

@@ -71,7 +71,10 @@ export class Relay {
   constructor(
     private readonly client: Socket,
     private readonly backend: Socket,
-  ) {}
+  ) {
+    // The backend is idle when the relay starts: its last ReadyForQuery (after setup) said so.
+    this.fromBackend.lastReadyStatus = READY_STATUS_IDLE;
+  }
 
   /** Starts relaying; `pending` are client bytes that arrived with authentication and belong to the session. */
   start(pending?: Buffer): void {

@@ -94,7 +94,11 @@ export class ProxyServer {
   private accept(socket: Socket): void {
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 60_000);
-    if (this.sockets.size >= this.config.limits.maxClientConnections) {
+    // Every accepted socket is tracked (refused ones too) so close() can end them all.
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+    if (this.sessions.size >= this.config.limits.maxClientConnections) {
       socket.end(
         errorResponse({
           severity: 'FATAL',
@@ -103,10 +107,9 @@ export class ProxyServer {
         }),
       );
       this.log.warn({ event: 'connection_refused', reason: 'too_many_connections', client: `${socket.remoteAddress}:${socket.remotePort}` }, 'too many connections');
+      socket.destroySoon();
       return;
     }
-    this.sockets.add(socket);
-    socket.once('close', () => this.sockets.delete(socket));
     const session = new ClientSession(socket, {
       config: this.config,
       verifier: this.verifier,
