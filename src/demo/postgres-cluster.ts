@@ -9,7 +9,7 @@
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chownSync, mkdtempSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,6 +26,8 @@ export interface ClusterOptions {
   tls?: { cert: string; key: string };
   /** Extra `-c name=value` server settings. */
   settings?: Record<string, string>;
+  /** pg_hba.conf lines placed before the default (scram-sha-256 for everyone), e.g. for md5 accounts. */
+  hba?: string[];
   onLog?: (line: string) => void;
 }
 
@@ -115,6 +117,10 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       ['-D', dataDir, '-U', superuser, '--pwfile', join(dir, 'pwfile'), '--auth=scram-sha-256', '-E', 'UTF8', '--locale=C', '--no-sync', '--no-instructions'],
       { ...spawnOpts, stdio: ['ignore', 'pipe', 'pipe'], cwd: dir },
     );
+    if (options.hba?.length) {
+      const hbaFile = join(dataDir, 'pg_hba.conf');
+      writeFileSync(hbaFile, `${options.hba.join('\n')}\n${readFileSync(hbaFile, 'utf8')}`);
+    }
   } catch (e) {
     cleanupDir();
     const err = e as { stderr?: Buffer; message: string };
