@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', 'coverage/', 'bench/out/', 'oclif.manifest.json'] },
+  { ignores: ['dist/', 'node_modules/', 'coverage/', 'bench/out/', '.tmp/', 'oclif.manifest.json'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
@@ -13,7 +13,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['src/config/**', 'src/commands/**', 'bin/**', 'test/**', 'bench/**', 'vitest.config.ts'],
+    files: ['src/config/**', 'src/commands/**', 'src/cli/**', 'bin/**', 'test/**', 'bench/**', 'vitest.config.ts'],
     rules: { 'no-restricted-properties': 'off' },
   },
 );

@@ -2,12 +2,30 @@
  * Runs once per `vitest run`: builds dist/ and the oclif manifest (incremental, seconds when nothing
  * changed) so CLI tests run `bin/run.js` exactly as users do. Type errors do not stop the build here
  * (tsc still emits); `npm run typecheck` is where they fail CI.
+ * The teardown greps every log line of the run for tokens (test/support/run-log.ts).
  */
 import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SECRET_PATTERNS } from './run-log.js';
 
-export default function setup(): void {
+export default function setup(): () => void {
   const tsc = spawnSync('npx', ['tsc', '-b'], { encoding: 'utf8' });
   if (tsc.status !== 0) process.stderr.write(`warning: tsc -b reported errors (tests use what it emitted):\n${tsc.stdout.slice(0, 2000)}\n`);
   const manifest = spawnSync('npx', ['oclif', 'manifest'], { encoding: 'utf8', env: { ...process.env, NODE_ENV: 'production' } });
   if (manifest.status !== 0) throw new Error(`oclif manifest failed: ${manifest.stderr}`);
+
+  const dir = mkdtempSync(join(tmpdir(), 'gprxy-test-logs-'));
+  const logPath = join(dir, 'run.log');
+  process.env.GPRXY_TEST_RUN_LOG = logPath;
+  return () => {
+    const text = existsSync(logPath) ? readFileSync(logPath, 'utf8') : '';
+    rmSync(dir, { recursive: true, force: true });
+    for (const pattern of SECRET_PATTERNS) {
+      const hit = pattern.exec(text);
+      if (hit) throw new Error(`a token-shaped secret appeared in the logs of this test run: ${hit[0].slice(0, 12)}…`);
+    }
+    process.stdout.write(`log scan: ${text.split('\n').length - 1} log lines of this run hold no token\n`);
+  };
 }

@@ -4,6 +4,7 @@
  * in memory so tests can assert audit events and grep for leaked tokens.
  */
 import { Writable } from 'node:stream';
+import { appendRunLog } from './run-log.js';
 import { buildProxyConfig, type ProxyConfig } from '../../src/config/proxy-config.js';
 import { createLogger } from '../../src/proxy/logger.js';
 import { ProxyServer, type ProxyServerDeps } from '../../src/proxy/server.js';
@@ -20,6 +21,7 @@ export class LogCapture extends Writable {
   override _write(chunk: Buffer, _enc: string, cb: () => void): void {
     const text = chunk.toString();
     this.raw += text;
+    appendRunLog(text);
     for (const line of text.split('\n')) {
       if (!line.trim()) continue;
       const parsed = JSON.parse(line) as Record<string, unknown>;

@@ -1,0 +1,24 @@
+import { Flags } from '@oclif/core';
+import { BaseCommand } from '../cli/base-command.js';
+import { resolveCliSettings } from '../config/cli-config.js';
+import { logout } from '../oauth/cli-session.js';
+
+export default class Logout extends BaseCommand {
+  static override description = 'Revoke the refresh token at the provider (RFC 7009) and delete the local tokens';
+  static override flags = {
+    profile: Flags.string({ char: 'p', description: 'profile to log out (default: GPRXY_PROFILE or "default")' }),
+  };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(Logout);
+    const settings = resolveCliSettings({ profile: flags.profile, env: process.env });
+    const result = await logout(settings, { warn: (m) => this.logToStderr(`gprxy: warning: ${m}`) });
+    const revoked = {
+      revoked: 'refresh token revoked at the provider',
+      unsupported: 'the provider offers no revocation, so the refresh token stays valid there until it expires',
+      offline: 'the provider was unreachable, so the refresh token was not revoked',
+      none: 'nothing to revoke',
+    }[result.revocation];
+    this.log(`Logged out of profile "${settings.profile}": ${revoked}; ${result.deleted ? 'local tokens deleted' : 'no local tokens were stored'}.`);
+  }
+}

@@ -1,0 +1,83 @@
+/**
+ * CI: GPRXY_CLIENT_ID + GPRXY_CLIENT_SECRET (client credentials) and GPRXY_TOKEN, from the environment
+ * alone, with an empty HOME that must stay empty; and nothing ever waits for input.
+ */
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createRemoteJWKSet, customFetch, jwtVerify, type FetchImplementation } from 'jose';
+import { DEV_AUDIENCE, type DevProvider } from '../../src/demo/oidc-provider.js';
+import { fetchWithCa } from '../../src/oauth/ca-fetch.js';
+import { startTestProvider, type TestProvider } from '../support/oidc.js';
+import { runCli } from '../support/cli.js';
+
+let stack: TestProvider;
+let provider: DevProvider;
+let home: string;
+let caDir: string;
+let baseEnv: Record<string, string>;
+
+async function filesUnder(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
+  return entries.map((e) => path.join(e.parentPath, e.name));
+}
+
+beforeAll(async () => {
+  stack = await startTestProvider();
+  provider = stack.provider;
+  home = await mkdtemp(path.join(os.tmpdir(), 'gprxy-ci-home-'));
+  caDir = await mkdtemp(path.join(os.tmpdir(), 'gprxy-ci-ca-'));
+  await writeFile(path.join(caDir, 'ca.pem'), provider.caCert);
+  baseEnv = { HOME: home, XDG_CONFIG_HOME: path.join(home, '.config'), GPRXY_ISSUER: provider.issuer, GPRXY_AUDIENCE: DEV_AUDIENCE, GPRXY_CA: path.join(caDir, 'ca.pem') };
+});
+
+afterAll(async () => {
+  await stack?.close();
+  await rm(home, { recursive: true, force: true });
+  await rm(caDir, { recursive: true, force: true });
+});
+
+describe('CI mode', () => {
+  it('client credentials: gprxy token prints a verifiable token and writes nothing under HOME', async () => {
+    const env = { ...baseEnv, GPRXY_CLIENT_ID: provider.ciClient.clientId, GPRXY_CLIENT_SECRET: provider.ciClient.clientSecret };
+    const r = await runCli(['token'], { env });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const jwks = createRemoteJWKSet(new URL('jwks', provider.issuer), { [customFetch]: fetchWithCa(provider.caCert) as FetchImplementation });
+    const { payload } = await jwtVerify(r.stdout.trim(), jwks, { issuer: provider.issuer, audience: DEV_AUDIENCE });
+    expect(payload.sub).toBe('ci-bot');
+    expect(payload['https://gprxy.io/roles']).toEqual(['pg_reader']);
+
+    const status = await runCli(['status', '--json'], { env });
+    expect(status.code).toBe(0);
+    expect(JSON.parse(status.stdout)).toMatchObject({ mode: 'client_credentials', storage: 'none', loggedIn: true, identity: { sub: 'ci-bot' }, roles: ['pg_reader'] });
+
+    expect(await filesUnder(home)).toEqual([]);
+    expect(provider.counters().tokenRequests.client_credentials).toBe(2);
+  });
+
+  it('a wrong client secret is one line that names the CI variables', async () => {
+    const r = await runCli(['token'], { env: { ...baseEnv, GPRXY_CLIENT_ID: provider.ciClient.clientId, GPRXY_CLIENT_SECRET: 'wrong' } });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^gprxy: the provider refused client "ci-bot" \(invalid_client.*\): check GPRXY_CLIENT_ID and GPRXY_CLIENT_SECRET\n$/);
+    expect(r.stderr).not.toContain('wrong');
+  });
+
+  it('GPRXY_TOKEN is printed as is, with no provider needed', async () => {
+    const token = 'eyJhbGciOiJub25lIn0.eyJzdWIiOiJzb21lb25lIiwiZXhwIjo0MTAyNDQ0ODAwfQ.';
+    const r = await runCli(['token'], { env: { HOME: home, GPRXY_TOKEN: token } });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(`${token}\n`);
+    const status = JSON.parse((await runCli(['status', '--json'], { env: { HOME: home, GPRXY_TOKEN: token } })).stdout);
+    expect(status).toMatchObject({ mode: 'token', identity: { sub: 'someone' }, accessToken: { expiresAt: '2100-01-01T00:00:00.000Z' } });
+    expect(await filesUnder(home)).toEqual([]);
+  });
+
+  it('without any credentials, gprxy token fails at once instead of waiting for input', async () => {
+    const r = await runCli(['token'], { env: { HOME: home, XDG_CONFIG_HOME: path.join(home, '.config') } });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('gprxy: not logged in: run gprxy login\n');
+    expect(await filesUnder(home)).toEqual([]);
+  });
+});
