@@ -176,6 +176,10 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
   }
   const proc = child;
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  // If our process ends without stop() (a crash, a killed test worker), the server must not outlive it.
+  const killOnExit = () => proc.kill('SIGINT');
+  process.once('exit', killOnExit);
+  void exited.then(() => process.off('exit', killOnExit));
   // Keep the pipes drained so a chatty server never blocks.
   proc.stdout!.resume();
   proc.stderr!.resume();

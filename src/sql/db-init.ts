@@ -1,0 +1,316 @@
+/**
+ * `gprxy db init` as a library: plan the SQL for one database of the proxy config (roles and grants,
+ * schema gprxy, the context secret), print it, or apply it in one transaction and report what changed.
+ *
+ * Idempotent by construction: every statement is a no-op when its object is already as wanted, and the
+ * two things that cannot be written that way are decided from the catalog first: a service account's
+ * password is only set when the stored SCRAM verifier does not already match the config's password (read
+ * from pg_authid, or by trying to log in when the admin may not read it), and a context secret differing
+ * from the stored one is refused unless --rotate-secret says to rotate. A catalog snapshot before and after
+ * tells the operator whether anything changed.
+ *
+ * The cleartext passwords never leave this process (verifiers are computed here, src/sql/scram.ts); the
+ * context secret is sent as a bind parameter, so it appears in no query text or statement log.
+ */
+import type { DatabaseConfig, ProxyConfig } from '../config/proxy-config.js';
+import { DbInitError } from './errors.js';
+import { GPRXY_SCHEMA, identitySchemaStatements, OWNER_ROLE, secretStatements } from './identity-schema.js';
+import { resolveAccountLevels, type AccessLevel } from './levels.js';
+import { databaseGrants, ensureLoginRole, ensureNologinRole, GROUP_ROLES, groupMembership, schemaGrants, setPassword } from './roles.js';
+import { scramVerifier, scramVerifierMatches } from './scram.js';
+import { catalogSnapshot, changedSections } from './snapshot.js';
+
+export interface Queryable {
+  query(sql: string, params?: unknown[]): Promise<{ rows: Record<string, unknown>[] }>;
+}
+
+export interface AdminConnection extends Queryable {
+  end(): Promise<void>;
+}
+
+export interface DbInitOptions {
+  /** A key of `databases`; default: every oauth database of the config. */
+  readonly database?: string;
+  /** Make the config's context secret current and keep the stored one accepted as previous. */
+  readonly rotateSecret?: boolean;
+  /** Schemas whose tables, sequences and routines the group roles get privileges on (default: public). */
+  readonly schemas?: readonly string[];
+  /** Explicit privilege levels per account (see src/sql/levels.ts for the default). */
+  readonly levels?: Readonly<Record<string, AccessLevel>>;
+}
+
+/** What the catalogs say before planning; without it the plan assumes nothing (--print without a server). */
+export interface DatabaseState {
+  readonly existingRoles: ReadonlySet<string>;
+  /** Accounts whose stored password already is the config's. */
+  readonly passwordsCurrent: ReadonlySet<string>;
+  readonly secret: { readonly current: 'absent' | 'match' | 'differs' | 'unreadable'; readonly previous: boolean };
+}
+
+export interface PlanStatement {
+  readonly sql: string;
+  /** `$1` in sql is the context secret: a bind parameter when applied, a psql variable when printed. */
+  readonly usesSecret?: true;
+}
+
+export interface DbInitPlan {
+  readonly database: DatabaseConfig;
+  readonly statements: readonly PlanStatement[];
+  /** Every role db init manages (owner, groups, accounts). */
+  readonly roles: readonly string[];
+  readonly schemas: readonly string[];
+  /** What the plan will do that the operator should know (created roles, passwords, secret). */
+  readonly notes: readonly string[];
+}
+
+export interface DbInitResult {
+  readonly database: string;
+  /** Catalog sections that changed; empty when the database was already up to date. */
+  readonly changed: readonly string[];
+  readonly notes: readonly string[];
+}
+
+export const PRINT_SECRET_VARIABLE = 'gprxy_context_secret';
+const LOCK_SQL = `SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('gprxy db init'))`;
+
+export function managedRoles(config: Pick<ProxyConfig, 'accounts'>): string[] {
+  return [OWNER_ROLE, ...Object.values(GROUP_ROLES), ...Object.keys(config.accounts)];
+}
+
+/** The databases db init applies to: the named one, or every oauth database. */
+export function selectDatabases(config: ProxyConfig, name?: string): DatabaseConfig[] {
+  if (name !== undefined) {
+    const db = config.databases[name];
+    if (!db) throw new DbInitError('unknown_database', `--database ${name}: not a key of databases in the config (${Object.keys(config.databases).join(', ')})`);
+    if (db.mode !== 'oauth') throw new DbInitError('no_oauth_database', `database ${name} is in ${db.mode} mode: db init prepares oauth databases (service accounts and the gprxy schema)`);
+    return [db];
+  }
+  const dbs = Object.values(config.databases).filter((d) => d.mode === 'oauth');
+  if (dbs.length === 0) throw new DbInitError('no_oauth_database', 'the config has no database in oauth mode: nothing for db init to prepare');
+  return dbs;
+}
+
+export function planDbInit(config: ProxyConfig, database: DatabaseConfig, options: DbInitOptions = {}, state?: DatabaseState): DbInitPlan {
+  const levels = resolveAccountLevels(config, options.levels);
+  const schemas = [...new Set(options.schemas?.length ? options.schemas : ['public'])];
+  const notes: string[] = [];
+  const statements: PlanStatement[] = [];
+  const add = (...sql: string[]) => statements.push(...sql.map((s) => ({ sql: s })));
+
+  for (const group of Object.values(GROUP_ROLES)) add(ensureNologinRole(group));
+  for (const [account, level] of levels) {
+    add(ensureLoginRole(account));
+    if (!state?.passwordsCurrent.has(account)) {
+      add(setPassword(account, scramVerifier(config.accounts[account]!.password)));
+      if (state) notes.push(state.existingRoles.has(account) ? `password of ${account} set (the stored one differs from the config's, or could not be checked)` : `account ${account} created (${level})`);
+    }
+    add(groupMembership(account, level));
+  }
+  add(...databaseGrants(database.dbname));
+  const creators = [...levels].filter(([, l]) => l === 'admin').map(([a]) => a);
+  for (const schema of schemas) add(...schemaGrants(schema, [GROUP_ROLES.admin, ...creators]));
+  add(...identitySchemaStatements());
+
+  if (config.context.secret === undefined) {
+    notes.push('no context.secret in the config: gprxy.claims() returns NULL until db init runs with one');
+  } else {
+    const secret = state?.secret;
+    if (secret?.current === 'differs' && !options.rotateSecret) {
+      throw new DbInitError(
+        'secret_mismatch',
+        `database ${database.name}: context.secret differs from the secret stored in gprxy.context_secret. ` +
+          'To rotate (old secret still accepted while proxies restart) run db init --rotate-secret; to drop the old one immediately, run it again without the flag afterwards.',
+      );
+    }
+    statements.push(...secretStatements(options.rotateSecret === true).map((sql) => ({ sql, usesSecret: true as const })));
+    if (secret?.current === 'absent') notes.push('context secret installed');
+    else if (secret?.current === 'differs') notes.push('context secret rotated: the previous one stays accepted until db init runs again without --rotate-secret');
+    else if (secret?.current === 'match' && secret.previous && !options.rotateSecret) notes.push('previous context secret dropped: the rotation is complete');
+    else if (secret?.current === 'match' && options.rotateSecret) notes.push('context secret already current (a previous one, if any, stays accepted)');
+    else if (secret?.current === 'unreadable') notes.push('this admin cannot read gprxy.context_secret: run db init as a superuser or a member of gprxy_owner');
+  }
+  return { database, statements, roles: managedRoles(config), schemas, notes };
+}
+
+/** Reads what planning needs to know. `probeLogin` checks a password by logging in when pg_authid is unreadable. */
+export async function inspectDatabase(
+  client: Queryable,
+  config: ProxyConfig,
+  probeLogin?: (user: string, password: string) => Promise<boolean>,
+): Promise<DatabaseState> {
+  const roles = managedRoles(config);
+  const existing = new Set(
+    (await client.query(`SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY($1)`, [roles])).rows.map((r) => String(r.rolname)),
+  );
+  const accounts = Object.keys(config.accounts).filter((a) => existing.has(a));
+  const passwordsCurrent = new Set<string>();
+  const canReadAuthid = (await client.query(`SELECT pg_catalog.has_table_privilege('pg_catalog.pg_authid', 'SELECT') AS ok`)).rows[0]?.ok === true;
+  if (canReadAuthid) {
+    const stored = await client.query(`SELECT rolname, rolpassword FROM pg_catalog.pg_authid WHERE rolname = ANY($1)`, [accounts]);
+    for (const row of stored.rows) {
+      const name = String(row.rolname);
+      if (scramVerifierMatches(row.rolpassword as string | null, config.accounts[name]!.password)) passwordsCurrent.add(name);
+    }
+  } else if (probeLogin) {
+    for (const name of accounts) if (await probeLogin(name, config.accounts[name]!.password)) passwordsCurrent.add(name);
+  }
+
+  let secret: DatabaseState['secret'] = { current: 'absent', previous: false };
+  const table = (await client.query(`SELECT pg_catalog.to_regclass('${GPRXY_SCHEMA}.context_secret') IS NOT NULL AS present`)).rows[0]?.present === true;
+  if (table) {
+    const readable = (await client.query(`SELECT pg_catalog.has_table_privilege('${GPRXY_SCHEMA}.context_secret', 'SELECT') AS ok`)).rows[0]?.ok === true;
+    if (!readable) secret = { current: 'unreadable', previous: false };
+    else if (config.context.secret !== undefined) {
+      const rows = (
+        await client.query(`SELECT slot, secret = pg_catalog.convert_to($1, 'UTF8') AS same FROM ${GPRXY_SCHEMA}.context_secret`, [config.context.secret])
+      ).rows;
+      const current = rows.find((r) => r.slot === 'current');
+      secret = { current: !current ? 'absent' : current.same === true ? 'match' : 'differs', previous: rows.some((r) => r.slot === 'previous') };
+    }
+  }
+  return { existingRoles: existing, passwordsCurrent, secret };
+}
+
+/** Runs a plan's statements on `client`, inside the caller's transaction. */
+export async function applyDbInit(client: Queryable, plan: DbInitPlan, secret: string | undefined): Promise<void> {
+  for (const statement of plan.statements) {
+    if (statement.usesSecret) {
+      if (secret === undefined) continue;
+      await client.query(statement.sql, [secret]);
+    } else {
+      await client.query(statement.sql);
+    }
+  }
+}
+
+/**
+ * One database: lock, inspect, plan, apply, all in one transaction (a failure changes nothing). With
+ * `print`, a read-only transaction that only inspects, and the plan is returned for rendering.
+ */
+export async function initDatabase(
+  client: Queryable,
+  config: ProxyConfig,
+  database: DatabaseConfig,
+  options: DbInitOptions & { print?: boolean; probeLogin?: (user: string, password: string) => Promise<boolean> } = {},
+): Promise<{ plan: DbInitPlan; result?: DbInitResult }> {
+  await client.query(options.print ? 'BEGIN TRANSACTION READ ONLY' : 'BEGIN');
+  try {
+    if (!options.print) await client.query(LOCK_SQL);
+    const state = await inspectDatabase(client, config, options.probeLogin);
+    const plan = planDbInit(config, database, options, state);
+    if (options.print) {
+      await client.query('ROLLBACK');
+      return { plan };
+    }
+    const before = await catalogSnapshot(client, plan);
+    await applyDbInit(client, plan, config.context.secret);
+    const after = await catalogSnapshot(client, plan);
+    await client.query('COMMIT');
+    return { plan, result: { database: database.name, changed: changedSections(before, after), notes: plan.notes } };
+  } catch (e) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw e;
+  }
+}
+
+function psqlQuote(value: string): string {
+  return `'${value.replace(/'/g, "''")}'`;
+}
+
+/** The SQL of one or more plans as a psql script; the secret is the psql variable, never its value. */
+export function renderPlans(plans: readonly DbInitPlan[]): string {
+  const out = [
+    '-- gprxy db init: roles and grants, schema gprxy (identity context for row-level security) and the context secret.',
+    '-- Passwords appear only as SCRAM verifiers; the context secret is the psql variable :' + PRINT_SECRET_VARIABLE + ', e.g.',
+    `--   gprxy db init --config gprxy.yaml --print | psql -v ON_ERROR_STOP=1 -v ${PRINT_SECRET_VARIABLE}="$GPRXY_CONTEXT_SECRET" "$ADMIN_URL"`,
+    '-- Every statement is safe to run again.',
+  ];
+  for (const plan of plans) {
+    out.push('', `-- database ${plan.database.name} (${plan.database.dbname})`, `\\connect ${psqlQuote(plan.database.dbname)}`, 'BEGIN;');
+    for (const note of plan.notes) out.push(`-- ${note}`);
+    for (const s of plan.statements) out.push(s.usesSecret ? s.sql.replace(/\$1\b/g, `:'${PRINT_SECRET_VARIABLE}'`) : s.sql);
+    out.push('COMMIT;');
+  }
+  return out.join('\n') + '\n';
+}
+
+/** The admin URL with the config database's name (and its host when the URL names none), or a login's credentials. */
+export function adminConnectionString(adminUrl: string, database: DatabaseConfig, login?: { user: string; password: string }): string {
+  let url: URL;
+  try {
+    url = new URL(adminUrl);
+  } catch {
+    throw new DbInitError('invalid_admin_url', 'the admin URL is not a URL: expected postgresql://USER:PASSWORD@HOST:PORT/?sslmode=...');
+  }
+  if (url.protocol !== 'postgresql:' && url.protocol !== 'postgres:') {
+    throw new DbInitError('invalid_admin_url', `the admin URL must start with postgresql:// (got ${url.protocol}//)`);
+  }
+  if (!url.hostname && !url.searchParams.has('host')) {
+    url.hostname = database.host;
+    url.port = String(database.port);
+  }
+  url.pathname = `/${encodeURIComponent(database.dbname)}`;
+  if (login) {
+    url.username = encodeURIComponent(login.user);
+    url.password = encodeURIComponent(login.password);
+  }
+  return url.toString();
+}
+
+export interface RunDbInitOptions extends DbInitOptions {
+  readonly adminUrl?: string;
+  readonly print?: boolean;
+  /** Opens a connection to a database (the admin's, or a service account's for the password probe). */
+  readonly connect?: (database: DatabaseConfig, login?: { user: string; password: string }) => Promise<AdminConnection>;
+  readonly out: (text: string) => void;
+}
+
+async function defaultConnect(adminUrl: string, database: DatabaseConfig, login?: { user: string; password: string }): Promise<AdminConnection> {
+  const { default: pg } = await import('pg');
+  const client = new pg.Client({ connectionString: adminConnectionString(adminUrl, database, login), application_name: 'gprxy db init' });
+  client.on('error', () => {});
+  await client.connect();
+  return client as unknown as AdminConnection;
+}
+
+/** The whole command: each selected database in turn; with `print` and no admin URL, touches no server. */
+export async function runDbInit(config: ProxyConfig, options: RunDbInitOptions): Promise<DbInitResult[]> {
+  const databases = selectDatabases(config, options.database);
+  const adminUrl = options.adminUrl;
+  const connect = options.connect ?? (adminUrl ? (db: DatabaseConfig, login?: { user: string; password: string }) => defaultConnect(adminUrl, db, login) : undefined);
+  if (!connect) {
+    if (!options.print) throw new DbInitError('no_admin_url', 'db init needs an admin connection: pass --admin-url postgresql://USER:PASSWORD@HOST:PORT or set GPRXY_ADMIN_URL (or use --print)');
+    options.out(renderPlans(databases.map((db) => planDbInit(config, db, options))));
+    return [];
+  }
+  const plans: DbInitPlan[] = [];
+  const results: DbInitResult[] = [];
+  for (const database of databases) {
+    const client = await connect(database);
+    try {
+      const probeLogin = async (user: string, password: string): Promise<boolean> => {
+        try {
+          const c = await connect(database, { user, password });
+          await c.end();
+          return true;
+        } catch {
+          return false;
+        }
+      };
+      const { plan, result } = await initDatabase(client, config, database, { ...options, probeLogin });
+      plans.push(plan);
+      if (result) {
+        results.push(result);
+        options.out(
+          result.changed.length === 0
+            ? `${database.name}: up to date, nothing changed`
+            : `${database.name}: applied (changed: ${result.changed.join(', ')})${result.notes.map((n) => `\n  ${n}`).join('')}`,
+        );
+      }
+    } finally {
+      await client.end().catch(() => {});
+    }
+  }
+  if (options.print) options.out(renderPlans(plans));
+  return results;
+}
