@@ -99,8 +99,9 @@ const fileSchema = z.strictObject({
       login_timeout: duration.default(10_000),
       pool_wait_timeout: duration.default(30_000),
       session_max_lifetime: duration.default(0),
+      end_session_at_token_expiry: z.boolean().default(true),
     })
-    .default({ max_client_connections: 10_000, login_timeout: 10_000, pool_wait_timeout: 30_000, session_max_lifetime: 0 }),
+    .default({ max_client_connections: 10_000, login_timeout: 10_000, pool_wait_timeout: 30_000, session_max_lifetime: 0, end_session_at_token_expiry: true }),
   log: z
     .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'), file: z.string().optional() })
     .default({ level: 'info' }),
@@ -155,6 +156,8 @@ export interface ProxyConfig {
     readonly loginTimeoutMs: number;
     readonly poolWaitTimeoutMs: number;
     readonly sessionMaxLifetimeMs: number;
+    /** End a session when the token it was opened with expires (the identity context expires then too). */
+    readonly endSessionAtTokenExpiry: boolean;
   };
   readonly log: { readonly level: string; readonly file?: string };
   readonly metrics?: { readonly host: string; readonly port: number };
@@ -222,9 +225,6 @@ export function buildProxyConfig(
   }
   const databases: Record<string, DatabaseConfig> = {};
   for (const [name, d] of Object.entries(f.databases)) {
-    if (d.sslmode === 'verify-full' && !d.ca) {
-      // The system trust store is used when no CA is named; that is fine for managed databases.
-    }
     databases[name] = {
       name,
       host: d.host,
@@ -270,6 +270,7 @@ export function buildProxyConfig(
       loginTimeoutMs: f.limits.login_timeout,
       poolWaitTimeoutMs: f.limits.pool_wait_timeout,
       sessionMaxLifetimeMs: f.limits.session_max_lifetime,
+      endSessionAtTokenExpiry: f.limits.end_session_at_token_expiry,
     },
     log: { level: f.log.level, ...(f.log.file ? { file: resolve(baseDir, f.log.file) } : {}) },
     ...(f.metrics ? { metrics: f.metrics.listen } : {}),

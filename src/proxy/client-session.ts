@@ -38,6 +38,8 @@ import { buildSetup } from './session-setup.js';
 import { relayPassthrough } from './passthrough.js';
 
 const PASSWORD_MESSAGE = 0x70; // 'p'
+/** Context lifetime when the operator lets sessions outlive tokens and sets no session_max_lifetime. */
+const SESSION_WITHOUT_END_MS = 365 * 86_400_000;
 const MAX_PREAUTH_MESSAGE = 64 * 1024;
 
 export interface SessionDeps {
@@ -135,9 +137,10 @@ export class ClientSession {
 
   /** Asks the session to end (server shutdown): at the next message boundary the client gets 57P01. */
   shutdown(): void {
-    this.stopRequested = true;
-    if (!this.relay) this.socket.destroy();
-    else if (this.relay.clientAtBoundary) this.relay.stop();
+    if (!this.relay) {
+      this.stopRequested = true;
+      this.socket.destroy();
+    } else this.stopAtBoundary('server_shutdown');
   }
 
   async run(): Promise<void> {
@@ -266,10 +269,18 @@ export class ClientSession {
     tokenId: string,
   ): Promise<void> {
     const { config, now } = this.deps;
+    this.tokenExpiresAt = expiresAt;
     const tenant = identity.tenantId ?? null;
+    // When the session must end (operator's choice, DESIGN.md 2.4); the identity context expires with it.
+    const limits = config.limits;
+    const endsAt = Math.min(
+      limits.sessionMaxLifetimeMs > 0 ? now() + limits.sessionMaxLifetimeMs : Infinity,
+      limits.endSessionAtTokenExpiry ? expiresAt : Infinity,
+    );
     let context: string | undefined;
     if (config.context.secret) {
-      const payload = buildContextPayload(identity, tenant, expiresAt, { pid: backend.processId, startMicros: String(backend.attributes.get('startMicros') ?? '') }, now());
+      const contextExpiry = Number.isFinite(endsAt) ? endsAt : now() + SESSION_WITHOUT_END_MS;
+      const payload = buildContextPayload(identity, tenant, contextExpiry, { pid: backend.processId, startMicros: String(backend.attributes.get('startMicros') ?? '') }, now());
       context = signContext(config.context.secret, payload);
     }
     let setup;
@@ -309,30 +320,42 @@ export class ClientSession {
     const relay = new Relay(this.socket, backend.detach());
     this.relay = relay;
     let lifetimeTimer: NodeJS.Timeout | undefined;
-    const maxLifetime = config.limits.sessionMaxLifetimeMs;
-    if (maxLifetime > 0) {
-      lifetimeTimer = setTimeout(() => {
-        this.stopRequested = true;
-        this.endReason = 'session_max_lifetime';
-        relay.stop();
-      }, maxLifetime).unref();
+    if (Number.isFinite(endsAt)) {
+      const reason = limits.endSessionAtTokenExpiry && endsAt === expiresAt ? 'token_expired' : 'session_max_lifetime';
+      lifetimeTimer = setTimeout(() => this.stopAtBoundary(reason), Math.max(0, endsAt - now()));
+      lifetimeTimer.unref();
     }
     relay.start(this.reader.takeRemaining());
-    if (this.stopRequested) relay.stop();
+    if (this.stopRequested) this.stopAtBoundary(this.endReason ?? 'server_shutdown');
     const result = await relay.done;
     this.relay = undefined;
     clearTimeout(lifetimeTimer);
+    clearTimeout(this.boundaryTimer);
     this.deps.cancels.unregister(key.processId);
     await this.endSession(result, backend, pool, identity);
   }
 
   private endReason: string | undefined;
+  private tokenExpiresAt = 0;
+  private boundaryTimer: NodeJS.Timeout | undefined;
+
+  /** Ends the relay where a FATAL can be injected without splitting one of the server's messages. */
+  private stopAtBoundary(reason: string): void {
+    this.stopRequested = true;
+    this.endReason ??= reason;
+    const relay = this.relay;
+    if (!relay) return;
+    if (relay.clientAtBoundary) relay.stop();
+    else this.boundaryTimer = setTimeout(() => this.stopAtBoundary(reason), 20);
+  }
 
   private async endSession(result: RelayResult, backend: Backend, pool: { release(b: Backend, reusable: boolean): Promise<void> }, identity: Identity): Promise<void> {
     const reason = this.endReason ?? (result.reason === 'stopped' ? 'server_shutdown' : result.reason);
     if (result.reason === 'stopped' || result.reason.startsWith('backend') || result.reason === 'protocol_error') {
       const message =
-        reason === 'session_max_lifetime'
+        reason === 'token_expired'
+          ? `the access token this session was opened with expired at ${new Date(this.tokenExpiresAt).toISOString()}; reconnect with a fresh token (gprxy connect renews tokens automatically)`
+          : reason === 'session_max_lifetime'
           ? 'session exceeded limits.session_max_lifetime; reconnect to continue'
           : reason === 'server_shutdown'
             ? 'the proxy is shutting down; reconnect to another replica or try again shortly'
@@ -342,7 +365,9 @@ export class ClientSession {
       const code =
         result.reason === 'protocol_error'
           ? SqlState.PROTOCOL_VIOLATION
-          : reason === 'session_max_lifetime' || reason === 'server_shutdown'
+          : reason === 'token_expired'
+            ? SqlState.INVALID_AUTHORIZATION
+            : reason === 'session_max_lifetime' || reason === 'server_shutdown'
             ? SqlState.ADMIN_SHUTDOWN
             : SqlState.CONNECTION_FAILURE;
       if (!this.socket.destroyed) this.socket.end(errorResponse({ severity: 'FATAL', code, message }));
