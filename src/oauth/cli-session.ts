@@ -7,7 +7,7 @@
  */
 import { existsSync } from 'node:fs';
 import { CliConfigError, requireIssuer, type CliSettings } from '../config/cli-config.js';
-import { fetchWithCa } from './ca-fetch.js';
+import { fetchWithCa } from '../token/ca-fetch.js';
 import type { Identity } from './identity.js';
 import { decodeClaims, identityFromClaims } from './identity.js';
 import { OidcClient, type TokenResult } from './oidc-client.js';

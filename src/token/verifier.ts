@@ -16,7 +16,7 @@ import {
 } from 'jose';
 import type { Logger } from 'pino';
 import type { ProviderConfig } from '../config/proxy-config.js';
-import { createCaFetch } from './ca-fetch.js';
+import { fetchWithCa } from './ca-fetch.js';
 import { TokenError, quote } from './errors.js';
 import { JwksCache, type JwksStats } from './jwks-cache.js';
 
@@ -108,7 +108,7 @@ export class TokenVerifier {
     this.maxEntries = Math.max(1, opts.cacheMaxEntries ?? DEFAULT_CACHE_MAX_ENTRIES);
     for (const provider of opts.providers) {
       if (this.byIssuer.has(provider.issuer)) continue;
-      const fetchImpl = opts.fetch ?? (provider.ca ? createCaFetch(provider.ca) : undefined);
+      const fetchImpl = opts.fetch ?? (provider.ca ? fetchWithCa(provider.ca) : undefined);
       const jwks = new JwksCache({
         issuer: provider.issuer,
         ...(provider.jwksUri ? { jwksUri: provider.jwksUri } : {}),

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEV_AUDIENCE, DEV_CLI_CLIENT_ID, startDevProvider, type DevProvider } from '../../src/demo/oidc-provider.js';
-import { fetchWithCa } from '../../src/oauth/ca-fetch.js';
+import { fetchWithCa } from '../../src/token/ca-fetch.js';
 import { OidcClient, type OidcClientOptions } from '../../src/oauth/oidc-client.js';
 import { startLoopbackReceiver } from '../../src/oauth/loopback.js';
 import { startTestProvider, type TestProvider } from '../support/oidc.js';

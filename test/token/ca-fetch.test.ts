@@ -1,7 +1,7 @@
 import { createServer } from 'node:https';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCertificateAuthority, type CertificateAuthority } from '../../src/demo/certificates.js';
-import { createCaFetch } from '../../src/token/ca-fetch.js';
+import { fetchWithCa } from '../../src/token/ca-fetch.js';
 import { TokenVerifier } from '../../src/token/verifier.js';
 import { FakeIdp, refused } from './fake-idp.js';
 
@@ -40,7 +40,7 @@ describe('a provider behind a private CA (ProviderConfig.ca)', () => {
   });
 
   it('caps the body and passes the status through', async () => {
-    const f = createCaFetch(ca.cert, 64);
+    const f = fetchWithCa(ca.cert, 64);
     const missing = await f(`${idp.issuer}nope`);
     expect(missing.status).toBe(404);
     await expect(f(idp.jwksUri)).rejects.toThrow(/exceeds 64 bytes/);
