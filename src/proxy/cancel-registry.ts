@@ -22,6 +22,16 @@ export class CancelRegistry {
     return { processId, secretKey };
   }
 
+  /**
+   * Pass-through sessions: the client holds the backend's own key, so requests are matched on it.
+   * Returns false (and registers nothing) if that pid is already in use here.
+   */
+  registerKey(processId: number, secretKey: Buffer, target: CancelTarget): boolean {
+    if (this.sessions.has(processId)) return false;
+    this.sessions.set(processId, { secret: Buffer.from(secretKey), target });
+    return true;
+  }
+
   unregister(processId: number): void {
     this.sessions.delete(processId);
   }

@@ -392,10 +392,12 @@ export class ClientSession {
   private async passthrough(database: DatabaseConfig, startup: StartupMessagePacket): Promise<void> {
     this.unlisten(this.socket);
     const result = await relayPassthrough(this.socket, database, startup, this.reader.takeRemaining(), this.deps);
-    this.log.info(
-      { event: 'session_end', mode: 'passthrough', user: startup.parameters.user, database: database.name, reason: result.reason, duration_ms: this.deps.now() - this.startedAt, bytes_in: result.bytesFromClient, bytes_out: result.bytesFromBackend },
-      `passthrough session ended (${result.reason})`,
-    );
+    const fields = { mode: 'passthrough', user: startup.parameters.user, database: database.name, duration_ms: this.deps.now() - this.startedAt };
+    if (result.refused !== undefined) {
+      this.log.info({ event: 'auth_failure', ...fields, reason: 'refused_by_database', message: result.refused }, `database refused ${startup.parameters.user}`);
+      return;
+    }
+    this.log.info({ event: 'session_end', ...fields, reason: result.reason, bytes_in: result.bytesFromClient, bytes_out: result.bytesFromBackend }, `passthrough session ended (${result.reason})`);
   }
 
   private refuse(e: unknown, ctx: { user: string | undefined; database: string | undefined; identity: Identity | undefined }): void {
