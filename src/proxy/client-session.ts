@@ -32,6 +32,7 @@ import type { TokenVerifier } from '../token/verifier.js';
 import { BackendError, type Backend } from './backend.js';
 import type { CancelRegistry } from './cancel-registry.js';
 import { buildContextPayload, signContext } from './identity-context.js';
+import type { ProxyMetrics } from './metrics.js';
 import type { PoolManager } from './pools.js';
 import { Relay, type RelayResult } from './relay.js';
 import { buildSetup } from './session-setup.js';
@@ -51,6 +52,7 @@ export interface SessionDeps {
   readonly secureContext?: SecureContext;
   readonly now: () => number;
   readonly sessionId: number;
+  readonly metrics?: ProxyMetrics;
 }
 
 /** A refusal that ends the connection: sent to the client as FATAL, logged with `reason`. */
@@ -301,6 +303,7 @@ export class ClientSession {
     greeting.push(backendKeyData(key.processId, key.secretKey), readyForQuery('I'));
     this.socket.write(Buffer.concat(greeting));
     const loginMs = now() - this.startedAt;
+    this.deps.metrics?.authSucceeded();
     this.log = this.log.child({ user: identity.user, account: identity.account, database: database.name });
     this.log.info(
       {
@@ -375,6 +378,7 @@ export class ClientSession {
       this.socket.destroy();
     }
     await pool.release(backend, result.backendIdle && result.reason !== 'protocol_error');
+    this.deps.metrics?.sessionEnded(reason);
     this.log.info(
       {
         event: 'session_end',
@@ -419,6 +423,8 @@ export class ClientSession {
       this.socket.destroy();
     }
     const authPhase = !['client_closed_during_login', 'tls_handshake_failed', 'login_timeout', 'protocol_violation', 'tls_required'].includes(refusal.reason);
+    if (authPhase) this.deps.metrics?.authFailed(refusal.reason);
+    else this.deps.metrics?.sessionEnded(refusal.reason);
     this.log.info(
       {
         event: authPhase ? 'auth_failure' : 'connection_refused',

@@ -13,6 +13,7 @@ import { TokenVerifier } from '../token/verifier.js';
 import type { Dialer } from './backend.js';
 import { CancelRegistry } from './cancel-registry.js';
 import { ClientSession } from './client-session.js';
+import { ProxyMetrics } from './metrics.js';
 import { PoolManager } from './pools.js';
 
 export interface ProxyServerDeps {
@@ -28,6 +29,9 @@ export interface ProxyServerDeps {
 export class ProxyServer {
   readonly verifier: TokenVerifier;
   readonly pools: PoolManager;
+  readonly metrics: ProxyMetrics;
+  /** Where /metrics, /healthz and /readyz are served, when metrics.listen is configured. */
+  metricsAddress: { host: string; port: number } | undefined;
   private readonly cancels = new CancelRegistry();
   private readonly sessions = new Set<ClientSession>();
   private readonly sockets = new Set<Socket>();
@@ -59,6 +63,7 @@ export class ProxyServer {
       readBackendStart: !!config.context.secret,
       ...(deps.dialer ? { dialer: deps.dialer } : {}),
     });
+    this.metrics = new ProxyMetrics({ sessions: () => this.sessions.size, pools: this.pools, verifier: this.verifier });
     if (config.tls) this.secureContext = createSecureContext({ cert: config.tls.cert, key: config.tls.key, minVersion: 'TLSv1.2' });
   }
 
@@ -87,6 +92,11 @@ export class ProxyServer {
         resolve();
       });
     });
+    if (this.config.metrics) {
+      const ready = () => !!this.server && Object.values(this.verifier.jwksStats()).every((s) => s.keys > 0);
+      this.metricsAddress = await this.metrics.listen(this.config.metrics.host, this.config.metrics.port, ready);
+      this.log.info({ event: 'metrics_listening', ...this.metricsAddress }, `metrics on http://${this.metricsAddress.host}:${this.metricsAddress.port}/metrics`);
+    }
     const { host, port } = this.address;
     this.log.info({ event: 'listening', host, port, tls: !!this.secureContext, databases: Object.keys(this.config.databases) }, `gprxy listening on ${host}:${port}`);
   }
@@ -117,6 +127,7 @@ export class ProxyServer {
       cancels: this.cancels,
       logger: this.log,
       now: this.now,
+      metrics: this.metrics,
       sessionId: this.nextSessionId++,
       ...(this.secureContext ? { secureContext: this.secureContext } : {}),
     });
@@ -143,6 +154,7 @@ export class ProxyServer {
     for (const socket of this.sockets) socket.destroy();
     await closed;
     await this.pools.close();
+    await this.metrics.close();
     this.verifier.close();
     this.log.info({ event: 'stopped' }, 'gprxy stopped');
   }

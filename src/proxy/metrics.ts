@@ -1,0 +1,105 @@
+/**
+ * Prometheus metrics (prom-client) and health endpoints for `gprxy serve` when `metrics.listen` is set:
+ * GET /metrics, GET /healthz (the process is up), GET /readyz (listening, and every provider has keys).
+ * Gauges are read from the live objects at scrape time, so the hot path pays nothing for them.
+ */
+import { createServer, type Server } from 'node:http';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { TokenVerifier } from '../token/verifier.js';
+import type { PoolManager } from './pools.js';
+
+export class ProxyMetrics {
+  readonly registry = new Registry();
+  private readonly auth: Counter<'result' | 'reason'>;
+  private readonly sessionsEnded: Counter<'reason'>;
+  private server: Server | undefined;
+
+  constructor(sources: { sessions: () => number; pools: PoolManager; verifier: TokenVerifier }) {
+    collectDefaultMetrics({ register: this.registry, prefix: 'gprxy_process_' });
+    this.auth = new Counter({ name: 'gprxy_auth_total', help: 'Client logins by result and reason', labelNames: ['result', 'reason'], registers: [this.registry] });
+    this.sessionsEnded = new Counter({ name: 'gprxy_sessions_ended_total', help: 'Client sessions ended, by reason', labelNames: ['reason'], registers: [this.registry] });
+    new Gauge({
+      name: 'gprxy_client_sessions',
+      help: 'Client connections open now (logging in or relaying)',
+      registers: [this.registry],
+      collect() {
+        this.set(sources.sessions());
+      },
+    });
+    new Gauge({
+      name: 'gprxy_pool_connections',
+      help: 'Backend connections per pool (database/account) and state',
+      labelNames: ['pool', 'state'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [pool, s] of Object.entries(sources.pools.stats())) {
+          this.set({ pool, state: 'idle' }, s.idle);
+          this.set({ pool, state: 'active' }, s.active);
+          this.set({ pool, state: 'waiting_clients' }, s.waiting);
+          this.set({ pool, state: 'max' }, s.size);
+        }
+      },
+    });
+    new Gauge({
+      name: 'gprxy_token_verifications',
+      help: 'Token checks since start: verified with crypto, served from the verified-token cache',
+      labelNames: ['kind'],
+      registers: [this.registry],
+      collect() {
+        const s = sources.verifier.stats();
+        this.set({ kind: 'verified' }, s.verifications);
+        this.set({ kind: 'cache_hit' }, s.cacheHits);
+      },
+    });
+    new Gauge({
+      name: 'gprxy_jwks_keys',
+      help: 'Signing keys known per issuer (0 means tokens from it cannot be verified)',
+      labelNames: ['issuer'],
+      registers: [this.registry],
+      collect() {
+        for (const [issuer, s] of Object.entries(sources.verifier.jwksStats())) this.set({ issuer }, s.keys);
+      },
+    });
+  }
+
+  authSucceeded(): void {
+    this.auth.inc({ result: 'success', reason: 'ok' });
+  }
+
+  authFailed(reason: string): void {
+    this.auth.inc({ result: 'failure', reason });
+  }
+
+  sessionEnded(reason: string): void {
+    this.sessionsEnded.inc({ reason });
+  }
+
+  async listen(host: string, port: number, ready: () => boolean): Promise<{ host: string; port: number }> {
+    const server = createServer((req, res) => {
+      const path = (req.url ?? '/').split('?')[0];
+      if (path === '/metrics') {
+        this.registry.metrics().then(
+          (text) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(text),
+          (e: Error) => res.writeHead(500).end(e.message),
+        );
+      } else if (path === '/healthz') res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+      else if (path === '/readyz') {
+        const ok = ready();
+        res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ready\n' : 'not ready\n');
+      } else res.writeHead(404).end();
+    });
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+    const a = server.address() as { address: string; port: number };
+    return { host: a.address, port: a.port };
+  }
+
+  async close(): Promise<void> {
+    const server = this.server;
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}
