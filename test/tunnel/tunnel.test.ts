@@ -106,7 +106,11 @@ describe('gprxy connect tunnel', () => {
       await expect(tunnel.start()).rejects.toMatchObject({ code: 'port_in_use' });
       const next = new Tunnel({ databases: ['mydb', 'mydb'], proxy: { host: 'localhost', port: stack.port, ca: stack.idp.ca.cert }, tokens: fixedTokens(aliceToken), port, findFreePort: true });
       const listeners = await next.start();
-      expect(listeners.map((l) => l.port)).toEqual([port + 1, port + 2]);
+      // The next free ports above the taken one (another process may hold one of them too).
+      const [first, second] = listeners.map((l) => l.port);
+      expect(first).toBeGreaterThan(port);
+      expect(second).toBeGreaterThan(first!);
+      expect(second! - port).toBeLessThan(10);
       await next.close();
     } finally {
       blocker.close();
