@@ -118,9 +118,11 @@ export class Tunnel {
     }
   }
 
+  /** Stops listening and ends every session (a server's close waits for its connections to end). */
   async close(): Promise<void> {
-    await Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+    const closed = Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
     for (const s of this.sockets) s.destroy();
+    await closed;
   }
 
   private accept(local: Socket, database: string): void {

@@ -2,6 +2,10 @@ import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer } from 'node:net';
 import { promisify } from 'node:util';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import pg from 'pg';
 import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Tunnel, type TunnelTokenSource } from '../../src/tunnel/tunnel.js';
@@ -92,6 +96,36 @@ describe('gprxy connect tunnel', () => {
       await once(child, 'exit');
       expect(stderr).toContain('canceling statement due to user request');
       expect(Date.now() - started).toBeLessThan(5000);
+    } finally {
+      await tunnel.close();
+    }
+  });
+
+  it('serves a Unix socket in a 0700 directory', async () => {
+    const dir = join(mkdtempSync(join(tmpdir(), 'gprxy-sock-')), 'sock');
+    const tunnel = await startTunnel(fixedTokens(aliceToken), { unixSocketDir: dir, port: 6543 });
+    try {
+      expect(statSync(dir).mode & 0o777).toBe(0o700);
+      expect(tunnel.listeners[0]!.socketPath).toBe(join(dir, '.s.PGSQL.6543'));
+      const { stdout } = await run('psql', ['-X', '-A', '-t', '-h', dir, '-p', '6543', '-d', 'mydb', '-c', 'select current_user'], { env: { PATH: process.env.PATH! } });
+      expect(stdout.trim()).toBe('app_writer');
+    } finally {
+      await tunnel.close();
+      rmSync(dirname(dir), { recursive: true, force: true });
+    }
+  });
+
+  it('serves several databases on consecutive ports and many concurrent sessions', async () => {
+    // Session pooling: 20 concurrent sessions need 20 backends behind the proxy.
+    await stack.startProxy({ databases: { mydb: { host: stack.cluster.host, port: stack.cluster.port, dbname: 'mydb', pool: { size: 20 } } } });
+    const tunnel = await startTunnel(fixedTokens(aliceToken), { databases: ['mydb', 'mydb'], port: 0 });
+    try {
+      expect(tunnel.listeners).toHaveLength(2);
+      const clients = Array.from({ length: 20 }, (_, i) => new pg.Client({ host: '127.0.0.1', port: tunnel.listeners[i % 2]!.port, database: 'mydb', user: 'ignored' }));
+      await Promise.all(clients.map((c) => c.connect()));
+      const users = await Promise.all(clients.map(async (c) => (await c.query('select current_user, pg_sleep(0.05)')).rows[0].current_user));
+      expect(new Set(users)).toEqual(new Set(['app_writer']));
+      await Promise.all(clients.map((c) => c.end()));
     } finally {
       await tunnel.close();
     }
