@@ -7,8 +7,16 @@
 import { extendedQuery } from '../protocol/extended-query.js';
 import { claimAsSettingValue, type Identity } from '../token/identity.js';
 
-/** Startup parameters that are not settings, or that the proxy decides itself. */
-const NOT_SETTINGS = new Set(['user', 'database', 'replication', 'options', 'application_name']);
+/**
+ * Startup parameters that are not settings, or that the proxy decides itself, or that would change who
+ * the session is: those are never taken from the client.
+ */
+const NOT_SETTINGS = new Set(['user', 'database', 'replication', 'options', 'application_name', 'role', 'session_authorization']);
+
+function clientMaySet(name: string, settings: Readonly<Record<string, string>>): boolean {
+  const lower = name.toLowerCase();
+  return !NOT_SETTINGS.has(lower) && !lower.startsWith('gprxy.') && !(name in settings) && !lower.startsWith('_pq_.');
+}
 
 /** PostgreSQL truncates names to 63 bytes (NAMEDATALEN - 1). */
 function truncateBytes(value: string, max = 63): string {
@@ -34,7 +42,7 @@ export interface SetupInput {
 export function buildSetup(input: SetupInput): Buffer {
   const pairs: [string, string][] = [];
   for (const [name, value] of Object.entries(input.clientParameters)) {
-    if (!NOT_SETTINGS.has(name)) pairs.push([name, value]);
+    if (clientMaySet(name, input.settings)) pairs.push([name, value]);
   }
   pairs.push(['application_name', applicationNameFor(input.identity, input.clientParameters.application_name)]);
   for (const [setting, claim] of Object.entries(input.settings)) {

@@ -155,3 +155,15 @@ describe('gprxy serve: tokens to service accounts', () => {
     }
   });
 });
+
+describe('startup parameters', () => {
+  it("applies the client's own settings (statement_timeout from node-postgres) on the pooled backend", async () => {
+    const c = client('alice@example.com', tokens.alice!.accessToken, { statement_timeout: 1234 });
+    await c.connect();
+    try {
+      expect((await c.query('show statement_timeout')).rows[0].statement_timeout).toBe('1234ms');
+    } finally {
+      await c.end();
+    }
+  });
+});
