@@ -1,0 +1,13 @@
+/** Errors of `gprxy demo`: each message says what went wrong and, where it helps, what to do. */
+export type DemoErrorCode = 'demo_aborted' | 'demo_approval_failed' | 'demo_step_failed';
+
+export class DemoError extends Error {
+  constructor(
+    readonly code: DemoErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'DemoError';
+  }
+}
