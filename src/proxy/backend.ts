@@ -235,6 +235,7 @@ export class Backend {
     const params: Record<string, string> = { user: target.user, database: target.dbname };
     if (options.applicationName) params.application_name = options.applicationName;
     let scram: ScramClient | undefined;
+    let scramVerified = false;
     try {
       await backend.exchange(
         startupMessage(params),
@@ -244,6 +245,10 @@ export class Backend {
               const auth = parseAuthentication(body);
               switch (auth.kind) {
                 case 'ok':
+                  // A server that started SCRAM must prove it knows the password before we accept it.
+                  if (scram && !scramVerified) {
+                    throw new BackendError('backend_auth_failed', `${where} ended SCRAM authentication without proving it knows the password (possible impostor)`);
+                  }
                   return false;
                 case 'cleartext':
                   if (!(socket as TLSSocket).encrypted && target.host !== '127.0.0.1' && target.host !== 'localhost' && target.host !== '::1') {
@@ -268,6 +273,7 @@ export class Backend {
                 case 'sasl-final':
                   if (!scram) throw new BackendError('backend_auth_failed', `${where} sent SASL data before SASL started`);
                   scram.verifyServerFinal(auth.data);
+                  scramVerified = true;
                   return false;
                 default:
                   throw new BackendError('backend_auth_failed', `${where} asked for an unsupported authentication method (${auth.method})`);
@@ -349,12 +355,15 @@ export function negotiateTls(raw: Socket, target: BackendTarget): Promise<Socket
           reject(new BackendError('backend_unavailable', `${where} does not accept TLS but sslmode is ${target.sslmode}`));
           return;
         }
-        const verify = target.sslmode === 'verify-full';
+        // verify-full checks the chain and the host name; require with a CA checks the chain (libpq's
+        // verify-ca behaviour when a root certificate is given); require alone only encrypts.
+        const verifyChain = target.sslmode === 'verify-full' || !!target.ca;
         const secure = tlsConnect({
           socket: raw,
           host: target.host, // the name checked against the certificate (verify-full)
           ...(/^[\d.]+$|:/.test(target.host) ? {} : { servername: target.host }),
-          rejectUnauthorized: verify,
+          rejectUnauthorized: verifyChain,
+          ...(target.sslmode === 'verify-full' ? {} : { checkServerIdentity: () => undefined }),
           ...(target.ca ? { ca: target.ca } : {}),
         });
         secure.once('secureConnect', () => {

@@ -39,6 +39,8 @@ import { buildSetup } from './session-setup.js';
 import { relayPassthrough } from './passthrough.js';
 
 const PASSWORD_MESSAGE = 0x70; // 'p'
+/** How long an ending session may wait for a message boundary before its connection is cut. */
+const STOP_GRACE_MS = 5_000;
 /** Context lifetime when the operator lets sessions outlive tokens and sets no session_max_lifetime. */
 const SESSION_WITHOUT_END_MS = 365 * 86_400_000;
 const MAX_PREAUTH_MESSAGE = 64 * 1024;
@@ -101,6 +103,8 @@ export class ClientSession {
       if (this.reader.buffered > 2 * MAX_PREAUTH_MESSAGE) throw new ProtocolError(`client sent more than ${2 * MAX_PREAUTH_MESSAGE} bytes before authenticating`);
     } catch (e) {
       this.readError = e as Error;
+      // Stop reading at once: nothing more this client sends before authenticating is kept.
+      this.socket.pause();
     }
     this.wake?.();
   };
@@ -170,18 +174,7 @@ export class ClientSession {
         return;
       }
       this.socket.write(authenticationCleartextPassword());
-      const message = await this.next(() => this.reader.nextMessage()).catch((e: unknown) => {
-        // An oversized password is a wrong password, not a protocol attack: say so with 28P01.
-        if (e instanceof ProtocolError && /^message 'p' length \d+ exceeds/.test(e.message)) {
-          throw new TokenError('token_too_large', `the password is larger than ${MAX_PREAUTH_MESSAGE} bytes, too large to be an access token; use gprxy token or gprxy connect`);
-        }
-        throw e;
-      });
-      if (message.type !== PASSWORD_MESSAGE) {
-        throw new Refusal(SqlState.PROTOCOL_VIOLATION, `expected a password message, got message type "${String.fromCharCode(message.type)}"`, 'protocol_violation');
-      }
-      const token = parsePasswordMessage(message.body);
-      const verified = await this.deps.verifier.verify(token);
+      const verified = await this.deps.verifier.verify(await this.readPassword());
       identity = resolveIdentity(verified, user!, this.deps.config.roleMapping);
       const account = this.deps.config.accounts[identity.account]!;
       const pool = this.deps.pools.get(database, account);
@@ -189,14 +182,40 @@ export class ClientSession {
       try {
         backend = await pool.acquire();
       } catch (e) {
-        const err = e as Error & { sqlstate?: string };
-        throw new Refusal(err.sqlstate ?? SqlState.CANNOT_CONNECT_NOW, `${err.message}`, (err as { code?: string }).code ?? 'backend_unavailable');
+        if (e instanceof BackendError) throw e;
+        const err = e as Error & { sqlstate?: string; code?: string };
+        throw new Refusal(err.sqlstate ?? SqlState.CANNOT_CONNECT_NOW, err.message, err.code ?? 'backend_unavailable');
+      }
+      if (this.closed) {
+        // The client left while it waited: a relay on its closed socket would hold the backend forever.
+        await pool.release(backend, true);
+        throw new Refusal(SqlState.CONNECTION_FAILURE, 'client closed the connection', 'client_closed_during_login');
       }
       await this.startSession(backend, pool, identity, verified.expiresAt, startup, database, loginTimer, verified.tokenId);
     } catch (e) {
       clearTimeout(loginTimer);
       this.refuse(e, { user, database: database?.name, identity });
     }
+  }
+
+  /**
+   * The password message's text (the token). A method of its own so that nothing of the read buffer
+   * stays reachable from run() while a login waits, possibly long, for a backend (4 KiB per login).
+   */
+  private async readPassword(): Promise<string> {
+    const message = await this.next(() => this.reader.nextMessage()).catch((e: unknown) => {
+      // An oversized password is a wrong password, not a protocol attack: say so with 28P01.
+      if (e instanceof ProtocolError && /^message 'p' length \d+ exceeds/.test(e.message)) {
+        throw new TokenError('token_too_large', `the password is larger than ${MAX_PREAUTH_MESSAGE} bytes, too large to be an access token; use gprxy token or gprxy connect`);
+      }
+      throw e;
+    });
+    if (message.type !== PASSWORD_MESSAGE) {
+      throw new Refusal(SqlState.PROTOCOL_VIOLATION, `expected a password message, got message type "${String.fromCharCode(message.type)}"`, 'protocol_violation');
+    }
+    const token = parsePasswordMessage(message.body);
+    if (this.reader.buffered === 0) this.reader.takeRemaining();
+    return token;
   }
 
   /** SSLRequest / GSSENCRequest / CancelRequest handling until a StartupMessage arrives. */
@@ -296,6 +315,17 @@ export class ClientSession {
       await pool.release(backend, true);
       throw new Refusal(setup.error.code, setup.error.message, 'session_setup_rejected');
     }
+    if (this.closed) {
+      await pool.release(backend, true);
+      throw new Refusal(SqlState.CONNECTION_FAILURE, 'client closed the connection', 'client_closed_during_login');
+    }
+    let backendSocket;
+    try {
+      backendSocket = backend.detach();
+    } catch (e) {
+      await pool.release(backend, false);
+      throw new Refusal(SqlState.CANNOT_CONNECT_NOW, `backend sent unexpected data during session setup: ${(e as Error).message}`, 'backend_setup_failed');
+    }
     const key = this.deps.cancels.register({ cancel: () => this.deps.pools.cancel(backend) });
     clearTimeout(loginTimer);
     const greeting: Buffer[] = [authenticationOk()];
@@ -320,7 +350,7 @@ export class ClientSession {
     );
 
     this.unlisten(this.socket);
-    const relay = new Relay(this.socket, backend.detach());
+    const relay = new Relay(this.socket, backendSocket);
     this.relay = relay;
     let lifetimeTimer: NodeJS.Timeout | undefined;
     if (Number.isFinite(endsAt)) {
@@ -342,14 +372,25 @@ export class ClientSession {
   private tokenExpiresAt = 0;
   private boundaryTimer: NodeJS.Timeout | undefined;
 
-  /** Ends the relay where a FATAL can be injected without splitting one of the server's messages. */
+  private stopDeadline = 0;
+  /** The relay was cut mid-message (the client stopped reading): no FATAL can be sent any more. */
+  private forcedStop = false;
+
+  /**
+   * Ends the relay where a FATAL can be injected without splitting one of the server's messages. A client
+   * that stops reading mid-result would postpone that forever, so after STOP_GRACE_MS the connection is cut.
+   */
   private stopAtBoundary(reason: string): void {
     this.stopRequested = true;
     this.endReason ??= reason;
     const relay = this.relay;
     if (!relay) return;
+    this.stopDeadline ||= this.deps.now() + STOP_GRACE_MS;
     if (relay.clientAtBoundary) relay.stop();
-    else this.boundaryTimer = setTimeout(() => this.stopAtBoundary(reason), 20);
+    else if (this.deps.now() >= this.stopDeadline) {
+      this.forcedStop = true;
+      relay.stop();
+    } else this.boundaryTimer = setTimeout(() => this.stopAtBoundary(reason), 20);
   }
 
   private async endSession(result: RelayResult, backend: Backend, pool: { release(b: Backend, reusable: boolean): Promise<void> }, identity: Identity): Promise<void> {
@@ -373,11 +414,12 @@ export class ClientSession {
             : reason === 'session_max_lifetime' || reason === 'server_shutdown'
             ? SqlState.ADMIN_SHUTDOWN
             : SqlState.CONNECTION_FAILURE;
-      if (!this.socket.destroyed) this.socket.end(errorResponse({ severity: 'FATAL', code, message }));
+      if (this.forcedStop) this.socket.destroy();
+      else if (!this.socket.destroyed) this.socket.end(errorResponse({ severity: 'FATAL', code, message }));
     } else {
       this.socket.destroy();
     }
-    await pool.release(backend, result.backendIdle && result.reason !== 'protocol_error');
+    await pool.release(backend, result.backendIdle && result.reason !== 'protocol_error' && !this.forcedStop);
     this.deps.metrics?.sessionEnded(reason);
     this.log.info(
       {
@@ -409,7 +451,11 @@ export class ClientSession {
     if (e instanceof Refusal) refusal = e;
     else if (e instanceof TokenError) refusal = new Refusal(e.sqlstate, e.message, e.code);
     else if (e instanceof ProtocolError) refusal = new Refusal(SqlState.PROTOCOL_VIOLATION, e.message, 'protocol_violation');
-    else if (e instanceof BackendError) refusal = new Refusal(e.sqlstate, e.message, e.code);
+    else if (e instanceof BackendError) {
+      // Host names, ports and account names are for the operator's log, not for every client.
+      this.log.warn({ event: 'backend_unavailable', reason: e.code, message: e.message, database: ctx.database }, 'backend unavailable');
+      refusal = new Refusal(e.sqlstate, `database ${ctx.database ?? ''} is unavailable right now; try again shortly (the proxy log has details)`, e.code);
+    }
     else {
       this.log.error({ event: 'internal_error', err: e }, 'unexpected error in client session');
       refusal = new Refusal(SqlState.INTERNAL, 'internal proxy error; the proxy log has details', 'internal_error');

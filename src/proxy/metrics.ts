@@ -90,10 +90,13 @@ export class ProxyMetrics {
       } else res.writeHead(404).end();
     });
     this.server = server;
+    server.on('clientError', (_e, socket) => socket.destroy());
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(port, host, () => resolve());
     });
+    // After listen, an accept error (e.g. EMFILE) must not crash the proxy.
+    server.on('error', () => undefined);
     const a = server.address() as { address: string; port: number };
     return { host: a.address, port: a.port };
   }

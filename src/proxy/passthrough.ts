@@ -41,6 +41,11 @@ export async function relayPassthrough(
     return { reason: 'backend_error', backendIdle: false, bytesFromClient: 0, bytesFromBackend: 0, error: message };
   }
   backend.setNoDelay(true);
+  // negotiateTls hands over a socket without an error listener: a reset must end this session, not the process.
+  backend.on('error', (e) => {
+    deps.logger.debug({ event: 'passthrough_backend_error', database: database.name, reason: e.message }, 'passthrough backend error');
+    backend.destroy();
+  });
   backend.write(startupMessage({ ...startup.parameters, database: database.dbname }));
   if (pending.length) backend.write(pending);
 
@@ -57,7 +62,13 @@ export async function relayPassthrough(
       client.pause();
       resolve({ ...outcome, ...(key ? { key } : {}) });
     };
-    const fromClient = (chunk: Buffer) => backend.write(chunk);
+    // Before the server has authenticated the client, never buffer more than the socket's own window.
+    const fromClient = (chunk: Buffer) => {
+      if (!backend.write(chunk)) {
+        client.pause();
+        backend.once('drain', () => client.resume());
+      }
+    };
     const fromBackend = (chunk: Buffer) => {
       client.write(chunk);
       try {
@@ -86,7 +97,7 @@ export async function relayPassthrough(
 
   const key = login.key;
   const registered =
-    key &&
+    !!key &&
     deps.cancels.registerKey(key.processId, key.secretKey, {
       cancel: () => {
         void negotiateTls(dial(database.host, database.port), target).then(
@@ -98,10 +109,13 @@ export async function relayPassthrough(
         );
       },
     });
+  if (key && !registered) {
+    deps.logger.warn({ event: 'cancel_key_collision', database: database.name, pid: key.processId }, 'another session holds this cancel key; cancels for this session are not routed');
+  }
   const relay = new Relay(client, backend);
   relay.start();
   const result = await relay.done;
-  if (registered) deps.cancels.unregister(key.processId);
+  if (registered && key) deps.cancels.unregister(key.processId);
   // The relay swallows the client's Terminate (pooled sessions keep their backend); here it is the end.
   if (result.reason === 'client_terminate') backend.end(terminate());
   else backend.destroy();

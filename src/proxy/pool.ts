@@ -152,7 +152,12 @@ export class BackendPool {
     const started = this.now();
     try {
       const backend = await Backend.connect(this.options.target, { ...(this.options.dialer ? { dialer: this.options.dialer } : {}), applicationName: 'gprxy' });
-      await this.options.prepare?.(backend);
+      try {
+        await this.options.prepare?.(backend);
+      } catch (e) {
+        backend.close();
+        throw e;
+      }
       backend.socket.on('close', () => this.forget(backend));
       this.options.logger.debug({ event: 'backend_open', pool: this.name, pid: backend.processId, duration_ms: this.now() - started }, 'backend connected');
       return backend;

@@ -78,6 +78,9 @@ export class Relay {
 
   /** Starts relaying; `pending` are client bytes that arrived with authentication and belong to the session. */
   start(pending?: Buffer): void {
+    // A socket that closed before the hand-over emits no more 'close': end now rather than never.
+    if (this.client.destroyed || this.client.readableEnded) return this.finish('client_closed');
+    if (this.backend.destroyed || this.backend.readableEnded) return this.finish('backend_closed');
     this.client.on('data', this.onClientData);
     this.backend.on('data', this.onBackendData);
     this.client.on('end', this.onClientEnd);

@@ -3,7 +3,8 @@
  * the token is renewed in the background at 80 % of its lifetime or 60 s before expiry, whichever comes
  * first (but not before half its lifetime); failures are retried with exponential backoff while the current token is still valid. When the
  * source says only `gprxy login` can help (refresh token expired or revoked), every new connection gets
- * that error, and `onLoginRequired` fires once so the terminal can say it once.
+ * that error, and `onLoginRequired` fires once so the terminal can say it once; a new login (in another
+ * terminal) is picked up by the next connection after a few seconds, without restarting the tunnel.
  */
 import type { TunnelTokenSource } from './tunnel.js';
 
@@ -22,6 +23,8 @@ export interface TokenKeeperOptions {
   readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
 }
 
+/** While the login is dead, how often a new connection makes us look for a fresh login. */
+const DEAD_RECHECK_MS = 5_000;
 /** A token this close to expiry is not handed to a new connection (the proxy needs time to verify it). */
 const MIN_USABLE_MS = 2_000;
 
@@ -35,6 +38,7 @@ export class TokenKeeper implements TunnelTokenSource {
   private timer: NodeJS.Timeout | undefined;
   private failures = 0;
   private dead: Error | undefined;
+  private deadAt = 0;
   private closed = false;
   private readonly now: () => number;
 
@@ -45,7 +49,8 @@ export class TokenKeeper implements TunnelTokenSource {
   /** The current token when it is usable, else a renewal (shared by concurrent callers). */
   async getAccessToken(): Promise<KeptToken> {
     if (this.current && this.current.expiresAt - this.now() > MIN_USABLE_MS) return this.current;
-    if (this.dead) throw this.dead;
+    // After `gprxy login` in another terminal the source finds the new login: look again now and then.
+    if (this.dead && this.now() - this.deadAt < DEAD_RECHECK_MS) throw this.dead;
     return this.renew();
   }
 
@@ -70,6 +75,7 @@ export class TokenKeeper implements TunnelTokenSource {
           if (loginRequired(error)) {
             if (!this.dead) this.options.onLoginRequired?.(error);
             this.dead = error;
+            this.deadAt = this.now();
             this.current = undefined;
           } else {
             this.failures++;

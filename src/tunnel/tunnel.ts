@@ -182,6 +182,11 @@ export class Tunnel {
     }
     local.pause();
     local.off('data', onData);
+    // If the local client leaves while we fetch a token or log in upstream, drop the upstream too: an
+    // authenticated session nobody reads would hold a pooled backend at the proxy.
+    let upstreamSocket: Socket | undefined;
+    local.once('close', () => upstreamSocket?.destroy());
+    const abandoned = () => gone || local.destroyed;
 
     let token;
     try {
@@ -200,9 +205,11 @@ export class Tunnel {
       return;
     }
     const parameters: Record<string, string> = { ...startup.parameters, user, database };
+    if (abandoned()) return;
     let upstream;
     try {
       upstream = await connectTls(this.options.proxy, this.options.dialer);
+      upstreamSocket = upstream;
     } catch (e) {
       this.options.events?.onConnectionError?.(e as Error, database);
       local.end(errorResponse({ severity: 'FATAL', code: SqlState.CANNOT_CONNECT_NOW, message: `gprxy: ${(e as Error).message}` }));
@@ -215,6 +222,10 @@ export class Tunnel {
       upstream.destroy();
       if (e instanceof UpstreamError && e.raw) local.end(e.raw);
       else local.end(errorResponse({ severity: 'FATAL', code: SqlState.CANNOT_CONNECT_NOW, message: `gprxy: ${(e as Error).message}` }));
+      return;
+    }
+    if (abandoned()) {
+      upstream.destroy();
       return;
     }
     this.options.events?.onSession?.({ database, user });

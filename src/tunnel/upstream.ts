@@ -65,8 +65,10 @@ export function connectTls(proxy: ProxyAddress, dialer: TunnelDialer = defaultDi
         );
         secure.once('secureConnect', () => {
           clearTimeout(timer);
+          // From here the session owns errors; until it attaches its own, a reset just ends the socket.
           secure.removeAllListeners('error');
           raw.removeAllListeners('error');
+          secure.on('error', () => secure.destroy());
           resolve(secure);
         });
       });

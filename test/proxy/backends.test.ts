@@ -63,7 +63,7 @@ describe('backends', () => {
     const { createCertificateAuthority } = await import('../../src/demo/certificates.js');
     const { proxy, logs } = await startProxy(db({ sslmode: 'verify-full', ca: 'pg-ca' }), { 'pg-ca': (await createCertificateAuthority('not the database CA')).cert });
     await expect(clientFor(proxy).connect()).rejects.toMatchObject({ code: '57P03' });
-    expect((await logs.waitFor((l) => l.event === 'auth_failure')).message).toMatch(/TLS to 127\.0\.0\.1:\d+ failed/);
+    expect((await logs.waitFor((l) => l.event === 'backend_unavailable')).message).toMatch(/TLS to 127\.0\.0\.1:\d+ failed/);
   });
 
   it('authenticates a service account with md5', async () => {
@@ -79,18 +79,21 @@ describe('backends', () => {
   });
 
   it('says 57P03 with the reason when a service account password is wrong', async () => {
-    const { proxy } = await startProxy({ ...db({}), accounts: { app_admin: { password: 'x' }, app_writer: { password: 'wrong-password' }, app_reader: { password: 'x' } } });
+    const { proxy, logs } = await startProxy({ ...db({}), accounts: { app_admin: { password: 'x' }, app_writer: { password: 'wrong-password' }, app_reader: { password: 'x' } } });
     const err = await clientFor(proxy).connect().then(() => undefined, (e: { code: string; message: string }) => e);
     expect(err?.code).toBe('57P03');
-    expect(err?.message).toMatch(/check the account password in the proxy config/);
-    expect(err?.message).not.toContain('wrong-password');
+    // The client hears that the database is unavailable; the operator's log says why.
+    expect(err?.message).toMatch(/database mydb is unavailable right now/);
+    expect(err?.message).not.toContain('127.0.0.1');
+    expect((await logs.waitFor((l) => l.event === 'backend_unavailable')).message).toMatch(/check the account password in the proxy config/);
+    expect(logs.raw).not.toContain('wrong-password');
   });
 
   it('says 57P03 when the database is down', async () => {
-    const { proxy } = await startProxy({ databases: { mydb: { host: '127.0.0.1', port: await freePort(), dbname: 'mydb' } } });
+    const { proxy, logs } = await startProxy({ databases: { mydb: { host: '127.0.0.1', port: await freePort(), dbname: 'mydb' } } });
     const err = await clientFor(proxy).connect().then(() => undefined, (e: { code: string; message: string }) => e);
     expect(err?.code).toBe('57P03');
-    expect(err?.message).toMatch(/ECONNREFUSED/);
+    expect((await logs.waitFor((l) => l.event === 'backend_unavailable')).message).toMatch(/ECONNREFUSED/);
   });
 
   it('queues clients beyond pool.size and refuses with 53300 after pool_wait_timeout', async () => {

@@ -89,4 +89,21 @@ describe('TokenKeeper', () => {
     expect(told).toBe(1);
     keeper.close();
   });
+
+  it('picks up a new login without a restart', async () => {
+    let loggedIn = false;
+    let calls = 0;
+    const dead = Object.assign(new Error('run gprxy login'), { code: 'login_required' });
+    const keeper = new TokenKeeper({
+      source: { getAccessToken: async () => (calls++, loggedIn ? token(3_600_000, calls) : Promise.reject(dead)) },
+      now: () => now,
+    });
+    await expect(keeper.getAccessToken()).rejects.toMatchObject({ code: 'login_required' });
+    loggedIn = true;
+    await expect(keeper.getAccessToken()).rejects.toMatchObject({ code: 'login_required' });
+    expect(calls).toBe(1); // no provider storm while dead
+    await advance(5000);
+    expect((await keeper.getAccessToken()).accessToken).toMatch(/^token-/);
+    keeper.close();
+  });
 });
