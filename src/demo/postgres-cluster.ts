@@ -8,11 +8,11 @@
  * and root support (PostgreSQL refuses to run as root: we run it as the `postgres` user then).
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, chownSync, cpSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import pg from 'pg';
 
 export class ClusterError extends Error {
@@ -87,9 +87,42 @@ function sqlLiteral(value: string): string {
   return "'" + value.replace(/'/g, "''") + "'";
 }
 
+/** Every directory from / to `dir` lets others in (o+x), so another user can reach what is inside. */
+function traversableByOthers(dir: string): boolean {
+  for (let d = resolve(dir); ; d = dirname(d)) {
+    if ((statSync(d).mode & 0o001) === 0) return false;
+    if (d === dirname(d)) return true;
+  }
+}
+
+/**
+ * As root we run PostgreSQL as the `postgres` user, who cannot reach binaries inside a root-only
+ * directory (a checkout in a 0700 temp dir, say). Then we copy the installation (bin, lib, share: ~60 MB)
+ * once to a world-readable place in the temp dir and run it from there.
+ */
+function binariesReachable(binDir: string, owner: { uid: number } | undefined): string {
+  if (!owner || traversableByOthers(binDir)) return binDir;
+  const installRoot = dirname(resolve(binDir));
+  const stamp = createHash('sha256').update(installRoot).update(String(statSync(join(binDir, 'postgres')).mtimeMs)).digest('hex').slice(0, 12);
+  const base = traversableByOthers(tmpdir()) ? tmpdir() : '/tmp';
+  const target = join(base, `gprxy-postgres-${stamp}`);
+  if (existsSync(join(target, '.complete'))) return join(target, basename(binDir));
+  const staging = mkdtempSync(join(base, 'gprxy-postgres-copy-'));
+  cpSync(installRoot, staging, { recursive: true, verbatimSymlinks: true });
+  writeFileSync(join(staging, '.complete'), '');
+  chmodSync(staging, 0o755);
+  try {
+    renameSync(staging, target);
+  } catch {
+    rmSync(staging, { recursive: true, force: true }); // another process won the race: use its copy
+  }
+  if (!traversableByOthers(target)) throw new ClusterError(`cannot make the PostgreSQL binaries reachable for the postgres user (${target})`);
+  return join(target, basename(binDir));
+}
+
 export async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
-  const binDir = options.binDir ?? (await embeddedBinDir());
   const owner = runAsUser();
+  const binDir = binariesReachable(options.binDir ?? (await embeddedBinDir()), owner);
   const dir = mkdtempSync(join(tmpdir(), 'gprxy-pg-'));
   const dataDir = join(dir, 'data');
   const socketDir = join(dir, 'sock');
