@@ -98,13 +98,14 @@ function traversableByOthers(dir: string): boolean {
 /**
  * As root we run PostgreSQL as the `postgres` user, who cannot reach binaries inside a root-only
  * directory (a checkout in a 0700 temp dir, say). Then we copy the installation (bin, lib, share: ~60 MB)
- * once to a world-readable place in the temp dir and run it from there.
+ * once to a world-readable cache (/var/tmp/gprxy-postgres-<hash>) and run it from there.
  */
 function binariesReachable(binDir: string, owner: { uid: number } | undefined): string {
   if (!owner || traversableByOthers(binDir)) return binDir;
   const installRoot = dirname(resolve(binDir));
   const stamp = createHash('sha256').update(installRoot).update(String(statSync(join(binDir, 'postgres')).mtimeMs)).digest('hex').slice(0, 12);
-  const base = traversableByOthers(tmpdir()) ? tmpdir() : '/tmp';
+  // A cache kept across runs, so not in the (possibly per-run) TMPDIR.
+  const base = ['/var/tmp', '/tmp', tmpdir()].find((d) => existsSync(d) && traversableByOthers(d)) ?? tmpdir();
   const target = join(base, `gprxy-postgres-${stamp}`);
   if (existsSync(join(target, '.complete'))) return join(target, basename(binDir));
   const staging = mkdtempSync(join(base, 'gprxy-postgres-copy-'));
