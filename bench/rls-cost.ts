@@ -14,7 +14,7 @@ import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { buildProxyConfig } from '../src/config/proxy-config.js';
 import { startCluster } from '../src/demo/postgres-cluster.js';
-import { BACKEND_START_SQL, buildContextPayload, signContext } from '../src/proxy/identity-context.js';
+import { BACKEND_START_SQL, buildContextPayload, EpochSource, signContext } from '../src/proxy/identity-context.js';
 import { runDbInit } from '../src/sql/db-init.js';
 
 const arg = (name: string, fallback: number) => {
@@ -66,7 +66,10 @@ try {
   const pid = (await client.query('select pg_backend_pid() as pid')).rows[0].pid as number;
   const startMicros = (await client.query({ text: BACKEND_START_SQL, rowMode: 'array' })).rows[0]![0] as string;
   const identity = { user: 'alice', subject: 'auth0|alice0001', email: 'alice@example.com', roles: ['pg_writer'], account: 'app_writer', tenantId: 'tenant-a', claims: {} };
-  const context = signContext(SECRET, buildContextPayload(identity, 'tenant-a', Date.now() + 3_600_000, { pid, startMicros }, Date.now()));
+  // What the proxy does at checkout: record an epoch for this backend, and sign the context with it.
+  const epoch = new EpochSource().next();
+  await client.query('select gprxy.begin_session($1)', [epoch]);
+  const context = signContext(SECRET, buildContextPayload(identity, 'tenant-a', Date.now() + 3_600_000, { pid, startMicros, epoch }, Date.now()));
   await client.query(`select set_config('gprxy.context', $1, false), set_config('app.tenant_id', 'tenant-a', false)`, [context]);
 
   const claimsCalls = async () => (await client.query(`select coalesce(pg_stat_get_xact_function_calls('gprxy.claims()'::regprocedure), 0)::int as n`)).rows[0].n as number;

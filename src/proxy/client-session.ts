@@ -30,10 +30,11 @@ import { TokenError } from '../token/errors.js';
 import { resolveIdentity, type Identity } from '../token/identity.js';
 import type { TokenVerifier } from '../token/verifier.js';
 import { BackendError, type Backend } from './backend.js';
+import type { BackendPool } from './pool.js';
 import type { CancelRegistry } from './cancel-registry.js';
-import { buildContextPayload, signContext } from './identity-context.js';
+import { buildContextPayload, EPOCH_REFUSED_SQLSTATE, signContext } from './identity-context.js';
 import type { ProxyMetrics } from './metrics.js';
-import type { PoolManager } from './pools.js';
+import { BACKEND_START, BINDS_CHECKOUT, type PoolManager } from './pools.js';
 import { Relay, type RelayResult } from './relay.js';
 import { buildSetup } from './session-setup.js';
 import { relayPassthrough } from './passthrough.js';
@@ -178,24 +179,29 @@ export class ClientSession {
       identity = resolveIdentity(verified, user!, this.deps.config.roleMapping);
       const account = this.deps.config.accounts[identity.account]!;
       const pool = this.deps.pools.get(database, account);
-      let backend: Backend;
-      try {
-        backend = await pool.acquire();
-      } catch (e) {
-        if (e instanceof BackendError) throw e;
-        const err = e as Error & { sqlstate?: string; code?: string };
-        throw new Refusal(err.sqlstate ?? SqlState.CANNOT_CONNECT_NOW, err.message, err.code ?? 'backend_unavailable');
-      }
-      if (this.closed) {
-        // The client left while it waited: a relay on its closed socket would hold the backend forever.
-        await pool.release(backend, true);
-        throw new Refusal(SqlState.CONNECTION_FAILURE, 'client closed the connection', 'client_closed_during_login');
-      }
+      const backend = await this.acquire(pool);
       await this.startSession(backend, pool, identity, verified.expiresAt, startup, database, loginTimer, verified.tokenId);
     } catch (e) {
       clearTimeout(loginTimer);
       this.refuse(e, { user, database: database?.name, identity });
     }
+  }
+
+  private async acquire(pool: BackendPool): Promise<Backend> {
+    let backend: Backend;
+    try {
+      backend = await pool.acquire();
+    } catch (e) {
+      if (e instanceof BackendError) throw e;
+      const err = e as Error & { sqlstate?: string; code?: string };
+      throw new Refusal(err.sqlstate ?? SqlState.CANNOT_CONNECT_NOW, err.message, err.code ?? 'backend_unavailable');
+    }
+    if (this.closed) {
+      // The client left while it waited: a relay on its closed socket would hold the backend forever.
+      await pool.release(backend, true);
+      throw new Refusal(SqlState.CONNECTION_FAILURE, 'client closed the connection', 'client_closed_during_login');
+    }
+    return backend;
   }
 
   /**
@@ -281,7 +287,7 @@ export class ClientSession {
 
   private async startSession(
     backend: Backend,
-    pool: { release(b: Backend, reusable: boolean): Promise<void> },
+    pool: BackendPool,
     identity: Identity,
     expiresAt: number,
     startup: StartupMessagePacket,
@@ -298,23 +304,8 @@ export class ClientSession {
       limits.sessionMaxLifetimeMs > 0 ? now() + limits.sessionMaxLifetimeMs : Infinity,
       limits.endSessionAtTokenExpiry ? expiresAt : Infinity,
     );
-    let context: string | undefined;
-    if (config.context.secret) {
-      const contextExpiry = Number.isFinite(endsAt) ? endsAt : now() + SESSION_WITHOUT_END_MS;
-      const payload = buildContextPayload(identity, tenant, contextExpiry, { pid: backend.processId, startMicros: String(backend.attributes.get('startMicros') ?? '') }, now());
-      context = signContext(config.context.secret, payload);
-    }
-    let setup;
-    try {
-      setup = await backend.run(buildSetup({ identity, clientParameters: startup.parameters, settings: config.context.settings, ...(context ? { context } : {}) }));
-    } catch (e) {
-      await pool.release(backend, false);
-      throw new Refusal(SqlState.CANNOT_CONNECT_NOW, `backend failed during session setup: ${(e as Error).message}`, 'backend_setup_failed');
-    }
-    if (setup.error) {
-      await pool.release(backend, true);
-      throw new Refusal(setup.error.code, setup.error.message, 'session_setup_rejected');
-    }
+    const contextExpiry = Number.isFinite(endsAt) ? endsAt : now() + SESSION_WITHOUT_END_MS;
+    backend = await this.setUp(backend, pool, identity, tenant, contextExpiry, startup);
     if (this.closed) {
       await pool.release(backend, true);
       throw new Refusal(SqlState.CONNECTION_FAILURE, 'client closed the connection', 'client_closed_during_login');
@@ -366,6 +357,48 @@ export class ClientSession {
     clearTimeout(this.boundaryTimer);
     this.deps.cancels.unregister(key.processId);
     await this.endSession(result, backend, pool, identity);
+  }
+
+  /**
+   * The per-session setup on the backend, one round trip. When gprxy.begin_session refuses the checkout
+   * epoch (something other than the proxy moved it forward), that backend can never carry a valid context
+   * again: it is closed and the checkout retried once on another. Returns the backend the session got.
+   */
+  private async setUp(backend: Backend, pool: BackendPool, identity: Identity, tenant: string | null, contextExpiry: number, startup: StartupMessagePacket): Promise<Backend> {
+    const { config, now } = this.deps;
+    for (let attempt = 1; ; attempt++) {
+      let context: string | undefined;
+      let epoch: number | undefined;
+      if (config.context.secret) {
+        if (backend.attributes.get(BINDS_CHECKOUT) === true) epoch = this.deps.pools.nextEpoch();
+        const bound = { pid: backend.processId, startMicros: String(backend.attributes.get(BACKEND_START) ?? ''), ...(epoch !== undefined ? { epoch } : {}) };
+        context = signContext(config.context.secret, buildContextPayload(identity, tenant, contextExpiry, bound, now()));
+      }
+      let setup;
+      try {
+        setup = await backend.run(
+          buildSetup({ identity, clientParameters: startup.parameters, settings: config.context.settings, ...(context ? { context } : {}), ...(epoch !== undefined ? { epoch } : {}) }),
+        );
+      } catch (e) {
+        await pool.release(backend, false);
+        throw new Refusal(SqlState.CANNOT_CONNECT_NOW, `backend failed during session setup: ${(e as Error).message}`, 'backend_setup_failed');
+      }
+      if (!setup.error) return backend;
+      if (setup.error.code !== EPOCH_REFUSED_SQLSTATE) {
+        await pool.release(backend, true);
+        throw new Refusal(setup.error.code, setup.error.message, 'session_setup_rejected');
+      }
+      this.log.warn({ event: 'backend_epoch_refused', backend_pid: backend.processId, attempt, message: setup.error.message }, 'checkout epoch refused; closing that backend');
+      await pool.release(backend, false);
+      if (attempt === 2) {
+        throw new Refusal(
+          SqlState.CANNOT_CONNECT_NOW,
+          'could not bind the identity context to a database connection (gprxy.begin_session refused the checkout twice); try again shortly',
+          'backend_epoch_refused',
+        );
+      }
+      backend = await this.acquire(pool);
+    }
   }
 
   private endReason: string | undefined;

@@ -1,7 +1,9 @@
 /**
  * The signed identity context (DESIGN.md 2.4): base64url(payload) "." base64url(HMAC-SHA256(secret, payload)).
  * The payload binds the identity to the backend it is set on (its pid and start time), so a context copied
- * to another connection fails verification in `gprxy.claims()` (src/sql) and policies fail closed.
+ * to another connection fails verification in `gprxy.claims()` (src/sql) and policies fail closed; and to
+ * the checkout (an epoch the proxy records with `gprxy.begin_session` in the same setup statement), so a
+ * context saved in one session is worthless in a later session on the same pooled backend.
  */
 import { createHmac } from 'node:crypto';
 import type { Identity } from '../token/identity.js';
@@ -19,9 +21,17 @@ export interface ContextPayload {
   /** The backend's pid and start time (microseconds since the epoch, as text) it is valid on. */
   readonly pid: number;
   readonly bst: string;
+  /** The checkout it is valid for (see EpochSource); 0 when the database cannot record one. */
+  readonly epoch: number;
 }
 
-export function buildContextPayload(identity: Identity, tenant: string | null, expiresAtMs: number, backend: { pid: number; startMicros: string }, nowMs: number): ContextPayload {
+export function buildContextPayload(
+  identity: Identity,
+  tenant: string | null,
+  expiresAtMs: number,
+  backend: { pid: number; startMicros: string; epoch?: number },
+  nowMs: number,
+): ContextPayload {
   return {
     sub: identity.subject,
     email: identity.email ?? null,
@@ -32,6 +42,7 @@ export function buildContextPayload(identity: Identity, tenant: string | null, e
     iat: Math.floor(nowMs / 1000),
     pid: backend.pid,
     bst: backend.startMicros,
+    epoch: backend.epoch ?? 0,
   };
 }
 
@@ -43,3 +54,31 @@ export function signContext(secret: string, payload: ContextPayload): string {
 
 /** The SQL that reads a new backend's start time in the same form `gprxy.claims()` computes it. */
 export const BACKEND_START_SQL = `select (extract(epoch from backend_start) * 1000000)::bigint::text from pg_stat_activity where pid = pg_backend_pid()`;
+
+/**
+ * Run once per new backend: its start time, whether the database has `gprxy.begin_session` (installed by
+ * `gprxy db init`; without it contexts are bound to the backend only), and whether it is a hot standby.
+ */
+export const BACKEND_PREPARE_SQL =
+  `select (extract(epoch from backend_start) * 1000000)::bigint::text, ` +
+  `pg_catalog.to_regprocedure('gprxy.begin_session(bigint)') is not null, pg_catalog.pg_is_in_recovery() ` +
+  `from pg_catalog.pg_stat_activity where pid = pg_catalog.pg_backend_pid()`;
+
+/** What `gprxy.begin_session` raises when the epoch does not move forward (src/sql/identity-schema.ts). */
+export const EPOCH_REFUSED_SQLSTATE = 'XG001';
+
+/**
+ * Checkout epochs: strictly increasing within this process, which is all a backend needs (it belongs to
+ * one proxy process and dies with it). Microseconds since 1970 (far below 2^53), never going back even
+ * when the clock steps back.
+ */
+export class EpochSource {
+  private last = 0;
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  next(): number {
+    this.last = Math.max(this.last + 1, Math.floor(this.now() * 1000));
+    return this.last;
+  }
+}

@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import type { AccountConfig, DatabaseConfig } from '../config/proxy-config.js';
 import { cancelRequest } from '../protocol/client-messages.js';
 import { defaultDialer, negotiateTls, type Backend, type BackendTarget, type Dialer } from './backend.js';
-import { BACKEND_START_SQL } from './identity-context.js';
+import { BACKEND_PREPARE_SQL, EpochSource } from './identity-context.js';
 import { BackendPool } from './pool.js';
 import { query } from '../protocol/client-messages.js';
 
@@ -17,12 +17,27 @@ export interface PoolManagerOptions {
   readonly dialer?: Dialer;
   /** Read each new backend's start time (needed to bind the identity context to it). */
   readonly readBackendStart: boolean;
+  /** Checkout epochs for the identity context; one per process by default. */
+  readonly epochs?: EpochSource;
 }
+
+/** backend.attributes keys set by the prepare step. */
+export const BACKEND_START = 'startMicros';
+/** true when the database has gprxy.begin_session: each checkout must record an epoch. */
+export const BINDS_CHECKOUT = 'bindsCheckout';
 
 export class PoolManager {
   private readonly pools = new Map<string, BackendPool>();
+  private readonly epochs: EpochSource;
 
-  constructor(private readonly options: PoolManagerOptions) {}
+  constructor(private readonly options: PoolManagerOptions) {
+    this.epochs = options.epochs ?? new EpochSource();
+  }
+
+  /** The epoch of a new checkout (gprxy.begin_session); strictly increasing. */
+  nextEpoch(): number {
+    return this.epochs.next();
+  }
 
   get(database: DatabaseConfig, account: AccountConfig): BackendPool {
     const key = `${database.name}/${account.name}`;
@@ -46,7 +61,7 @@ export class PoolManager {
         waitTimeoutMs: this.options.waitTimeoutMs,
         logger: this.options.logger,
         ...(this.options.dialer ? { dialer: this.options.dialer } : {}),
-        ...(this.options.readBackendStart ? { prepare: readBackendStart } : {}),
+        ...(this.options.readBackendStart ? { prepare: backendPreparer(key, this.options.logger) } : {}),
       });
       this.pools.set(key, pool);
     }
@@ -75,9 +90,32 @@ export class PoolManager {
   }
 }
 
-async function readBackendStart(backend: Backend): Promise<void> {
-  const result = await backend.run(query(BACKEND_START_SQL));
-  const value = result.rows[0]?.[0];
-  if (result.error || !value) throw new Error(`cannot read the backend start time: ${result.error?.message ?? 'no row'}`);
-  backend.attributes.set('startMicros', value);
+/**
+ * Reads a new backend's start time and whether its database can bind contexts to a checkout. Warns once
+ * per pool when it cannot: until `gprxy db init` installs gprxy.begin_session, a context saved in one
+ * session still verifies in a later session on the same backend.
+ */
+function backendPreparer(pool: string, logger: Logger): (backend: Backend) => Promise<void> {
+  const warned = new Set<string>();
+  const warnOnce = (kind: string, message: string) => {
+    if (warned.has(kind)) return;
+    warned.add(kind);
+    logger.warn({ event: 'context_not_checkout_bound', pool, reason: kind }, message);
+  };
+  return async (backend) => {
+    const result = await backend.run(query(BACKEND_PREPARE_SQL));
+    const [start, hasBeginSession, standby] = result.rows[0] ?? [];
+    if (result.error || !start) throw new Error(`cannot read the backend start time: ${result.error?.message ?? 'no row'}`);
+    backend.attributes.set(BACKEND_START, start);
+    backend.attributes.set(BINDS_CHECKOUT, hasBeginSession === 't');
+    if (hasBeginSession !== 't') {
+      warnOnce(
+        'no_begin_session',
+        `database of pool ${pool} has no gprxy.begin_session: identity contexts are bound to the backend but not to the checkout ` +
+          '(a context saved in one session verifies in a later session on the same pooled backend) until `gprxy db init` is re-run',
+      );
+    } else if (standby === 't') {
+      warnOnce('standby', `pool ${pool} is on a hot standby, which cannot record checkouts: identity contexts there are bound to the backend only`);
+    }
+  };
 }

@@ -1,8 +1,10 @@
 /**
  * What a client session sets on its backend at checkout, in one round trip: the client's own startup
  * parameters (client_encoding, DateStyle, ...), `application_name` naming the real user, the plain
- * `context.settings` from token claims, and the signed `gprxy.context`. Everything goes as bind
- * parameters of a single `set_config` statement, so no value is ever part of query text.
+ * `context.settings` from token claims, and the signed `gprxy.context`; and, when the database has it,
+ * `gprxy.begin_session(epoch)`, which records the checkout the context is bound to. Everything goes as
+ * bind parameters of a single statement, so no value is ever part of query text, and it is one implicit
+ * transaction: if begin_session refuses, none of the settings stay.
  */
 import { extendedQuery } from '../protocol/extended-query.js';
 import { claimAsSettingValue, type Identity } from '../token/identity.js';
@@ -37,6 +39,8 @@ export interface SetupInput {
   readonly settings: Readonly<Record<string, string>>;
   /** The signed context, when context.secret is configured. */
   readonly context?: string;
+  /** The checkout epoch the context carries, when the database has gprxy.begin_session. */
+  readonly epoch?: number;
 }
 
 export function buildSetup(input: SetupInput): Buffer {
@@ -50,5 +54,10 @@ export function buildSetup(input: SetupInput): Buffer {
   }
   if (input.context) pairs.push(['gprxy.context', input.context]);
   const calls = pairs.map((_, i) => `set_config($${2 * i + 1}, $${2 * i + 2}, false)`);
-  return extendedQuery(`select ${calls.join(', ')}`, pairs.flat());
+  const values = pairs.flat();
+  if (input.epoch !== undefined) {
+    values.push(String(input.epoch));
+    calls.push(`gprxy.begin_session($${values.length}::bigint)`);
+  }
+  return extendedQuery(`select ${calls.join(', ')}`, values);
 }

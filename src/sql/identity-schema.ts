@@ -18,21 +18,42 @@
  *   qualified (looked up from pg_extension at install time, since CREATE EXTENSION IF NOT EXISTS keeps an
  *   existing installation wherever it is);
  * - claims() returns NULL (fail closed, zero rows under a policy) unless the HMAC matches the current or
- *   the previous secret, the payload's pid is this backend's, its bst is this backend's start time and exp
- *   is in the future. A context copied from another backend, edited, forged, expired or reset is NULL.
+ *   the previous secret, the payload's pid is this backend's, its bst is this backend's start time, its
+ *   epoch is the one recorded for this backend's current checkout and exp is in the future. A context
+ *   copied from another backend, edited, forged, expired, reset, or saved in an earlier session on the
+ *   same pooled backend is NULL.
+ * - pid and bst do not change between checkouts of a pooled backend, so the proxy also starts every
+ *   checkout with `gprxy.begin_session(epoch)` (a value that only grows, in the same statement that sets
+ *   the context). It records (pid, bst, epoch) in gprxy.backend_epoch, which only the owner can touch, and
+ *   refuses an epoch not above the recorded one: a client cannot move it back to an old context's epoch,
+ *   and one that pushes it forward only gets that backend closed by the proxy at the next checkout. The
+ *   table is UNLOGGED: rows mean nothing after a crash (every backend is gone), and a checkout's commit
+ *   then has no WAL flush to wait for.
+ * - On a hot standby nothing can be recorded: begin_session does nothing and claims() skips the epoch
+ *   check, so there a context is bound to the backend only (replayable in a later session on the same
+ *   standby backend, as before epochs existed). After a promotion, open sessions fail closed until their
+ *   backend's next checkout records an epoch.
  * - the owner is a member of pg_read_all_stats: a SECURITY DEFINER function sees pg_stat_activity as its
  *   owner, and without it this backend's backend_start reads as NULL whenever the caller is not the owner.
  *
- * Cost: each call verifies once (one or two HMACs, a lookup of two rows, one pg_stat_get_activity(pid)).
+ * Cost: each call verifies once (one or two HMACs, a lookup of two rows, one pg_stat_get_activity(pid),
+ * one primary-key lookup in gprxy.backend_epoch).
  * Policies write `(select gprxy.user_id())`: an initPlan, evaluated once per query, not per row.
  * The functions are PARALLEL RESTRICTED, not SAFE: pg_backend_pid() in a parallel worker is the worker's.
  */
-import { ensureMembership, ensureNologinRole } from './roles.js';
+import { ensureMembership, ensureNologinRole, GROUP_ROLES } from './roles.js';
 import { doBlock, TAG } from './quote.js';
 
 export const GPRXY_SCHEMA = 'gprxy';
 export const OWNER_ROLE = 'gprxy_owner';
 export const SECRET_TABLE = 'gprxy.context_secret';
+export const EPOCH_TABLE = 'gprxy.backend_epoch';
+export const BEGIN_SESSION = 'gprxy.begin_session(bigint)';
+/**
+ * The SQLSTATE begin_session raises when the epoch does not move forward (class XG is not PostgreSQL's:
+ * the proxy tells this refusal from any other setup error by it; src/proxy/identity-context.ts has the same).
+ */
+export const EPOCH_REFUSED_SQLSTATE = 'XG001';
 export const CONTEXT_SETTING = 'gprxy.context';
 
 /**
@@ -85,6 +106,7 @@ DECLARE
   verified boolean;
   payload jsonb;
   started text;
+  recorded bigint;
 BEGIN
   -- Shape first: only something that could be ours reaches the HMAC.
   IF context IS NULL OR pg_catalog.length(context) > 16384
@@ -109,8 +131,22 @@ BEGIN
      OR payload ->> 'pid' IS DISTINCT FROM pg_catalog.pg_backend_pid()::text THEN
     RETURN NULL;
   END IF;
-  SELECT ${BACKEND_START_EXPR} INTO started
-    FROM pg_catalog.pg_stat_get_activity(pg_catalog.pg_backend_pid()) AS a;
+  IF pg_catalog.pg_is_in_recovery() THEN
+    -- A standby records no checkouts (see begin_session): bound to the backend only.
+    SELECT ${BACKEND_START_EXPR} INTO started
+      FROM pg_catalog.pg_stat_get_activity(pg_catalog.pg_backend_pid()) AS a;
+  ELSE
+    -- One query: this backend's start time and the epoch of its current checkout (an older session's
+    -- context on this same backend carries an older one; none recorded: NULL).
+    SELECT ${BACKEND_START_EXPR},
+           (SELECT b.epoch FROM ${EPOCH_TABLE} AS b
+             WHERE b.pid = pg_catalog.pg_backend_pid() AND b.bst = ${BACKEND_START_EXPR})
+      INTO started, recorded
+      FROM pg_catalog.pg_stat_get_activity(pg_catalog.pg_backend_pid()) AS a;
+    IF recorded IS NULL OR payload ->> 'epoch' IS DISTINCT FROM recorded::text THEN
+      RETURN NULL;
+    END IF;
+  END IF;
   IF started IS NULL OR payload ->> 'bst' IS DISTINCT FROM started THEN
     RETURN NULL;
   END IF;
@@ -119,6 +155,41 @@ BEGIN
     RETURN NULL;
   END IF;
   RETURN payload;
+END
+${TAG};`;
+
+/**
+ * Starts a checkout: records this backend's (pid, start time, epoch). A row with another start time is a
+ * previous backend's with the same pid and is replaced; one with this start time must hold a smaller epoch.
+ */
+const BEGIN_SESSION_FUNCTION = `CREATE OR REPLACE FUNCTION gprxy.begin_session(epoch bigint)
+ RETURNS void
+ LANGUAGE plpgsql
+ VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+ ${PINNED}
+AS ${TAG}
+DECLARE
+  started text;
+BEGIN
+  IF pg_catalog.pg_is_in_recovery() THEN
+    RETURN; -- read-only: nothing can be recorded, and claims() does not ask for it
+  END IF;
+  IF epoch IS NULL THEN
+    RAISE EXCEPTION 'gprxy.begin_session: epoch must not be NULL' USING ERRCODE = '${EPOCH_REFUSED_SQLSTATE}';
+  END IF;
+  SELECT ${BACKEND_START_EXPR} INTO started
+    FROM pg_catalog.pg_stat_get_activity(pg_catalog.pg_backend_pid()) AS a;
+  IF started IS NULL THEN
+    RAISE EXCEPTION 'gprxy.begin_session: cannot read this backend''s start time'
+      USING ERRCODE = '${EPOCH_REFUSED_SQLSTATE}', HINT = 'gprxy_owner must be a member of pg_read_all_stats: re-run gprxy db init';
+  END IF;
+  INSERT INTO ${EPOCH_TABLE} AS b (pid, bst, epoch) VALUES (pg_catalog.pg_backend_pid(), started, epoch)
+  ON CONFLICT (pid) DO UPDATE SET bst = excluded.bst, epoch = excluded.epoch
+   WHERE b.bst IS DISTINCT FROM excluded.bst OR b.epoch < excluded.epoch;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'gprxy.begin_session: epoch % is not after this backend''s current one', epoch
+      USING ERRCODE = '${EPOCH_REFUSED_SQLSTATE}', HINT = 'something other than the proxy moved it forward; the proxy replaces this connection';
+  END IF;
 END
 ${TAG};`;
 
@@ -153,7 +224,7 @@ ${TAG};`;
 
 /** Everything of schema gprxy except the secret's value (see secretStatements). */
 export function identitySchemaStatements(): string[] {
-  const functions = ['gprxy.hmac_sha256(bytea, bytea)', ...PUBLIC_FUNCTIONS];
+  const functions = ['gprxy.hmac_sha256(bytea, bytea)', BEGIN_SESSION, ...PUBLIC_FUNCTIONS];
   return [
     `CREATE EXTENSION IF NOT EXISTS pgcrypto;`,
     ensureNologinRole(OWNER_ROLE),
@@ -169,11 +240,22 @@ export function identitySchemaStatements(): string[] {
 );`,
     `ALTER TABLE ${SECRET_TABLE} OWNER TO ${OWNER_ROLE};`,
     `REVOKE ALL ON TABLE ${SECRET_TABLE} FROM PUBLIC;`,
+    `CREATE UNLOGGED TABLE IF NOT EXISTS ${EPOCH_TABLE} (
+  pid integer PRIMARY KEY,
+  bst text NOT NULL,
+  epoch bigint NOT NULL
+);`,
+    `ALTER TABLE ${EPOCH_TABLE} OWNER TO ${OWNER_ROLE};`,
+    `REVOKE ALL ON TABLE ${EPOCH_TABLE} FROM PUBLIC;`,
     HMAC_WRAPPER,
     CLAIMS_FUNCTION,
+    BEGIN_SESSION_FUNCTION,
     ...HELPERS.map(helperFunction),
     ...functions.map((f) => `ALTER FUNCTION ${f} OWNER TO ${OWNER_ROLE};`),
     `REVOKE ALL ON FUNCTION gprxy.hmac_sha256(bytea, bytea) FROM PUBLIC;`,
+    `REVOKE ALL ON FUNCTION ${BEGIN_SESSION} FROM PUBLIC;`,
+    // The proxy logs in as the service accounts; their groups are the only callers it needs.
+    `GRANT EXECUTE ON FUNCTION ${BEGIN_SESSION} TO ${Object.values(GROUP_ROLES).join(', ')};`,
     ...PUBLIC_FUNCTIONS.map((f) => `GRANT EXECUTE ON FUNCTION ${f} TO PUBLIC;`),
   ];
 }

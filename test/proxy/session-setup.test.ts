@@ -57,6 +57,12 @@ describe('session setup', () => {
     expect(values).not.toContain('someone-else');
   });
 
+  it('starts the checkout with gprxy.begin_session in the same statement, the epoch as the last bind parameter', () => {
+    const { sql, values } = decode(buildSetup({ identity, clientParameters: {}, settings: {}, context: 'SIGNED.CONTEXT', epoch: 1730000000000123 }));
+    expect(sql).toBe('select set_config($1, $2, false), set_config($3, $4, false), gprxy.begin_session($5::bigint)');
+    expect(values).toEqual(['application_name', 'alice@example.com', 'gprxy.context', 'SIGNED.CONTEXT', '1730000000000123']);
+  });
+
   it('joins array claims with commas', () => {
     const { values } = decode(buildSetup({ identity, clientParameters: {}, settings: { 'app.roles': 'https://gprxy.io/roles' } }));
     expect(values.slice(-2)).toEqual(['app.roles', 'pg_writer,extra']);

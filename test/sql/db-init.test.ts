@@ -8,7 +8,7 @@ import { DbInitError } from '../../src/sql/errors.js';
 import { runDbInit, type DbInitResult, type RunDbInitOptions } from '../../src/sql/db-init.js';
 import { scramVerifier } from '../../src/sql/scram.js';
 import { startTestPostgres, type Cluster } from '../support/postgres.js';
-import { ALICE, backendOf, catalogDump, connect, contextFor, PASSWORDS, SECRET_1, SECRET_2, signRaw, testConfig } from './support.js';
+import { ALICE, backendOf, beginSession, catalogDump, connect, contextFor, PASSWORDS, SECRET_1, SECRET_2, signRaw, testConfig } from './support.js';
 
 let cluster: Cluster;
 
@@ -80,12 +80,19 @@ describe('gprxy db init against a real server', () => {
       [],
       'mydb',
     );
-    expect(fns.rows.map((r) => r.proname)).toEqual(['claims', 'email', 'has_role', 'hmac_sha256', 'roles', 'tenant_id', 'user_id']);
+    expect(fns.rows.map((r) => r.proname)).toEqual(['begin_session', 'claims', 'email', 'has_role', 'hmac_sha256', 'roles', 'tenant_id', 'user_id']);
     for (const f of fns.rows) {
       expect(f.owner).toBe('gprxy_owner');
       expect(f.proconfig).toBe('{"search_path=pg_catalog, pg_temp"}');
-      if (f.proname !== 'hmac_sha256') expect([f.prosecdef, f.provolatile, f.proparallel]).toEqual([true, 's', 'r']);
+      if (f.proname === 'begin_session') expect([f.prosecdef, f.provolatile, f.proparallel]).toEqual([true, 'v', 'u']);
+      else if (f.proname !== 'hmac_sha256') expect([f.prosecdef, f.provolatile, f.proparallel]).toEqual([true, 's', 'r']);
     }
+    const epochTable = await cluster.query(`select relowner::regrole::text as owner, relpersistence, relacl::text as acl from pg_class where oid = 'gprxy.backend_epoch'::regclass`, [], 'mydb');
+    expect(epochTable.rows[0]).toMatchObject({ owner: 'gprxy_owner', relpersistence: 'u' });
+    expect(epochTable.rows[0]!.acl).toMatch(/^\{gprxy_owner=\w+\/gprxy_owner\}$/); // the owner only
+    const beginAcl = (await cluster.query(`select proacl::text as acl from pg_proc where oid = 'gprxy.begin_session(bigint)'::regprocedure`, [], 'mydb')).rows[0]!.acl as string;
+    expect(beginAcl).not.toMatch(/(^|[{,])=X/); // not PUBLIC
+    for (const group of ['gprxy_admin', 'gprxy_writer', 'gprxy_reader']) expect(beginAcl).toContain(`${group}=X/gprxy_owner`);
   });
 
   it('a second run succeeds and changes nothing', async () => {
@@ -96,11 +103,14 @@ describe('gprxy db init against a real server', () => {
     expect(await catalogDump(cluster)).toEqual(before);
   });
 
-  it('service accounts cannot read the secret or call the HMAC helper (42501)', async () => {
+  it('service accounts cannot read the secret or the epochs, or call the HMAC helper (42501)', async () => {
     for (const [user, password] of Object.entries(PASSWORDS)) {
       const c = await connect(cluster, user, password);
       try {
         await expect(c.query('select * from gprxy.context_secret')).rejects.toMatchObject({ code: '42501' });
+        await expect(c.query('select * from gprxy.backend_epoch')).rejects.toMatchObject({ code: '42501' });
+        await expect(c.query(`insert into gprxy.backend_epoch values (pg_backend_pid(), 'x', 1)`)).rejects.toMatchObject({ code: '42501' });
+        await expect(c.query('delete from gprxy.backend_epoch')).rejects.toMatchObject({ code: '42501' });
         await expect(c.query(`select gprxy.hmac_sha256('x', 'y')`)).rejects.toMatchObject({ code: '42501' });
         await expect(c.query('create or replace function gprxy.user_id() returns text language sql as $$ select 1::text $$')).rejects.toMatchObject({ code: '42501' });
         await expect(c.query('create function gprxy.extra() returns int language sql as $$ select 1 $$')).rejects.toMatchObject({ code: '42501' });
@@ -114,9 +124,9 @@ describe('gprxy db init against a real server', () => {
     const c = await connect(cluster, 'app_writer', PASSWORDS.app_writer);
     const other = await connect(cluster, 'app_writer', PASSWORDS.app_writer);
     try {
-      const me = await backendOf(c);
+      const me = await beginSession(c);
       const valid = contextFor(SECRET_1, ALICE, me);
-      expect(await claimsWith(c, valid)).toMatchObject({ sub: ALICE.sub, tenant: 'tenant-a', roles: ['pg_writer'], pid: me.pid, bst: me.startMicros });
+      expect(await claimsWith(c, valid)).toMatchObject({ sub: ALICE.sub, tenant: 'tenant-a', roles: ['pg_writer'], pid: me.pid, bst: me.startMicros, epoch: me.epoch });
       const helpers = await c.query(`select gprxy.user_id() as u, gprxy.tenant_id() as t, gprxy.email() as e, gprxy.roles() as r, gprxy.has_role('pg_writer') as w, gprxy.has_role('pg_admin') as a`);
       expect(helpers.rows[0]).toEqual({ u: ALICE.sub, t: 'tenant-a', e: 'alice@example.com', r: ['pg_writer'], w: true, a: false });
 
@@ -124,8 +134,14 @@ describe('gprxy db init against a real server', () => {
       const edited = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(body, 'base64url').toString()), tenant: 'tenant-b' })).toString('base64url');
       expect(await claimsWith(c, `${edited}.${sig}`)).toBeNull();
       expect(await claimsWith(c, contextFor('not-the-secret-0123456789abcdefghij', ALICE, me))).toBeNull();
-      expect(await claimsWith(c, contextFor(SECRET_1, ALICE, await backendOf(other)))).toBeNull();
-      expect(await claimsWith(c, contextFor(SECRET_1, ALICE, { pid: me.pid, startMicros: String(BigInt(me.startMicros) - 1n) }))).toBeNull();
+      expect(await claimsWith(c, contextFor(SECRET_1, ALICE, await beginSession(other)))).toBeNull();
+      expect(await claimsWith(c, contextFor(SECRET_1, ALICE, { ...me, startMicros: String(BigInt(me.startMicros) - 1n) }))).toBeNull();
+      // An earlier or later checkout of this backend, or none at all.
+      expect(await claimsWith(c, contextFor(SECRET_1, ALICE, { ...me, epoch: me.epoch - 1 }))).toBeNull();
+      expect(await claimsWith(c, contextFor(SECRET_1, ALICE, { ...me, epoch: me.epoch + 1 }))).toBeNull();
+      const signed = (await claimsWith(c, valid))!;
+      expect(await claimsWith(c, signRaw(SECRET_1, signed))).toEqual(signed); // control for the next line
+      expect(await claimsWith(c, signRaw(SECRET_1, { ...signed, epoch: undefined }))).toBeNull();
       expect(await claimsWith(c, contextFor(SECRET_1, ALICE, me, Date.now() - 1000))).toBeNull();
       expect(await claimsWith(c, signRaw(SECRET_1, { sub: ALICE.sub, tenant: 'tenant-a', roles: [], pid: me.pid, bst: me.startMicros }))).toBeNull(); // no exp
       expect(await claimsWith(c, signRaw(SECRET_1, [1, 2]))).toBeNull();
@@ -140,6 +156,38 @@ describe('gprxy db init against a real server', () => {
     }
   });
 
+  it('begin_session: only a later epoch starts a checkout; a previous backend\'s row with the same pid is replaced', async () => {
+    const c = await connect(cluster, 'app_writer', PASSWORDS.app_writer);
+    try {
+      const fresh = await backendOf(c);
+      // No checkout recorded for this backend: even a context right in every other way is NULL.
+      await cluster.query('delete from gprxy.backend_epoch where pid = $1', [fresh.pid], 'mydb');
+      expect(await claimsWith(c, contextFor(SECRET_1, ALICE, { ...fresh, epoch: 1 }))).toBeNull();
+
+      const me = await beginSession(c);
+      const valid = contextFor(SECRET_1, ALICE, me);
+      expect((await claimsWith(c, valid))?.sub).toBe(ALICE.sub);
+      for (const epoch of [me.epoch, me.epoch - 1, 0]) {
+        await expect(c.query('select gprxy.begin_session($1)', [epoch])).rejects.toMatchObject({ code: 'XG001' });
+      }
+      await expect(c.query('select gprxy.begin_session(null)')).rejects.toMatchObject({ code: 'XG001' });
+      expect((await claimsWith(c, valid))?.sub).toBe(ALICE.sub); // the refusals changed nothing
+      // Moving it forward (what a client can do too) ends the old checkout's context.
+      await c.query('select gprxy.begin_session($1)', [me.epoch + 1]);
+      expect(await claimsWith(c, valid)).toBeNull();
+      expect((await claimsWith(c, contextFor(SECRET_1, ALICE, { ...me, epoch: me.epoch + 1 })))?.sub).toBe(ALICE.sub);
+
+      // A row left by an earlier backend with this pid (another start time) does not hold this one back.
+      await cluster.query('update gprxy.backend_epoch set bst = $2, epoch = $3 where pid = $1', [me.pid, String(BigInt(me.startMicros) - 5_000_000n), 9e15], 'mydb');
+      expect(await claimsWith(c, contextFor(SECRET_1, ALICE, { ...me, epoch: 9e15 }))).toBeNull();
+      await c.query('select gprxy.begin_session($1)', [me.epoch + 2]);
+      const row = (await cluster.query('select bst, epoch::text from gprxy.backend_epoch where pid = $1', [me.pid], 'mydb')).rows;
+      expect(row).toEqual([{ bst: me.startMicros, epoch: String(me.epoch + 2) }]);
+    } finally {
+      await c.end();
+    }
+  });
+
   it('works when called from an application SECURITY DEFINER function (needs pg_read_all_stats for the owner)', async () => {
     await cluster.query(
       `create role app_fn_owner nologin;
@@ -150,7 +198,7 @@ describe('gprxy db init against a real server', () => {
     );
     const c = await connect(cluster, 'app_writer', PASSWORDS.app_writer);
     try {
-      await c.query(`select set_config('gprxy.context', $1, false)`, [contextFor(SECRET_1, ALICE, await backendOf(c))]);
+      await c.query(`select set_config('gprxy.context', $1, false)`, [contextFor(SECRET_1, ALICE, await beginSession(c))]);
       expect((await c.query('select public.my_tenant() as t')).rows[0].t).toBe('tenant-a');
       // The reason for the grant: without it, backend_start is hidden from the owner and everything fails closed.
       await cluster.query('revoke pg_read_all_stats from gprxy_owner');
@@ -179,7 +227,7 @@ describe('gprxy db init against a real server', () => {
     );
     const c = await connect(cluster, 'app_writer', PASSWORDS.app_writer);
     try {
-      await c.query(`select set_config('gprxy.context', $1, false)`, [contextFor(SECRET_1, ALICE, await backendOf(c))]);
+      await c.query(`select set_config('gprxy.context', $1, false)`, [contextFor(SECRET_1, ALICE, await beginSession(c))]);
       // Pending function counts are flushed between transactions at most once a second: a delta inside one
       // transaction is exact on every version.
       const counter = async () => (await c.query(`select coalesce(pg_stat_get_xact_function_calls('gprxy.claims()'::regprocedure), 0)::int as n`)).rows[0].n as number;
@@ -240,7 +288,7 @@ describe('gprxy db init against a real server', () => {
 
     const c = await connect(cluster, 'app_writer', PASSWORDS.app_writer);
     try {
-      const me = await backendOf(c);
+      const me = await beginSession(c);
       const signedWith = async (secret: string) => (await claimsWith(c, contextFor(secret, ALICE, me)))?.tenant ?? null;
 
       const rotation = await init(rotated, { rotateSecret: true });
@@ -282,7 +330,7 @@ describe('gprxy db init against a real server', () => {
         });
       run();
       const c = await connect(cluster, 'app_writer', PASSWORDS.app_writer, 'printed');
-      await c.query(`select set_config('gprxy.context', $1, false)`, [contextFor(SECRET_1, ALICE, await backendOf(c))]);
+      await c.query(`select set_config('gprxy.context', $1, false)`, [contextFor(SECRET_1, ALICE, await beginSession(c))]);
       expect((await c.query('select gprxy.tenant_id() as t')).rows[0].t).toBe('tenant-a');
       await c.end();
       const { results } = await init(config);

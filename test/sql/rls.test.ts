@@ -122,7 +122,8 @@ describe('row-level security through the proxy, with the example schema', () => 
         const a = await connectAs(who);
         const b = await connectAs(who);
         const backendA = await backendOf(a);
-        expect(backendA.pid).not.toBe((await backendOf(b)).pid);
+        const backendB = await backendOf(b); // before B's context is replaced: it carries B's checkout epoch
+        expect(backendA.pid).not.toBe(backendB.pid);
         // 1. the proxy's own context for session A, copied to session B
         const fromA = (await a.query(`select current_setting('gprxy.context') as v`)).rows[0].v as string;
         await b.query(`select set_config('gprxy.context', $1, false)`, [fromA]);
@@ -132,7 +133,7 @@ describe('row-level security through the proxy, with the example schema', () => 
         await expectNoOtherTenant(b, who);
         expect(await visibleTenants(b)).toEqual([]);
         // Control: the same context built for B's own backend is accepted, so the refusal above is the binding.
-        await b.query(`select set_config('gprxy.context', $1, false)`, [contextFor(CONTEXT_SECRET, BOB, await backendOf(b))]);
+        await b.query(`select set_config('gprxy.context', $1, false)`, [contextFor(CONTEXT_SECRET, BOB, backendB)]);
         expect(await visibleTenants(b)).toEqual(['tenant-b']);
         // And A, untouched, still sees its own tenant.
         expect(await visibleTenants(a)).toEqual([OWN[who]]);
@@ -167,7 +168,7 @@ describe('row-level security through the proxy, with the example schema', () => 
       // The fresh session has run nothing yet: its last statement is the proxy's setup.
       const seen = await watcher.query(`select pid, query from pg_stat_activity where usename = 'app_writer' and application_name like '%fresh-writer'`);
       expect(seen.rows).toHaveLength(1);
-      expect(seen.rows[0].query).toMatch(/^select set_config\(\$1, \$2, false\)/);
+      expect(seen.rows[0].query).toMatch(/^select set_config\(\$1, \$2, false\).*, gprxy\.begin_session\(\$\d+::bigint\)$/);
       const everything = JSON.stringify((await watcher.query('select * from pg_stat_activity')).rows);
       const asSuperuser = JSON.stringify((await stack.cluster.query('select * from pg_stat_activity')).rows);
       const context = (await fresh.query(`select current_setting('gprxy.context') as v`)).rows[0].v as string;

@@ -3,7 +3,7 @@
 import { createHmac } from 'node:crypto';
 import pg from 'pg';
 import { buildProxyConfig, type ProxyConfig } from '../../src/config/proxy-config.js';
-import { BACKEND_START_SQL, buildContextPayload, signContext } from '../../src/proxy/identity-context.js';
+import { BACKEND_START_SQL, buildContextPayload, EpochSource, signContext } from '../../src/proxy/identity-context.js';
 import type { Cluster } from '../support/postgres.js';
 
 export const SECRET_1 = 'first-context-secret-0123456789abcdef';
@@ -34,12 +34,34 @@ export function testConfig(cluster: Cluster, overrides: Record<string, unknown> 
 export interface BackendId {
   pid: number;
   startMicros: string;
+  /** The checkout epoch (recorded by gprxy.begin_session) a context must carry. */
+  epoch?: number;
 }
 
+/** Parses the payload of a context (no verification). */
+export function payloadOf(context: string): Record<string, unknown> {
+  return JSON.parse(Buffer.from(context.split('.')[0]!, 'base64url').toString()) as Record<string, unknown>;
+}
+
+/**
+ * The connection's backend, with the epoch its current gprxy.context carries (the proxy's checkout, for a
+ * session through the proxy): call it before the test replaces that context.
+ */
 export async function backendOf(client: pg.Client): Promise<BackendId> {
   const pid = (await client.query('select pg_backend_pid() as pid')).rows[0].pid as number;
   const start = (await client.query({ text: BACKEND_START_SQL, rowMode: 'array' })).rows[0]![0] as string;
-  return { pid, startMicros: start };
+  const context = (await client.query(`select current_setting('gprxy.context', true) as v`)).rows[0].v as string | null;
+  const epoch = context ? payloadOf(context).epoch : undefined;
+  return { pid, startMicros: start, ...(typeof epoch === 'number' ? { epoch } : {}) };
+}
+
+const epochs = new EpochSource();
+
+/** What the proxy does at checkout, for a direct connection: records a new epoch for its backend. */
+export async function beginSession(client: pg.Client): Promise<Required<BackendId>> {
+  const epoch = epochs.next();
+  await client.query('select gprxy.begin_session($1)', [epoch]);
+  return { ...(await backendOf(client)), epoch };
 }
 
 export interface Who {
