@@ -148,18 +148,8 @@ export class TokenVerifier {
         `the password is ${Buffer.byteLength(token)} bytes, more than an access token's ${MAX_TOKEN_BYTES}; connect with an access token (gprxy token)`,
       );
     }
-    const parts = token.split('.');
-    if (parts.length === 5) {
-      throw malformed('the password is an encrypted token (JWE); the proxy needs a signed JWT access token (configure the API to issue signed tokens)');
-    }
-    if (parts.length !== 3) {
-      throw malformed(`the password is not an access token (a JWT has three base64url parts separated by dots); ${FRESH_TOKEN_HINT}`);
-    }
-    // The signature may be empty here only so that an unsigned ("alg":"none") token is named as such below.
-    if (!BASE64URL.test(parts[0]!) || !BASE64URL.test(parts[1]!) || !(parts[2] === '' || BASE64URL.test(parts[2]!))) {
-      throw malformed('the password is not an access token (a JWT part is empty or not base64url); use the token exactly as gprxy token prints it');
-    }
-
+    // The verified-token cache first: only tokens that passed every check below are in it, and a
+    // connection storm with the same token then costs one hash and one map lookup.
     const hash = createHash('sha256').update(token).digest('hex');
     const cached = this.cache.get(hash);
     if (cached) {
@@ -172,6 +162,18 @@ export class TokenVerifier {
       throw new TokenError('token_expired', `token expired at ${iso(cached.expiresAt / 1000)}; ${FRESH_TOKEN_HINT}`);
     }
     this.cacheMisses++;
+
+    const parts = token.split('.');
+    if (parts.length === 5) {
+      throw malformed('the password is an encrypted token (JWE); the proxy needs a signed JWT access token (configure the API to issue signed tokens)');
+    }
+    if (parts.length !== 3) {
+      throw malformed(`the password is not an access token (a JWT has three base64url parts separated by dots); ${FRESH_TOKEN_HINT}`);
+    }
+    // The signature may be empty here only so that an unsigned ("alg":"none") token is named as such below.
+    if (!BASE64URL.test(parts[0]!) || !BASE64URL.test(parts[1]!) || !(parts[2] === '' || BASE64URL.test(parts[2]!))) {
+      throw malformed('the password is not an access token (a JWT part is empty or not base64url); use the token exactly as gprxy token prints it');
+    }
 
     const inflight = this.pending.get(hash);
     if (inflight) return inflight;
