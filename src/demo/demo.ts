@@ -203,7 +203,8 @@ export async function startDemo(options: DemoOptions = {}): Promise<Demo> {
       async () => {
         const [c, p] = await Promise.allSettled([
           startCluster({ tls: pgLeaf, ...(options.binDir ? { binDir: options.binDir } : {}) }),
-          startDevProvider({ ca, deviceIntervalSeconds: options.autoApproveAs ? 0.2 : 1 }),
+          // One-hour access tokens, like a typical API: sessions end when their token does (end_session_at_token_expiry).
+          startDevProvider({ ca, accessTokenTtlSeconds: 3600, deviceIntervalSeconds: options.autoApproveAs ? 0.2 : 1 }),
         ]);
         if (c.status === 'fulfilled') cleanups.push(() => c.value.stop());
         if (p.status === 'fulfilled') cleanups.push(() => p.value.close());

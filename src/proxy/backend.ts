@@ -58,6 +58,8 @@ export class Backend {
   lastUsedAt = Date.now();
   /** Set when the socket closed or errored, or a protocol problem was seen. */
   broken = false;
+  /** Cancel requests sent for this backend whose connection has not closed yet. */
+  cancelsInFlight = 0;
   /** Opaque per-backend data for the layers above (e.g. the backend's start time for identity context). */
   readonly attributes = new Map<string, unknown>();
 

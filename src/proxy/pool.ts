@@ -91,7 +91,7 @@ export class BackendPool {
   async release(backend: Backend, reusable: boolean): Promise<void> {
     this.active--;
     backend.lastUsedAt = this.now();
-    let keep = reusable && !backend.broken && !this.closed && !this.expired(backend);
+    let keep = reusable && !backend.broken && !this.closed && !this.expired(backend) && backend.cancelsInFlight === 0;
     if (keep) {
       try {
         backend.attach();

@@ -71,13 +71,21 @@ export class PoolManager {
   /** Forwards a cancel to the backend a session currently holds. Fire and forget, as libpq does. */
   cancel(backend: Backend): void {
     const { host, port } = backend.target;
+    // While a cancel is on its way the backend must not serve another client: a late cancel would
+    // interrupt the next user's statement. The pool discards a backend released with cancels in flight.
+    backend.cancelsInFlight++;
+    const settled = () => backend.cancelsInFlight--;
     const raw = (this.options.dialer ?? defaultDialer)(host, port);
     negotiateTls(raw, backend.target).then(
       (socket) => {
         socket.on('error', () => socket.destroy());
+        socket.once('close', settled);
         socket.end(cancelRequest(backend.processId, backend.secretKey));
       },
-      (e: Error) => this.options.logger.warn({ event: 'cancel_failed', pool: `${backend.target.dbname}/${backend.target.user}`, reason: e.message }, 'could not forward cancel'),
+      (e: Error) => {
+        settled();
+        this.options.logger.warn({ event: 'cancel_failed', pool: `${backend.target.dbname}/${backend.target.user}`, reason: e.message }, 'could not forward cancel');
+      },
     );
   }
 
