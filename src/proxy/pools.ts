@@ -5,11 +5,10 @@
  */
 import type { Logger } from 'pino';
 import type { AccountConfig, DatabaseConfig } from '../config/proxy-config.js';
-import { cancelRequest } from '../protocol/client-messages.js';
+import { cancelRequest, query } from '../protocol/client-messages.js';
 import { defaultDialer, negotiateTls, type Backend, type BackendTarget, type Dialer } from './backend.js';
 import { BACKEND_PREPARE_SQL, EpochSource } from './identity-context.js';
 import { BackendPool } from './pool.js';
-import { query } from '../protocol/client-messages.js';
 
 export interface PoolManagerOptions {
   readonly waitTimeoutMs: number;

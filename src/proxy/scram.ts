@@ -8,6 +8,7 @@
  */
 import { createHash, createHmac, pbkdf2, randomBytes, timingSafeEqual } from 'node:crypto';
 import { promisify } from 'node:util';
+import { saslprep } from '../protocol/saslprep.js';
 
 const pbkdf2Async = promisify(pbkdf2);
 
@@ -21,7 +22,7 @@ async function saltedPassword(password: string, salt: Buffer, iterations: number
   const key = createHash('sha256').update(password).update('\0').update(salt).update(String(iterations)).digest('base64');
   let salted = saltedCache.get(key);
   if (!salted) {
-    salted = await pbkdf2Async(password.normalize('NFKC'), salt, iterations, 32, 'sha256');
+    salted = await pbkdf2Async(saslprep(password), salt, iterations, 32, 'sha256');
     if (saltedCache.size > 1000) saltedCache.clear();
     saltedCache.set(key, salted);
   }

@@ -6,24 +6,12 @@
  * scram_build_secret), so libpq, node-postgres and the proxy log in with the cleartext from the config.
  */
 import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { saslprep } from '../protocol/saslprep.js';
+
+export { saslprep };
 
 /** PostgreSQL's default (scram_iterations, PG16+; fixed before). */
 export const SCRAM_ITERATIONS = 4096;
-
-/**
- * The byte-changing steps of SASLprep (RFC 4013) that PostgreSQL applies to a password before hashing:
- * non-ASCII spaces become U+0020, "commonly mapped to nothing" characters go, then NFKC. ASCII passwords are
- * unchanged. (node-postgres applies the same three steps on the client side.)
- */
-export function saslprep(password: string): string {
-  // eslint-disable-next-line no-control-regex
-  if (/^[\x00-\x7f]*$/.test(password)) return password;
-  return password
-    .replace(/[\u00A0\u1680\u2000-\u200B\u202F\u205F\u3000]/g, ' ')
-    // eslint-disable-next-line no-misleading-character-class
-    .replace(/[\u00AD\u034F\u1806\u180B\u180C\u180D\u200C\u200D\u2060\uFE00-\uFE0F\uFEFF]/g, '')
-    .normalize('NFKC');
-}
 
 function keys(password: string, salt: Buffer, iterations: number): { storedKey: Buffer; serverKey: Buffer } {
   const salted = pbkdf2Sync(saslprep(password), salt, iterations, 32, 'sha256');
