@@ -3,14 +3,19 @@
  * changed) so CLI tests run `bin/run.js` exactly as users do. Type errors do not stop the build here
  * (tsc still emits); `npm run typecheck` is where they fail CI.
  * The teardown greps every log line of the run for tokens (test/support/run-log.ts).
+ * First it checks the system programs the tests use (test/system-packages.txt): `npm test` installed them in
+ * its pretest step; a direct `npx vitest run` on a machine without them stops here with the command to run.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { SECRET_PATTERNS } from './run-log.js';
 
 export default function setup(): () => void {
+  const deps = spawnSync('sh', [fileURLToPath(new URL('../../scripts/system-deps.sh', import.meta.url)), '--check'], { encoding: 'utf8' });
+  if (deps.status !== 0) throw new Error(deps.stderr.trim() || `scripts/system-deps.sh --check failed (${deps.status})`);
   const tsc = spawnSync('npx', ['tsc', '-b'], { encoding: 'utf8' });
   if (tsc.status !== 0) process.stderr.write(`warning: tsc -b reported errors (tests use what it emitted):\n${tsc.stdout.slice(0, 2000)}\n`);
   const manifest = spawnSync('npx', ['oclif', 'manifest'], { encoding: 'utf8', env: { ...process.env, NODE_ENV: 'production' } });

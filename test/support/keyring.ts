@@ -43,7 +43,17 @@ export async function startKeyringSession(opts: { secretService?: boolean } = {}
   let session: ChildProcess | undefined;
   if (opts.secretService !== false) {
     // The shell prints the bus address, then stays alive so the bus and the keyring daemon do too.
-    const script = 'eval "$(printf pw | gnome-keyring-daemon --unlock --components=secrets)" >/dev/null; echo "BUS=$DBUS_SESSION_BUS_ADDRESS"; exec sleep 86400';
+    // Any failure here is loud: a missing or failing daemon ends the shell with a message naming the fix,
+    // instead of leaving the tests to meet "no usable OS keychain" later.
+    const script = [
+      'command -v gnome-keyring-daemon >/dev/null || { echo "gnome-keyring-daemon is not installed; npm test installs it (scripts/system-deps.sh), or: apt-get install -y --no-install-recommends gnome-keyring" >&2; exit 127; }',
+      'out=$(printf pw | gnome-keyring-daemon --unlock --components=secrets) || { echo "gnome-keyring-daemon --unlock failed" >&2; exit 1; }',
+      'eval "$out"',
+      // It prints GNOME_KEYRING_CONTROL only when the control socket is not at its default place.
+      '[ -S "${GNOME_KEYRING_CONTROL:-$XDG_RUNTIME_DIR/keyring}/control" ] || { echo "gnome-keyring-daemon started no keyring (no control socket; it printed: $out)" >&2; exit 1; }',
+      'echo "BUS=$DBUS_SESSION_BUS_ADDRESS"',
+      'exec sleep 86400',
+    ].join('\n');
     session = spawn('dbus-run-session', ['--', 'sh', '-c', script], { env: sessionEnv(env), stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     const address = await new Promise<string>((resolve, reject) => {
       let out = '';
@@ -56,8 +66,10 @@ export async function startKeyringSession(opts: { secretService?: boolean } = {}
       session!.stderr!.setEncoding('utf8').on('data', (d: string) => {
         err += d;
       });
-      session!.once('exit', (code) => reject(new Error(`dbus-run-session exited (${code}): ${err}`)));
-      session!.once('error', reject);
+      session!.once('exit', (code) => reject(new Error(`the test keychain did not start (dbus-run-session exited ${code}): ${err.trim()}`)));
+      session!.once('error', (e: NodeJS.ErrnoException) =>
+        reject(e.code === 'ENOENT' ? new Error('dbus-run-session is not installed; npm test installs it (scripts/system-deps.sh), or: apt-get install -y --no-install-recommends dbus') : e),
+      );
     });
     env.DBUS_SESSION_BUS_ADDRESS = address;
   }
