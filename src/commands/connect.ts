@@ -1,6 +1,8 @@
 import { spawn } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
 import { Args, Flags } from '@oclif/core';
 import { BaseCommand } from '../cli/base-command.js';
+import { exitCodeForChild, exitCodeForSignal } from '../cli/exit-codes.js';
 import { resolveCliSettings } from '../config/cli-config.js';
 import { createTokenSource } from '../oauth/cli-session.js';
 import { TokenKeeper } from '../tunnel/token-keeper.js';
@@ -30,9 +32,9 @@ The tunnel keeps your access token fresh and injects it upstream. With -- COMMAN
     const positional = argv as string[];
     // oclif passes the words after `--` as positional arguments too: they are the command, not databases.
     const databases = positional.slice(0, positional.length - command.length);
-    if (databases.length === 0) this.error('name the database to connect to, e.g. gprxy connect mydb', { exit: 1 });
+    if (databases.length === 0) this.usageError('name the database to connect to, e.g. gprxy connect mydb');
     const settings = resolveCliSettings({ profile: flags.profile, env: process.env });
-    if (!settings.proxy) this.error('no proxy address: run gprxy configure --proxy HOST:PORT (or set GPRXY_PROXY)', { exit: 1 });
+    if (!settings.proxy) this.error('no proxy address: run gprxy configure --proxy HOST:PORT (or set GPRXY_PROXY)');
     const warn = (m: string) => this.logToStderr(`gprxy: ${m}`);
     const keeper = new TokenKeeper({
       source: createTokenSource(settings, { warn: (m) => warn(`warning: ${m}`) }),
@@ -71,7 +73,7 @@ The tunnel keeps your access token fresh and injects it upstream. With -- COMMAN
           warn(`cannot run ${command[0]}: ${e.message}`);
           resolve(127);
         });
-        child.on('exit', (c, signal) => resolve(c ?? (signal === 'SIGINT' ? 130 : signal === 'SIGTERM' ? 143 : 1)));
+        child.on('exit', (c, signal) => resolve(exitCodeForChild(c, signal, osConstants.signals)));
       });
       keeper.close();
       await tunnel.close();
@@ -90,6 +92,6 @@ The tunnel keeps your access token fresh and injects it upstream. With -- COMMAN
     });
     keeper.close();
     await tunnel.close();
-    this.exit(signal === 'SIGINT' ? 130 : 143);
+    this.exit(exitCodeForSignal(signal));
   }
 }

@@ -1,11 +1,7 @@
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../cli/base-command.js';
+import { exitCodeForSignal as exitCodeFor } from '../cli/exit-codes.js';
 import { describeDemo, runTour, startDemo, type Demo as RunningDemo } from '../demo/demo.js';
-
-/** The shell convention for a process ended by a signal. */
-function exitCodeFor(signal: NodeJS.Signals): number {
-  return signal === 'SIGINT' ? 130 : 143;
-}
 
 export default class Demo extends BaseCommand {
   static override summary = 'The whole system on this machine in one command: PostgreSQL 18, an OIDC provider, the proxy and a tunnel (--script: a guided tour)';

@@ -40,7 +40,7 @@ export default class Login extends BaseCommand {
   async run(): Promise<void> {
     const { flags } = await this.parse(Login);
     // Not oclif's `exclusive`: that would also refuse the natural `--device --no-browser`.
-    if (flags.device && flags.browser === true) throw new Error('--device and --browser choose different flows: pass one of them');
+    if (flags.device && flags.browser === true) this.usageError('--device and --browser choose different flows: pass one of them');
     const settings = resolveCliSettings({ profile: flags.profile, env: process.env });
     const method = flags.browser === true ? 'browser' : 'device';
     const mayOpen = flags.browser !== false && !headless();

@@ -50,11 +50,9 @@ export class LoginTimeoutError extends OAuthError {
   readonly code = 'login_timeout' as const;
 }
 
-/** The person pressed Ctrl+C (or the caller's signal aborted). Commands exit 130 on it. */
+/** The person pressed Ctrl+C (or the caller's signal aborted). Commands exit 130 on it (src/cli/exit-codes.ts). */
 export class LoginAbortedError extends OAuthError {
   readonly code = 'login_aborted' as const;
-  /** The shell convention for "ended by SIGINT". */
-  readonly exitCode = 130;
 }
 
 /** No usable refresh token: never logged in, logged out, or the provider refused it (expired/revoked). */

@@ -76,7 +76,7 @@ describe('CI mode', () => {
 
   it('without any credentials, gprxy token fails at once instead of waiting for input', async () => {
     const r = await runCli(['token'], { env: { HOME: home, XDG_CONFIG_HOME: path.join(home, '.config') } });
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(4); // login required
     expect(r.stderr).toBe('gprxy: not logged in: run gprxy login\n');
     expect(await filesUnder(home)).toEqual([]);
   });

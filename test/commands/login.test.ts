@@ -195,14 +195,14 @@ describe('gprxy login (device flow) and gprxy token', () => {
     await expect(client.refreshTokenGrant(await cliConfig(), before.refreshToken!)).rejects.toMatchObject({ error: 'invalid_grant' });
 
     const token = await gprxy(['token']);
-    expect(token.code).toBe(1);
+    expect(token.code).toBe(4); // login required
     expect(token.stdout).toBe('');
     expect(token.stderr).toBe('gprxy: not logged in: run gprxy login\n');
   });
 });
 
-describe('gprxy login errors: one line, the next step, exit 1', () => {
-  it('a revoked refresh token makes gprxy token exit 1 with "run gprxy login"', async () => {
+describe('gprxy login errors: one line, the next step, exit 1 (4 when only a login helps)', () => {
+  it('a revoked refresh token makes gprxy token exit 4 with "run gprxy login"', async () => {
     const record = (await stored('pkce'))!;
     await client.tokenRevocation(await cliConfig(), record.refreshToken!);
     // Force a refresh: the stored access token is fresh, so make it look old to the CLI's clock.
@@ -213,7 +213,7 @@ describe('gprxy login errors: one line, the next step, exit 1', () => {
       r.accessTokenExpiresAt = Date.now() - 1000;
       await e.setPassword(JSON.stringify(r));`]);
     const r = await gprxy(['token', '--profile', 'pkce']);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(4); // login required
     expect(r.stderr).toMatch(/^gprxy: the stored login has expired or was revoked: run gprxy login\n$/);
   });
 
