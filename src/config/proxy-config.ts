@@ -64,6 +64,15 @@ const databaseSchema = z.strictObject({
   ca: z.string().optional(),
   mode: z.enum(['oauth', 'passthrough']).default('oauth'),
   pool: poolSchema.default({ mode: 'session', size: 20, idle_timeout: 600_000, max_lifetime: 3_600_000 }),
+  audit: z
+    .strictObject({
+      statements: z.enum(['none', 'ddl', 'write', 'all']).default('none'),
+      redact_literals: z.boolean().default(false),
+      bind_values: z.boolean().default(false),
+      max_statement_length: z.number().int().min(64).max(1_048_576).default(4096),
+      file: z.string().min(1).optional(),
+    })
+    .optional(),
 });
 
 const accountSchema = z.strictObject({
@@ -132,6 +141,22 @@ export interface DatabaseConfig {
   readonly ca?: string;
   readonly mode: 'oauth' | 'passthrough';
   readonly pool: { readonly mode: 'session'; readonly size: number; readonly idleTimeoutMs: number; readonly maxLifetimeMs: number };
+  /** Statement audit trail (DESIGN.md 2.6); `statements: 'none'` keeps the relay header-only. */
+  readonly audit: StatementAuditConfig;
+}
+
+export type AuditStatements = 'none' | 'ddl' | 'write' | 'all';
+
+export interface StatementAuditConfig {
+  readonly statements: AuditStatements;
+  /** Replace string and numeric constants with $n before the text is logged. */
+  readonly redactLiterals: boolean;
+  /** Log the values of Bind parameters (off: never). */
+  readonly bindValues: boolean;
+  /** Statement text longer than this (characters) is cut; its length and SHA-256 are logged instead. */
+  readonly maxStatementLength: number;
+  /** `statement` events go here instead of the main log: an absolute path, or '-' for stdout. */
+  readonly file?: string;
 }
 
 export interface AccountConfig {
@@ -181,6 +206,17 @@ function deepFreeze<T>(value: T): T {
     for (const v of Object.values(value)) deepFreeze(v);
   }
   return value;
+}
+
+function auditConfig(a: z.infer<typeof databaseSchema>['audit'], baseDir: string): StatementAuditConfig {
+  if (!a) return { statements: 'none', redactLiterals: false, bindValues: false, maxStatementLength: 4096 };
+  return {
+    statements: a.statements,
+    redactLiterals: a.redact_literals,
+    bindValues: a.bind_values,
+    maxStatementLength: a.max_statement_length,
+    ...(a.file ? { file: a.file === '-' ? '-' : resolve(baseDir, a.file) } : {}),
+  };
 }
 
 /** Validates an already parsed document. `baseDir` resolves relative paths; `readFile` is a seam for tests. */
@@ -234,7 +270,11 @@ export function buildProxyConfig(
       ...(d.ca ? { ca: load(d.ca, `databases.${name}.ca`) } : {}),
       mode: d.mode,
       pool: { mode: d.pool.mode, size: d.pool.size, idleTimeoutMs: d.pool.idle_timeout, maxLifetimeMs: d.pool.max_lifetime },
+      audit: auditConfig(d.audit, baseDir),
     };
+    if (d.mode === 'passthrough' && databases[name]!.audit.statements !== 'none') {
+      problems.push(`databases.${name}.audit.statements: statement auditing needs mode: oauth (a passthrough session has no verified identity to attribute statements to)`);
+    }
   }
   if (Object.values(databases).some((d) => d.mode === 'oauth') && f.role_mapping.length === 0) {
     problems.push('role_mapping: an oauth database needs at least one rule mapping a token role to an account');
