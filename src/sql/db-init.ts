@@ -13,6 +13,7 @@
  * context secret is sent as a bind parameter, so it appears in no query text or statement log.
  */
 import type { DatabaseConfig, ProxyConfig } from '../config/proxy-config.js';
+import { accountSettingsFor, accountSettingsStatement, settingsToRemove, type RoleSettingRow } from './account-settings.js';
 import { DbInitError } from './errors.js';
 import { GPRXY_SCHEMA, identitySchemaStatements, OWNER_ROLE, secretStatements } from './identity-schema.js';
 import { resolveAccountLevels, type AccessLevel } from './levels.js';
@@ -45,6 +46,12 @@ export interface DatabaseState {
   /** Accounts whose stored password already is the config's. */
   readonly passwordsCurrent: ReadonlySet<string>;
   readonly secret: { readonly current: 'absent' | 'match' | 'differs' | 'unreadable'; readonly previous: boolean };
+  /** server_version_num. */
+  readonly serverVersion: number;
+  /** The admin may set superuser-only parameters (log_parameter_max_length) for roles. */
+  readonly privileged: boolean;
+  /** The accounts' role and role-in-database settings as found. */
+  readonly roleSettings: readonly RoleSettingRow[];
 }
 
 export interface PlanStatement {
@@ -105,7 +112,9 @@ export function planDbInit(config: ProxyConfig, database: DatabaseConfig, option
       if (state) notes.push(state.existingRoles.has(account) ? `password of ${account} set (the stored one differs from the config's, or could not be checked)` : `account ${account} created (${level})`);
     }
     add(groupMembership(account, level));
+    add(accountSettingsStatement(account));
   }
+  if (state) notes.push(...roleSettingNotes(state, [...levels.keys()]));
   add(...databaseGrants(database.dbname));
   const creators = [...levels].filter(([, l]) => l === 'admin').map(([a]) => a);
   for (const schema of schemas) add(...schemaGrants(schema, [GROUP_ROLES.admin, ...creators]));
@@ -130,6 +139,26 @@ export function planDbInit(config: ProxyConfig, database: DatabaseConfig, option
     else if (secret?.current === 'unreadable') notes.push('this admin cannot read gprxy.context_secret: run db init as a superuser or a member of gprxy_owner');
   }
   return { database, statements, roles: managedRoles(config), schemas, notes };
+}
+
+/** What the role-settings blocks will do here, in words (see src/sql/account-settings.ts). */
+function roleSettingNotes(state: DatabaseState, accounts: readonly string[]): string[] {
+  const notes: string[] = [];
+  for (const r of settingsToRemove(state.roleSettings, state.serverVersion, state.privileged)) {
+    notes.push(`removed role setting ${r.entry} of ${r.account} (${r.database === null ? 'every database' : `database ${r.database}`}): db init owns the accounts' settings, any user of an account can change them for all its users`);
+  }
+  const wanted = accountSettingsFor(state.serverVersion, state.privileged);
+  for (const setting of wanted) {
+    const accountsWithout = accounts.filter((a) => !state.roleSettings.some((r) => r.account === a && r.database === null && r.entry === `${setting.name}=${setting.value}`));
+    if (accountsWithout.length > 0) notes.push(`set ${setting.name} = ${setting.value} for ${accountsWithout.join(', ')}: ${setting.why}`);
+  }
+  if (!state.privileged) {
+    notes.push('log_parameter_max_length not set for the accounts: it needs a superuser (or GRANT SET ON PARAMETER log_parameter_max_length on PostgreSQL 15+); until then statement logs (log_statement = all, log_min_duration_statement) may show bind values, including the identity context');
+  }
+  if (state.serverVersion < 140000) {
+    notes.push('PostgreSQL 13 has no client_connection_check_interval: a query whose proxy connection is gone runs until it ends or the proxy cancels it');
+  }
+  return notes;
 }
 
 /** Reads what planning needs to know. `probeLogin` checks a password by logging in when pg_authid is unreadable. */
@@ -168,7 +197,29 @@ export async function inspectDatabase(
       secret = { current: !current ? 'absent' : current.same === true ? 'match' : 'differs', previous: rows.some((r) => r.slot === 'previous') };
     }
   }
-  return { existingRoles: existing, passwordsCurrent, secret };
+  const server = (
+    await client.query(
+      `SELECT pg_catalog.current_setting('server_version_num')::integer AS version,
+              (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER) AS superuser`,
+    )
+  ).rows[0]!;
+  const serverVersion = Number(server.version);
+  let privileged = server.superuser === true;
+  if (!privileged && serverVersion >= 150000) {
+    privileged = (await client.query(`SELECT pg_catalog.has_parameter_privilege('log_parameter_max_length', 'SET') AS ok`)).rows[0]?.ok === true;
+  }
+  const roleSettings = (
+    await client.query(
+      `SELECT r.rolname AS account, db.datname AS database, e.entry
+         FROM pg_catalog.pg_db_role_setting AS d
+         JOIN pg_catalog.pg_roles AS r ON r.oid = d.setrole
+         LEFT JOIN pg_catalog.pg_database AS db ON db.oid = d.setdatabase AND d.setdatabase <> 0
+        CROSS JOIN LATERAL pg_catalog.unnest(d.setconfig) WITH ORDINALITY AS e(entry, n)
+        WHERE r.rolname = ANY($1) ORDER BY 1, 2 NULLS FIRST, e.n`,
+      [Object.keys(config.accounts)],
+    )
+  ).rows.map((r) => ({ account: String(r.account), database: r.database === null ? null : String(r.database), entry: String(r.entry) }));
+  return { existingRoles: existing, passwordsCurrent, secret, serverVersion, privileged, roleSettings };
 }
 
 /** Runs a plan's statements on `client`, inside the caller's transaction. */

@@ -1,6 +1,6 @@
 /**
  * A fingerprint of everything `db init` manages, read from the catalogs: roles and their attributes (and
- * password verifiers, when the admin may read pg_authid), memberships, schema/table/routine owners and
+ * password verifiers, when the admin may read pg_authid), their role settings, memberships, schema/table/routine owners and
  * ACLs, routine definitions, default privileges, extensions, the database ACL and (hashed) the stored
  * secrets. `db init` compares it before and after applying to report "nothing changed"; the tests use it
  * to prove a re-run is a no-op.
@@ -54,6 +54,11 @@ export async function catalogSnapshot(client: Queryable, input: { roles: readonl
          FROM pg_catalog.pg_default_acl d ORDER BY 1, 2, 3`,
     ),
     extensions: await rows(`SELECT extname, extnamespace::regnamespace::text, extversion FROM pg_catalog.pg_extension ORDER BY 1`),
+    roleSettings: await rows(
+      `SELECT d.setrole::regrole::text, d.setdatabase, d.setconfig::text FROM pg_catalog.pg_db_role_setting d
+        WHERE d.setrole IN (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = ANY($1)) ORDER BY 1, 2`,
+      [roles],
+    ),
     database: await rows(`SELECT datname, datacl::text FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()`),
     secret: canReadSecret
       ? await rows(`SELECT slot, pg_catalog.md5(secret), set_at::text FROM gprxy.context_secret ORDER BY slot`)

@@ -4,6 +4,7 @@ import { buildProxyConfig, type ProxyConfig } from '../../src/config/proxy-confi
 import { BACKEND_START_SQL } from '../../src/proxy/identity-context.js';
 import { adminConnectionString, planDbInit, runDbInit, selectDatabases, type DatabaseState } from '../../src/sql/db-init.js';
 import { MULTITENANT_EXAMPLE_SQL } from '../../src/sql/example.js';
+import { accountSettingsFor, settingEntry } from '../../src/sql/account-settings.js';
 import { BACKEND_START_EXPR } from '../../src/sql/identity-schema.js';
 import { doBlock, ident, literal } from '../../src/sql/quote.js';
 
@@ -32,6 +33,10 @@ const state = (secret: DatabaseState['secret'], passwordsCurrent: string[] = [])
   existingRoles: new Set(['app_admin', 'app_reader']),
   passwordsCurrent: new Set(passwordsCurrent),
   secret,
+  serverVersion: 180000,
+  privileged: true,
+  // What db init sets on purpose is already there: no notes about settings.
+  roleSettings: ['app_admin', 'app_reader'].flatMap((account) => accountSettingsFor(180000).map((s) => ({ account, database: null, entry: settingEntry(s) }))),
 });
 
 describe('planning and printing db init', () => {
