@@ -26,7 +26,8 @@ import {
 } from '../protocol/server-messages.js';
 import { SqlState } from '../protocol/sqlstate.js';
 import { needsNegotiation, parseStartupPacket, type StartupMessagePacket } from '../protocol/startup.js';
-import { TokenError } from '../token/errors.js';
+import { setLongTimeout, type LongTimer } from '../shared/long-timer.js';
+import { TokenError, quote } from '../token/errors.js';
 import { resolveIdentity, type Identity } from '../token/identity.js';
 import type { TokenVerifier } from '../token/verifier.js';
 import { BackendError, type Backend } from './backend.js';
@@ -151,11 +152,10 @@ export class ClientSession {
   }
 
   async run(): Promise<void> {
-    const loginTimer = setTimeout(() => {
+    const loginTimer = setLongTimeout(() => {
       this.readError = new Refusal(SqlState.PROTOCOL_VIOLATION, `login not completed within ${this.deps.config.limits.loginTimeoutMs / 1000} s`, 'login_timeout');
       this.wake?.();
     }, this.deps.config.limits.loginTimeoutMs);
-    loginTimer.unref();
     let identity: Identity | undefined;
     let database: DatabaseConfig | undefined;
     let user: string | undefined;
@@ -182,7 +182,7 @@ export class ClientSession {
       const backend = await this.acquire(pool);
       await this.startSession(backend, pool, identity, verified.expiresAt, startup, database, loginTimer, verified.tokenId);
     } catch (e) {
-      clearTimeout(loginTimer);
+      loginTimer.clear();
       this.refuse(e, { user, database: database?.name, identity });
     }
   }
@@ -292,7 +292,7 @@ export class ClientSession {
     expiresAt: number,
     startup: StartupMessagePacket,
     database: DatabaseConfig,
-    loginTimer: NodeJS.Timeout,
+    loginTimer: LongTimer,
     tokenId: string,
   ): Promise<void> {
     const { config, now } = this.deps;
@@ -318,7 +318,7 @@ export class ClientSession {
       throw new Refusal(SqlState.CANNOT_CONNECT_NOW, `backend sent unexpected data during session setup: ${(e as Error).message}`, 'backend_setup_failed');
     }
     const key = this.deps.cancels.register({ cancel: () => this.deps.pools.cancel(backend) });
-    clearTimeout(loginTimer);
+    loginTimer.clear();
     const greeting: Buffer[] = [authenticationOk()];
     for (const [name, value] of backend.parameters) greeting.push(parameterStatus(name, value));
     greeting.push(backendKeyData(key.processId, key.secretKey), readyForQuery('I'));
@@ -343,17 +343,17 @@ export class ClientSession {
     this.unlisten(this.socket);
     const relay = new Relay(this.socket, backendSocket);
     this.relay = relay;
-    let lifetimeTimer: NodeJS.Timeout | undefined;
+    let lifetimeTimer: LongTimer | undefined;
     if (Number.isFinite(endsAt)) {
       const reason = limits.endSessionAtTokenExpiry && endsAt === expiresAt ? 'token_expired' : 'session_max_lifetime';
-      lifetimeTimer = setTimeout(() => this.stopAtBoundary(reason), Math.max(0, endsAt - now()));
-      lifetimeTimer.unref();
+      // A 30-day token or session_max_lifetime is beyond setTimeout's range: setLongTimeout, never setTimeout.
+      lifetimeTimer = setLongTimeout(() => this.stopAtBoundary(reason), endsAt - now());
     }
     relay.start(this.reader.takeRemaining());
     if (this.stopRequested) this.stopAtBoundary(this.endReason ?? 'server_shutdown');
     const result = await relay.done;
     this.relay = undefined;
-    clearTimeout(lifetimeTimer);
+    lifetimeTimer?.clear();
     clearTimeout(this.boundaryTimer);
     this.deps.cancels.unregister(key.processId);
     await this.endSession(result, backend, pool, identity);

@@ -7,6 +7,7 @@
 import type { Logger } from 'pino';
 import { SqlState } from '../protocol/sqlstate.js';
 import { query } from '../protocol/client-messages.js';
+import { setLongTimeout, type LongTimer } from '../shared/long-timer.js';
 import { Backend, BackendError, type BackendTarget, type Dialer } from './backend.js';
 
 export class PoolTimeoutError extends Error {
@@ -36,7 +37,7 @@ export interface PoolOptions {
 interface Waiter {
   resolve(b: Backend): void;
   reject(e: Error): void;
-  timer: NodeJS.Timeout;
+  timer: LongTimer;
 }
 
 const RESET = query('DISCARD ALL');
@@ -73,7 +74,7 @@ export class BackendPool {
       const waiter: Waiter = {
         resolve,
         reject,
-        timer: setTimeout(() => {
+        timer: setLongTimeout(() => {
           const i = this.waiters.indexOf(waiter);
           if (i >= 0) this.waiters.splice(i, 1);
           reject(
@@ -109,7 +110,7 @@ export class BackendPool {
     }
     const waiter = this.waiters.shift();
     if (waiter) {
-      clearTimeout(waiter.timer);
+      waiter.timer.clear();
       waiter.resolve(this.checkout(backend));
     } else {
       this.idle.push(backend);
@@ -120,7 +121,7 @@ export class BackendPool {
     this.closed = true;
     clearInterval(this.sweeper);
     for (const w of this.waiters.splice(0)) {
-      clearTimeout(w.timer);
+      w.timer.clear();
       w.reject(new PoolClosedError(`pool ${this.name} is shutting down`));
     }
     for (const b of this.idle.splice(0)) this.discard(b, 'pool closed');
@@ -192,7 +193,7 @@ export class BackendPool {
   private serveWaiters(): void {
     if (this.closed || this.waiters.length === 0 || this.total >= this.options.size) return;
     const waiter = this.waiters.shift()!;
-    clearTimeout(waiter.timer);
+    waiter.timer.clear();
     this.open().then(
       (b) => waiter.resolve(this.checkout(b)),
       (e: Error) => waiter.reject(e),

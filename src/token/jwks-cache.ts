@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { importJWK, type CryptoKey, type JWK } from 'jose';
 import type { Logger } from 'pino';
 import { TokenError, quote } from './errors.js';
+import { setLongTimeout, type LongTimer } from '../shared/long-timer.js';
 
 export interface JwksCacheOptions {
   readonly issuer: string;
@@ -56,8 +57,6 @@ const DEFAULT_FETCH_TIMEOUT_MS = 10_000;
 const MAX_RESPONSE_BYTES = 1024 * 1024;
 /** Guards a zero or tiny TTL from turning the refresh timer into a busy loop. */
 const MIN_REFRESH_DELAY_MS = 100;
-/** setTimeout fires at once for delays above 2^31-1 ms (~24.8 days). */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** The key type (and curve) each asymmetric JWS algorithm needs. HS* and none are absent on purpose. */
 const KEY_TYPE_FOR_ALG: Readonly<Record<string, { kty: string; crv?: readonly string[] }>> = {
@@ -166,7 +165,7 @@ export class JwksCache {
   private lastAttemptAt = Number.NEGATIVE_INFINITY;
   private nextRetryAt = Number.NEGATIVE_INFINITY;
   private inflight: Promise<void> | undefined;
-  private timer: NodeJS.Timeout | undefined;
+  private timer: LongTimer | undefined;
   private closed = false;
   private readonly closing = new AbortController();
 
@@ -211,7 +210,7 @@ export class JwksCache {
   /** The public key for a token's header: refetches once per cooldown for an unknown kid. */
   async getKey(header: KeyHeader): Promise<CryptoKey> {
     if (this.closed) throw new TokenError('jwks_unavailable', `the key cache of ${this.issuer} is closed`);
-    const spec = KEY_TYPE_FOR_ALG[header.alg];
+    const spec = Object.hasOwn(KEY_TYPE_FOR_ALG, header.alg) ? KEY_TYPE_FOR_ALG[header.alg] : undefined;
     if (!spec) throw new TokenError('token_algorithm', `algorithm ${quote(header.alg)} cannot be verified with a provider's public key`);
 
     if (this.keys.length === 0) {
@@ -269,14 +268,14 @@ export class JwksCache {
   /** Stops timers and aborts a fetch in flight. */
   close(): void {
     this.closed = true;
-    if (this.timer) clearTimeout(this.timer);
+    this.timer?.clear();
     this.timer = undefined;
     this.closing.abort();
   }
 
   private select(header: KeyHeader): JWK[] {
     if (header.kid !== undefined) return this.keys.filter((jwk) => jwk.kid === header.kid);
-    const spec = KEY_TYPE_FOR_ALG[header.alg];
+    const spec = Object.hasOwn(KEY_TYPE_FOR_ALG, header.alg) ? KEY_TYPE_FOR_ALG[header.alg] : undefined;
     return this.keys.filter((jwk) => jwk.kty === spec?.kty);
   }
 
@@ -334,7 +333,7 @@ export class JwksCache {
       this.failures = 0;
       this.nextRetryAt = Number.NEGATIVE_INFINITY;
       this.fetches++;
-      this.schedule(Math.min(MAX_TIMER_MS, Math.max(MIN_REFRESH_DELAY_MS, this.ttlMs * 0.8)));
+      this.schedule(Math.max(MIN_REFRESH_DELAY_MS, this.ttlMs * 0.8));
       this.logger?.debug({ url, keys: keys.length, kids: keys.map((k) => k.kid) }, 'JWKS fetched');
       await this.persist({ issuer: this.issuer, jwksUri: url, fetchedAt: this.fetchedAt, jwks: document });
     } catch (error) {
@@ -356,13 +355,12 @@ export class JwksCache {
 
   private schedule(delayMs: number): void {
     if (this.closed) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
+    this.timer?.clear();
+    // A pending refresh must not keep the process alive (setLongTimeout's timers are unref'd).
+    this.timer = setLongTimeout(() => {
       this.timer = undefined;
       this.refresh().catch(() => undefined);
     }, delayMs);
-    // A pending refresh must not keep the process alive.
-    this.timer.unref();
   }
 
   private async discover(): Promise<string> {

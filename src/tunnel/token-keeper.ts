@@ -6,6 +6,7 @@
  * that error, and `onLoginRequired` fires once so the terminal can say it once; a new login (in another
  * terminal) is picked up by the next connection after a few seconds, without restarting the tunnel.
  */
+import { setLongTimeout, type LongTimer } from '../shared/long-timer.js';
 import type { TunnelTokenSource } from './tunnel.js';
 
 export interface KeptToken {
@@ -35,7 +36,7 @@ function loginRequired(error: unknown): boolean {
 export class TokenKeeper implements TunnelTokenSource {
   private current: KeptToken | undefined;
   private inflight: Promise<KeptToken> | undefined;
-  private timer: NodeJS.Timeout | undefined;
+  private timer: LongTimer | undefined;
   private failures = 0;
   private dead: Error | undefined;
   private deadAt = 0;
@@ -56,7 +57,7 @@ export class TokenKeeper implements TunnelTokenSource {
 
   close(): void {
     this.closed = true;
-    clearTimeout(this.timer);
+    this.timer?.clear();
   }
 
   private renew(): Promise<KeptToken> {
@@ -105,9 +106,8 @@ export class TokenKeeper implements TunnelTokenSource {
   }
 
   private schedule(ms: number): void {
-    clearTimeout(this.timer);
+    this.timer?.clear();
     if (this.closed || ms < 0) return;
-    this.timer = setTimeout(() => void this.renew().catch(() => undefined), ms);
-    this.timer.unref();
+    this.timer = setLongTimeout(() => void this.renew().catch(() => undefined), ms);
   }
 }
