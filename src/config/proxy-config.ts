@@ -200,6 +200,11 @@ function formatIssues(error: z.ZodError): string {
     .join('\n');
 }
 
+/** An object without a prototype, for maps keyed by names from outside. */
+function dictionary<T>(): Record<string, T> {
+  return Object.create(null) as Record<string, T>;
+}
+
 function deepFreeze<T>(value: T): T {
   if (value && typeof value === 'object' && !Object.isFrozen(value)) {
     Object.freeze(value);
@@ -257,9 +262,11 @@ export function buildProxyConfig(
   }
 
   for (const [i, rule] of f.role_mapping.entries()) {
-    if (!f.accounts[rule.account]) problems.push(`role_mapping[${i}].account: "${rule.account}" is not a key of accounts`);
+    if (!Object.hasOwn(f.accounts, rule.account)) problems.push(`role_mapping[${i}].account: "${rule.account}" is not a key of accounts`);
   }
-  const databases: Record<string, DatabaseConfig> = {};
+  // Maps keyed by names (databases, accounts, settings) have no prototype: a lookup with a name a client
+  // or an operator typed (`constructor`, `__proto__`, `toString`) finds nothing instead of Object's members.
+  const databases = dictionary<DatabaseConfig>();
   for (const [name, d] of Object.entries(f.databases)) {
     databases[name] = {
       name,
@@ -279,7 +286,7 @@ export function buildProxyConfig(
   if (Object.values(databases).some((d) => d.mode === 'oauth') && f.role_mapping.length === 0) {
     problems.push('role_mapping: an oauth database needs at least one rule mapping a token role to an account');
   }
-  const accounts: Record<string, AccountConfig> = {};
+  const accounts = dictionary<AccountConfig>();
   for (const [name, a] of Object.entries(f.accounts)) {
     if (/^pg_/.test(name)) problems.push(`accounts.${name}: PostgreSQL reserves role names beginning with pg_; use e.g. app_${name.slice(3)}`);
     accounts[name] = { name, password: a.password, ...(a.pool_size ? { poolSize: a.pool_size } : {}) };
@@ -304,7 +311,7 @@ export function buildProxyConfig(
     roleMapping: f.role_mapping,
     accounts,
     databases,
-    context: { ...(f.context.secret ? { secret: f.context.secret } : {}), settings: f.context.settings },
+    context: { ...(f.context.secret ? { secret: f.context.secret } : {}), settings: Object.assign(dictionary<string>(), f.context.settings) },
     limits: {
       maxClientConnections: f.limits.max_client_connections,
       loginTimeoutMs: f.limits.login_timeout,

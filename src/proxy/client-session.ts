@@ -164,13 +164,14 @@ export class ClientSession {
       if (!startup) return; // a CancelRequest, already handled
       user = startup.parameters.user;
       const dbName = startup.parameters.database ?? user!;
-      database = this.deps.config.databases[dbName];
+      // Own keys only: `constructor` or `__proto__` must not find Object.prototype's members.
+      database = Object.hasOwn(this.deps.config.databases, dbName) ? this.deps.config.databases[dbName] : undefined;
       if (!database) {
         const known = Object.keys(this.deps.config.databases).join(', ');
-        throw new Refusal(SqlState.INVALID_CATALOG, `database "${dbName}" is not served by this proxy (available: ${known})`, 'unknown_database');
+        throw new Refusal(SqlState.INVALID_CATALOG, `database ${quote(dbName, 63)} is not served by this proxy (available: ${known})`, 'unknown_database');
       }
       if (database.mode === 'passthrough') {
-        clearTimeout(loginTimer);
+        loginTimer.clear();
         await this.passthrough(database, startup);
         return;
       }

@@ -17,7 +17,7 @@ const NOT_SETTINGS = new Set(['user', 'database', 'replication', 'options', 'app
 
 function clientMaySet(name: string, settings: Readonly<Record<string, string>>): boolean {
   const lower = name.toLowerCase();
-  return !NOT_SETTINGS.has(lower) && !lower.startsWith('gprxy.') && !(name in settings) && !lower.startsWith('_pq_.');
+  return !NOT_SETTINGS.has(lower) && !lower.startsWith('gprxy.') && !Object.hasOwn(settings, name) && !lower.startsWith('_pq_.');
 }
 
 /** PostgreSQL truncates names to 63 bytes (NAMEDATALEN - 1). */
