@@ -63,6 +63,10 @@ const databaseSchema = z.strictObject({
   sslmode: z.enum(['disable', 'require', 'verify-full']).default('disable'),
   ca: z.string().optional(),
   mode: z.enum(['oauth', 'passthrough']).default('oauth'),
+  // How an oauth-mode database asks clients for their token (DESIGN.md 2.6); oauth_* shape the OAUTHBEARER discovery answer.
+  client_auth: z.enum(['password', 'oauthbearer']).default('password'),
+  oauth_issuer: z.string().url().optional(),
+  oauth_scope: z.string().min(1).regex(/^[\x21-\x7e]+( [\x21-\x7e]+)*$/, 'scopes are printable ASCII separated by single spaces').optional(),
   pool: poolSchema.default({ mode: 'session', size: 20, idle_timeout: 600_000, max_lifetime: 3_600_000 }),
   audit: z
     .strictObject({
@@ -140,6 +144,10 @@ export interface DatabaseConfig {
   /** PEM contents of the CA that signed the server certificate (verify-full). */
   readonly ca?: string;
   readonly mode: 'oauth' | 'passthrough';
+  /** What the proxy asks an oauth-mode client for: the token as a cleartext password, or SASL OAUTHBEARER. */
+  readonly clientAuth: 'password' | 'oauthbearer';
+  /** OAUTHBEARER only: the issuer and scope a discovery request is told about (PostgreSQL 18's JSON challenge). */
+  readonly oauth?: { readonly issuer: string; readonly scope: string };
   readonly pool: { readonly mode: 'session'; readonly size: number; readonly idleTimeoutMs: number; readonly maxLifetimeMs: number };
   /** Statement audit trail (DESIGN.md 2.6); `statements: 'none'` keeps the relay header-only. */
   readonly audit: StatementAuditConfig;
@@ -224,6 +232,31 @@ function auditConfig(a: z.infer<typeof databaseSchema>['audit'], baseDir: string
   };
 }
 
+/**
+ * The discovery answer of an OAUTHBEARER database: its issuer must be one the proxy verifies tokens from
+ * (default: the first provider's; a .well-known URL of it is accepted too, as in PostgreSQL 18's pg_hba).
+ */
+function oauthBearerSettings(
+  name: string,
+  d: { mode: string; client_auth: string; oauth_issuer?: string | undefined; oauth_scope?: string | undefined },
+  providers: readonly { issuer: string }[],
+  problems: string[],
+): { oauth?: DatabaseConfig['oauth'] } {
+  if (d.client_auth !== 'oauthbearer') {
+    if (d.oauth_issuer !== undefined || d.oauth_scope !== undefined) problems.push(`databases.${name}: oauth_issuer and oauth_scope apply only with client_auth: oauthbearer`);
+    return {};
+  }
+  if (d.mode === 'passthrough') {
+    problems.push(`databases.${name}.client_auth: a passthrough database relays PostgreSQL's own login (OAUTHBEARER included); set client_auth only on mode: oauth databases`);
+    return {};
+  }
+  const issuer = d.oauth_issuer ?? providers[0]?.issuer ?? '';
+  const base = issuer.includes('/.well-known/') ? issuer.slice(0, issuer.indexOf('/.well-known/')) : issuer;
+  const known = providers.some((p) => p.issuer === issuer || p.issuer.replace(/\/$/, '') === base.replace(/\/$/, ''));
+  if (!known) problems.push(`databases.${name}.oauth_issuer: "${issuer}" is not the issuer of any entry in providers; tokens from it could not be verified`);
+  return { oauth: { issuer, scope: d.oauth_scope ?? 'openid' } };
+}
+
 /** Validates an already parsed document. `baseDir` resolves relative paths; `readFile` is a seam for tests. */
 export function buildProxyConfig(
   document: unknown,
@@ -276,6 +309,8 @@ export function buildProxyConfig(
       sslmode: d.sslmode,
       ...(d.ca ? { ca: load(d.ca, `databases.${name}.ca`) } : {}),
       mode: d.mode,
+      clientAuth: d.client_auth,
+      ...oauthBearerSettings(name, d, f.providers, problems),
       pool: { mode: d.pool.mode, size: d.pool.size, idleTimeoutMs: d.pool.idle_timeout, maxLifetimeMs: d.pool.max_lifetime },
       audit: auditConfig(d.audit, baseDir),
     };

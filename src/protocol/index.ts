@@ -8,3 +8,4 @@ export * from './startup.js';
 export * from './server-messages.js';
 export * from './client-messages.js';
 export * from './message-scanner.js';
+export * from './oauthbearer.js';

@@ -29,7 +29,9 @@ import { needsNegotiation, parseStartupPacket, type StartupMessagePacket } from 
 import { setLongTimeout, type LongTimer } from '../shared/long-timer.js';
 import { TokenError, quote } from '../token/errors.js';
 import { resolveIdentity, type Identity } from '../token/identity.js';
-import type { TokenVerifier } from '../token/verifier.js';
+import type { TokenVerifier, VerifiedToken } from '../token/verifier.js';
+import { discoveryUrlForIssuer } from '../protocol/oauthbearer.js';
+import { OAuthBearerDiscoveryEnd, oauthBearerLogin } from './oauthbearer-login.js';
 import { BackendError, type Backend } from './backend.js';
 import type { BackendPool } from './pool.js';
 import type { CancelRegistry } from './cancel-registry.js';
@@ -86,6 +88,8 @@ export class ClientSession {
   private tls = false;
   private relay: Relay | undefined;
   private stopRequested = false;
+  /** How the client presented its token (audit events); set once the database is known. */
+  private authMethod: 'password' | 'oauthbearer' | undefined;
 
   constructor(
     socket: Socket,
@@ -175,9 +179,16 @@ export class ClientSession {
         await this.passthrough(database, startup);
         return;
       }
+      let verified: VerifiedToken;
+      if (database.clientAuth === 'oauthbearer') {
+        this.authMethod = 'oauthbearer';
+        ({ verified, identity } = await this.oauthBearer(database, user!));
+      } else {
+        this.authMethod ??= 'password';
       this.socket.write(authenticationCleartextPassword());
-      const verified = await this.deps.verifier.verify(await this.readPassword());
-      identity = resolveIdentity(verified, user!, this.deps.config.roleMapping);
+        verified = await this.deps.verifier.verify(await this.readPassword());
+        identity = resolveIdentity(verified, user!, this.deps.config.roleMapping);
+      }
       const account = this.deps.config.accounts[identity.account]!;
       const pool = this.deps.pools.get(database, account);
       const backend = await this.acquire(pool);
@@ -223,6 +234,25 @@ export class ClientSession {
     const token = parsePasswordMessage(message.body);
     if (this.reader.buffered === 0) this.reader.takeRemaining();
     return token;
+  }
+
+  /** SASL OAUTHBEARER instead of a password request (client_auth: oauthbearer): same verifier, same identity. */
+  private async oauthBearer(database: DatabaseConfig, user: string): Promise<{ verified: VerifiedToken; identity: Identity }> {
+    const oauth = database.oauth!;
+    const result = await oauthBearerLogin(
+      { send: (m) => this.socket.write(m), receive: () => this.next(() => this.reader.nextMessage()) },
+      {
+        discoveryUrl: discoveryUrlForIssuer(oauth.issuer),
+        scope: oauth.scope,
+        maxMessageBytes: MAX_PREAUTH_MESSAGE,
+        verify: async (token) => {
+          const verified = await this.deps.verifier.verify(token);
+          return { verified, identity: resolveIdentity(verified, user, this.deps.config.roleMapping) };
+        },
+      },
+    );
+    if (this.reader.buffered === 0) this.reader.takeRemaining();
+    return result;
   }
 
   /** SSLRequest / GSSENCRequest / CancelRequest handling until a StartupMessage arrives. */
@@ -330,6 +360,7 @@ export class ClientSession {
     this.log.info(
       {
         event: 'auth_success',
+        auth_method: this.authMethod ?? 'password',
         email: identity.email,
         sub: identity.subject,
         roles: identity.roles,
@@ -484,6 +515,7 @@ export class ClientSession {
     let refusal: Refusal;
     if (e instanceof Refusal) refusal = e;
     else if (e instanceof TokenError) refusal = new Refusal(e.sqlstate, e.message, e.code);
+    else if (e instanceof OAuthBearerDiscoveryEnd) refusal = new Refusal(e.sqlstate, e.message, e.code);
     else if (e instanceof ProtocolError) refusal = new Refusal(SqlState.PROTOCOL_VIOLATION, e.message, 'protocol_violation');
     else if (e instanceof BackendError) {
       // Host names, ports and account names are for the operator's log, not for every client.
@@ -502,7 +534,8 @@ export class ClientSession {
     } else {
       this.socket.destroy();
     }
-    const authPhase = !['client_closed_during_login', 'tls_handshake_failed', 'login_timeout', 'protocol_violation', 'tls_required'].includes(refusal.reason);
+    // An OAUTHBEARER discovery round is the normal first step of a libpq 18 login, not a failed one.
+    const authPhase = !['client_closed_during_login', 'tls_handshake_failed', 'login_timeout', 'protocol_violation', 'tls_required', 'oauth_discovery'].includes(refusal.reason);
     if (authPhase) this.deps.metrics?.authFailed(refusal.reason);
     else this.deps.metrics?.sessionEnded(refusal.reason);
     this.log.info(
@@ -513,6 +546,7 @@ export class ClientSession {
         message: refusal.message,
         user: ctx.user,
         database: ctx.database,
+        ...(this.authMethod ? { auth_method: this.authMethod } : {}),
         ...(ctx.identity ? { email: ctx.identity.email, roles: ctx.identity.roles, account: ctx.identity.account } : {}),
         duration_ms: this.deps.now() - this.startedAt,
       },
