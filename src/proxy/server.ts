@@ -7,12 +7,11 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import type { ProxyConfig } from '../config/proxy-config.js';
-import { errorResponse } from '../protocol/server-messages.js';
-import { SqlState } from '../protocol/sqlstate.js';
 import { TokenVerifier } from '../token/verifier.js';
 import type { Dialer } from './backend.js';
 import { CancelRegistry } from './cancel-registry.js';
 import { ClientSession } from './client-session.js';
+import { disconnect } from './disconnect.js';
 import { ProxyMetrics } from './metrics.js';
 import { PoolManager } from './pools.js';
 
@@ -109,15 +108,17 @@ export class ProxyServer {
     socket.once('close', () => this.sockets.delete(socket));
     socket.on('error', () => socket.destroy());
     if (this.sessions.size >= this.config.limits.maxClientConnections) {
-      socket.end(
-        errorResponse({
-          severity: 'FATAL',
-          code: SqlState.TOO_MANY_CONNECTIONS,
-          message: `too many client connections (limits.max_client_connections = ${this.config.limits.maxClientConnections}); try again shortly`,
-        }),
+      const limit = this.config.limits.maxClientConnections;
+      void disconnect(
+        { socket, log: this.log, startedAt: this.now(), now: this.now },
+        {
+          phase: 'login',
+          reason: 'too_many_connections',
+          level: 'warn',
+          detail: { text: `too many client connections (limits.max_client_connections = ${limit}); try again shortly` },
+          fields: { client: `${socket.remoteAddress}:${socket.remotePort}` },
+        },
       );
-      this.log.warn({ event: 'connection_refused', reason: 'too_many_connections', client: `${socket.remoteAddress}:${socket.remotePort}` }, 'too many connections');
-      socket.destroySoon();
       return;
     }
     const session = new ClientSession(socket, {

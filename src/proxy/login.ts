@@ -1,0 +1,302 @@
+/**
+ * The login half of a client connection: negotiate (SSLRequest → TLS, GSSENCRequest → N, CancelRequest →
+ * route) until a StartupMessage, then authenticate (cleartext password request → the token → verify → map
+ * to a service account → a pooled backend). It ends in a `LoginResult` or throws a `Refusal` (or a coded
+ * error the disconnect table knows); it never writes a FATAL itself. Reads are bounded: nothing a client
+ * sends before authenticating is kept beyond one message.
+ */
+import type { Socket } from 'node:net';
+import { TLSSocket, type SecureContext } from 'node:tls';
+import type { Logger } from 'pino';
+import type { DatabaseConfig, ProxyConfig } from '../config/proxy-config.js';
+import { ProtocolError } from '../protocol/errors.js';
+import { FrameReader } from '../protocol/frame-reader.js';
+import { parsePasswordMessage } from '../protocol/client-messages.js';
+import { authenticationCleartextPassword, negotiateProtocolVersion, sslResponse } from '../protocol/server-messages.js';
+import { SqlState } from '../protocol/sqlstate.js';
+import { needsNegotiation, parseStartupPacket, type StartupMessagePacket } from '../protocol/startup.js';
+import { TokenError, quote } from '../token/errors.js';
+import { resolveIdentity, type Identity } from '../token/identity.js';
+import type { TokenVerifier, VerifiedToken } from '../token/verifier.js';
+import { discoveryUrlForIssuer } from '../protocol/oauthbearer.js';
+import { oauthBearerLogin } from './oauthbearer-login.js';
+import { BackendError, type Backend } from './backend.js';
+import type { CancelRegistry } from './cancel-registry.js';
+import { Refusal } from './disconnect.js';
+import { PoolClosedError, PoolTimeoutError, type BackendPool } from './pool.js';
+import type { PoolManager } from './pools.js';
+
+const PASSWORD_MESSAGE = 0x70; // 'p'
+export const MAX_PREAUTH_MESSAGE = 64 * 1024;
+
+export interface LoginDeps {
+  readonly config: Pick<ProxyConfig, 'databases' | 'accounts' | 'roleMapping' | 'allowPlaintextLoopback'>;
+  readonly verifier: TokenVerifier;
+  readonly pools: PoolManager;
+  readonly cancels: CancelRegistry;
+  readonly secureContext?: SecureContext | undefined;
+}
+
+export type LoginResult =
+  | { readonly kind: 'cancel' }
+  | { readonly kind: 'passthrough'; readonly startup: StartupMessagePacket; readonly database: DatabaseConfig }
+  | {
+      readonly kind: 'authenticated';
+      readonly startup: StartupMessagePacket;
+      readonly database: DatabaseConfig;
+      readonly identity: Identity;
+      readonly expiresAt: number;
+      readonly tokenId: string;
+      readonly pool: BackendPool;
+      readonly backend: Backend;
+    };
+
+function isLoopback(address: string | undefined): boolean {
+  return !!address && (address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.'));
+}
+
+export class Login {
+  private currentSocket: Socket;
+  private readonly reader = new FrameReader({ maxStartupLength: 10240, maxMessageLength: MAX_PREAUTH_MESSAGE });
+  private wake: (() => void) | undefined;
+  private readError: Error | undefined;
+  private tls = false;
+  /** The client hung up (or was cut by a shutdown). */
+  closed = false;
+  /** What is known so far, for the log line of a refusal. */
+  user: string | undefined;
+  database: DatabaseConfig | undefined;
+  identity: Identity | undefined;
+  /** How the client presented its token (audit events); set once the database is known. */
+  authMethod: 'password' | 'oauthbearer' | undefined;
+
+  constructor(
+    socket: Socket,
+    private readonly deps: LoginDeps,
+    private readonly log: Logger,
+  ) {
+    this.currentSocket = socket;
+    this.listen(socket);
+  }
+
+  /** The client's socket: the TLS socket once the upgrade happened. */
+  get socket(): Socket {
+    return this.currentSocket;
+  }
+
+  /** False while a TLS handshake is unfinished: the client cannot read a FATAL then. */
+  get canSpeak(): boolean {
+    return !(this.currentSocket instanceof TLSSocket && !this.tls);
+  }
+
+  /** Why the connection is gone when the client socket closed under the login. */
+  goneReason(): 'server_shutdown' | 'client_closed_during_login' {
+    return 'client_closed_during_login';
+  }
+
+  /** Makes the pending (or next) read fail with `e` (the login timer). */
+  fail(e: Error): void {
+    this.readError = e;
+    this.wake?.();
+  }
+
+  /** Server shutdown during login: the socket is cut. */
+  abort(): void {
+    this.currentSocket.destroy();
+  }
+
+  /** Hands the socket over (to a relay): stops listening and returns what the client sent ahead. */
+  detach(): { socket: Socket; pending: Buffer } {
+    this.unlisten(this.currentSocket);
+    return { socket: this.currentSocket, pending: this.reader.takeRemaining() };
+  }
+
+  private readonly onData = (chunk: Buffer) => {
+    try {
+      this.reader.push(chunk);
+      // Before authentication a client has no reason to send ahead more than one message.
+      if (this.reader.buffered > 2 * MAX_PREAUTH_MESSAGE) throw new ProtocolError(`client sent more than ${2 * MAX_PREAUTH_MESSAGE} bytes before authenticating`);
+    } catch (e) {
+      this.readError = e as Error;
+      // Stop reading at once: nothing more this client sends before authenticating is kept.
+      this.currentSocket.pause();
+    }
+    this.wake?.();
+  };
+
+  private readonly onGone = () => {
+    this.closed = true;
+    this.wake?.();
+  };
+
+  private listen(socket: Socket): void {
+    socket.on('data', this.onData);
+    socket.on('end', this.onGone);
+    socket.on('close', this.onGone);
+    socket.on('error', this.onGone);
+  }
+
+  private unlisten(socket: Socket): void {
+    socket.pause();
+    socket.off('data', this.onData);
+    socket.off('end', this.onGone);
+    socket.off('close', this.onGone);
+    socket.off('error', this.onGone);
+  }
+
+  /** Waits for the next complete frame; throws when the client hangs up or sends something malformed. */
+  private async next<T>(take: () => T | null): Promise<T> {
+    for (;;) {
+      if (this.readError) throw this.readError;
+      const frame = take();
+      if (frame) return frame;
+      if (this.closed) throw new Refusal(this.goneReason(), 'client closed the connection');
+      await new Promise<void>((resolve) => (this.wake = resolve));
+      this.wake = undefined;
+    }
+  }
+
+  /** Negotiate, then authenticate: a cancel, a passthrough database, or an authenticated client with a backend. */
+  async run(): Promise<LoginResult> {
+    const startup = await this.negotiate();
+    if (!startup) return { kind: 'cancel' };
+    const { config } = this.deps;
+    this.user = startup.parameters.user!;
+    const dbName = startup.parameters.database ?? this.user;
+    // Own keys only: `constructor` or `__proto__` must not find Object.prototype's members.
+    const database = Object.hasOwn(config.databases, dbName) ? config.databases[dbName] : undefined;
+    if (!database) {
+      const known = Object.keys(config.databases).join(', ');
+      throw new Refusal('unknown_database', `database ${quote(dbName, 63)} is not served by this proxy (available: ${known})`);
+    }
+    this.database = database;
+    if (database.mode === 'passthrough') return { kind: 'passthrough', startup, database };
+    let verified: VerifiedToken;
+    let identity: Identity;
+    if (database.clientAuth === 'oauthbearer') {
+      this.authMethod = 'oauthbearer';
+      ({ verified, identity } = await this.oauthBearer(database, this.user));
+    } else {
+      this.authMethod ??= 'password';
+      this.currentSocket.write(authenticationCleartextPassword());
+      verified = await this.deps.verifier.verify(await this.readPassword());
+      identity = resolveIdentity(verified, this.user, config.roleMapping);
+    }
+    this.identity = identity;
+    const account = config.accounts[identity.account]!;
+    const pool = this.deps.pools.get(database, account);
+    const backend = await this.acquire(pool);
+    return { kind: 'authenticated', startup, database, identity, expiresAt: verified.expiresAt, tokenId: verified.tokenId, pool, backend };
+  }
+
+  /** A backend from the pool; refused when the client left while it waited. */
+  async acquire(pool: BackendPool): Promise<Backend> {
+    let backend: Backend;
+    try {
+      backend = await pool.acquire();
+    } catch (e) {
+      if (e instanceof BackendError || e instanceof PoolTimeoutError || e instanceof PoolClosedError) throw e;
+      throw new Refusal('backend_unavailable', (e as Error).message, undefined, { cause: e });
+    }
+    if (this.closed) {
+      // The client left while it waited: a relay on its closed socket would hold the backend forever.
+      await pool.release(backend, true);
+      throw new Refusal(this.goneReason(), 'client closed the connection');
+    }
+    return backend;
+  }
+
+  /**
+   * The password message's text (the token). A method of its own so that nothing of the read buffer
+   * stays reachable from run() while a login waits, possibly long, for a backend (4 KiB per login).
+   */
+  private async readPassword(): Promise<string> {
+    const message = await this.next(() => this.reader.nextMessage()).catch((e: unknown) => {
+      // An oversized password is a wrong password, not a protocol attack: say so with 28P01.
+      if (e instanceof ProtocolError && /^message 'p' length \d+ exceeds/.test(e.message)) {
+        throw new TokenError('token_too_large', `the password is larger than ${MAX_PREAUTH_MESSAGE} bytes, too large to be an access token; use gprxy token or gprxy connect`);
+      }
+      throw e;
+    });
+    if (message.type !== PASSWORD_MESSAGE) {
+      throw new Refusal('protocol_violation', `expected a password message, got message type "${String.fromCharCode(message.type)}"`);
+    }
+    const token = parsePasswordMessage(message.body);
+    if (this.reader.buffered === 0) this.reader.takeRemaining();
+    return token;
+  }
+
+  /** SASL OAUTHBEARER instead of a password request (client_auth: oauthbearer): same verifier, same identity. */
+  private async oauthBearer(database: DatabaseConfig, user: string): Promise<{ verified: VerifiedToken; identity: Identity }> {
+    const oauth = database.oauth!;
+    const result = await oauthBearerLogin(
+      { send: (m) => this.currentSocket.write(m), receive: () => this.next(() => this.reader.nextMessage()) },
+      {
+        discoveryUrl: discoveryUrlForIssuer(oauth.issuer),
+        scope: oauth.scope,
+        maxMessageBytes: MAX_PREAUTH_MESSAGE,
+        verify: async (token) => {
+          const verified = await this.deps.verifier.verify(token);
+          return { verified, identity: resolveIdentity(verified, user, this.deps.config.roleMapping) };
+        },
+      },
+    );
+    if (this.reader.buffered === 0) this.reader.takeRemaining();
+    return result;
+  }
+
+  /** SSLRequest / GSSENCRequest / CancelRequest handling until a StartupMessage arrives. */
+  private async negotiate(): Promise<StartupMessagePacket | undefined> {
+    for (let round = 0; round < 3; round++) {
+      const packet = parseStartupPacket(await this.next(() => this.reader.nextStartupFrame()));
+      switch (packet.kind) {
+        case 'ssl': {
+          if (this.tls || !this.deps.secureContext) {
+            this.currentSocket.write(sslResponse(false));
+            continue;
+          }
+          if (this.reader.buffered > 0) throw new Refusal('protocol_violation', 'received unencrypted data after SSL request');
+          await this.upgradeToTls(this.deps.secureContext);
+          continue;
+        }
+        case 'gssenc':
+          this.currentSocket.write(sslResponse(false));
+          continue;
+        case 'cancel': {
+          const matched = this.deps.cancels.cancel(packet.processId, packet.secretKey);
+          this.log.info({ event: 'cancel_request', matched }, matched ? 'cancel forwarded' : 'cancel request matched no session');
+          this.closed = true;
+          this.currentSocket.destroy();
+          return undefined;
+        }
+        case 'startup': {
+          if (!this.tls && !(this.deps.config.allowPlaintextLoopback && isLoopback(this.currentSocket.remoteAddress))) {
+            throw new Refusal('tls_required', 'this proxy requires TLS: connect with sslmode=require (or verify-full), or use gprxy connect');
+          }
+          if (needsNegotiation(packet)) this.currentSocket.write(negotiateProtocolVersion(0, packet.unsupportedOptions));
+          if (!packet.parameters.user) throw new Refusal('protocol_violation', 'no user name in the startup packet', SqlState.INVALID_AUTHORIZATION);
+          return packet;
+        }
+      }
+    }
+    throw new Refusal('protocol_violation', 'too many negotiation requests before the startup packet');
+  }
+
+  private async upgradeToTls(secureContext: SecureContext): Promise<void> {
+    const raw = this.currentSocket;
+    this.unlisten(raw);
+    raw.write(sslResponse(true));
+    const secure = new TLSSocket(raw, { isServer: true, secureContext });
+    this.currentSocket = secure;
+    this.listen(secure);
+    secure.on('secure', () => {
+      this.tls = true;
+      this.wake?.();
+    });
+    while (!this.tls) {
+      if (this.readError) throw this.readError;
+      if (this.closed) throw new Refusal('tls_handshake_failed', 'TLS handshake failed');
+      await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+  }
+}
