@@ -61,6 +61,7 @@ export class Login {
   private wake: (() => void) | undefined;
   private readError: Error | undefined;
   private tls = false;
+  private shuttingDown = false;
   /** The client hung up (or was cut by a shutdown). */
   closed = false;
   /** What is known so far, for the log line of a refusal. */
@@ -91,7 +92,7 @@ export class Login {
 
   /** Why the connection is gone when the client socket closed under the login. */
   goneReason(): 'server_shutdown' | 'client_closed_during_login' {
-    return 'client_closed_during_login';
+    return this.shuttingDown ? 'server_shutdown' : 'client_closed_during_login';
   }
 
   /** Makes the pending (or next) read fail with `e` (the login timer). */
@@ -100,8 +101,9 @@ export class Login {
     this.wake?.();
   }
 
-  /** Server shutdown during login: the socket is cut. */
+  /** Server shutdown during login: the socket is cut, and the end is logged as a shutdown. */
   abort(): void {
+    this.shuttingDown = true;
     this.currentSocket.destroy();
   }
 
@@ -295,7 +297,7 @@ export class Login {
     });
     while (!this.tls) {
       if (this.readError) throw this.readError;
-      if (this.closed) throw new Refusal('tls_handshake_failed', 'TLS handshake failed');
+      if (this.closed) throw new Refusal(this.shuttingDown ? 'server_shutdown' : 'tls_handshake_failed', 'TLS handshake failed');
       await new Promise<void>((resolve) => (this.wake = resolve));
     }
   }

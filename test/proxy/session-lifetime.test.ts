@@ -1,4 +1,6 @@
 /** How long a session may live: until its token expires (default), or as the operator configures. */
+import { connect } from 'node:net';
+import { once } from 'node:events';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startProxyStack, type ProxyStack } from '../support/proxy-stack.js';
@@ -47,6 +49,26 @@ describe('session lifetime', () => {
     expect(error.code).toBe('57P01');
     expect(error.message).toContain('limits.session_max_lifetime');
     await client.end().catch(() => {});
+    await stack.startProxy();
+  });
+
+  it('logs a shutdown during login as server_shutdown, not as the client leaving', async () => {
+    const socket = connect(stack.port, '127.0.0.1');
+    socket.on('error', () => {});
+    await once(socket, 'connect');
+    const client = `127.0.0.1:${socket.localPort}`;
+    // A GSSENCRequest answered 'N': the proxy now waits for this client's startup packet.
+    const gssenc = Buffer.alloc(8);
+    gssenc.writeInt32BE(8);
+    gssenc.writeInt32BE(80877104, 4);
+    socket.write(gssenc);
+    const [answer] = (await once(socket, 'data')) as [Buffer];
+    expect(answer.toString()).toBe('N');
+    await stack.proxy.close();
+    const line = await stack.logs.waitFor((l) => l.client === client && (l.event === 'connection_refused' || l.event === 'auth_failure'));
+    expect(line.reason).toBe('server_shutdown');
+    expect(line.event).toBe('connection_refused');
+    socket.destroy();
     await stack.startProxy();
   });
 });
