@@ -1,7 +1,8 @@
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../cli/base-command.js';
 import { exitCodeForSignal as exitCodeFor } from '../cli/exit-codes.js';
-import { describeDemo, runTour, startDemo, type Demo as RunningDemo } from '../demo/demo.js';
+import type { Demo as RunningDemo } from '../demo/demo.js';
+import { DEMO_PACKAGES, requireDemoPackages } from '../demo/optional-deps.js';
 
 export default class Demo extends BaseCommand {
   static override summary = 'The whole system on this machine in one command: PostgreSQL 18, an OIDC provider, the proxy and a tunnel (--script: a guided tour)';
@@ -20,6 +21,9 @@ The demo never touches your OS keychain or your gprxy profiles: it keeps its own
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Demo);
+    // The demo's packages are optional dependencies: check them before loading any module that imports them.
+    requireDemoPackages(DEMO_PACKAGES);
+    const { describeDemo, runTour, startDemo } = await import('../demo/demo.js');
     // Signals are caught from the very start, so Ctrl+C during start-up (e.g. while waiting for the
     // browser approval) also stops whatever already runs and removes the temporary files.
     const abort = new AbortController();

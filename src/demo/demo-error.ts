@@ -1,5 +1,5 @@
 /** Errors of `gprxy demo`: each message says what went wrong and, where it helps, what to do. */
-export type DemoErrorCode = 'demo_aborted' | 'demo_approval_failed' | 'demo_step_failed';
+export type DemoErrorCode = 'demo_aborted' | 'demo_approval_failed' | 'demo_step_failed' | 'demo_packages_missing';
 
 export class DemoError extends Error {
   constructor(
