@@ -119,6 +119,10 @@ const fileSchema = z.strictObject({
     .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'), file: z.string().optional() })
     .default({ level: 'info' }),
   metrics: z.strictObject({ listen: hostPort }).optional(),
+  // The Unix socket PostgreSQL 18's gprxy_oauth_validator module asks (validator/README.md).
+  validator: z
+    .strictObject({ socket: z.string().min(1), socket_mode: z.string().regex(/^0?[0-7]{3}$/, 'an octal file mode such as 0660').default('0660') })
+    .optional(),
 });
 
 export type SslMode = 'disable' | 'require' | 'verify-full';
@@ -194,6 +198,8 @@ export interface ProxyConfig {
   };
   readonly log: { readonly level: string; readonly file?: string };
   readonly metrics?: { readonly host: string; readonly port: number };
+  /** Verification endpoint for PostgreSQL 18's native OAuth validator module. */
+  readonly validator?: { readonly socket: string; readonly socketMode: number };
 }
 
 function formatIssues(error: z.ZodError): string {
@@ -356,6 +362,7 @@ export function buildProxyConfig(
     },
     log: { level: f.log.level, ...(f.log.file ? { file: resolve(baseDir, f.log.file) } : {}) },
     ...(f.metrics ? { metrics: f.metrics.listen } : {}),
+    ...(f.validator ? { validator: { socket: resolve(baseDir, f.validator.socket), socketMode: parseInt(f.validator.socket_mode, 8) } } : {}),
   });
 }
 

@@ -14,6 +14,7 @@ import { ClientSession } from './client-session.js';
 import { disconnect } from './disconnect.js';
 import { ProxyMetrics } from './metrics.js';
 import { PoolManager } from './pools.js';
+import { ValidatorEndpoint } from './validator-endpoint.js';
 
 export interface ProxyServerDeps {
   readonly logger: Logger;
@@ -39,6 +40,7 @@ export class ProxyServer {
   private nextSessionId = 1;
   private readonly now: () => number;
   private readonly log: Logger;
+  private validator: ValidatorEndpoint | undefined;
 
   constructor(
     readonly config: ProxyConfig,
@@ -95,6 +97,10 @@ export class ProxyServer {
       const ready = () => !!this.server && Object.values(this.verifier.jwksStats()).every((s) => s.keys > 0);
       this.metricsAddress = await this.metrics.listen(this.config.metrics.host, this.config.metrics.port, ready);
       this.log.info({ event: 'metrics_listening', ...this.metricsAddress }, `metrics on http://${this.metricsAddress.host}:${this.metricsAddress.port}/metrics`);
+    }
+    if (this.config.validator) {
+      this.validator = new ValidatorEndpoint({ path: this.config.validator.socket, mode: this.config.validator.socketMode, verifier: this.verifier, logger: this.log });
+      await this.validator.start();
     }
     const { host, port } = this.address;
     this.log.info({ event: 'listening', host, port, tls: !!this.secureContext, databases: Object.keys(this.config.databases) }, `gprxy listening on ${host}:${port}`);
@@ -154,6 +160,7 @@ export class ProxyServer {
     while (this.sessions.size > 0 && this.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     for (const socket of this.sockets) socket.destroy();
     await closed;
+    await this.validator?.close();
     await this.pools.close();
     await this.metrics.close();
     this.verifier.close();
