@@ -9,6 +9,15 @@ import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { parseAuthentication, parseErrorFields, type BackendErrorFields } from '../protocol/backend-messages.js';
 import { passwordMessage, sslRequest, startupMessage } from '../protocol/client-messages.js';
 import { FrameReader } from '../protocol/frame-reader.js';
+import { UpstreamOAuthBearer } from './upstream-oauthbearer.js';
+
+/** A backend message rebuilt from its type and body, to relay it as it came. */
+function tagged(type: number, body: Buffer): Buffer {
+  const header = Buffer.alloc(5);
+  header[0] = type;
+  header.writeInt32BE(body.length + 4, 1);
+  return Buffer.concat([header, body]);
+}
 
 export interface ProxyAddress {
   readonly host: string;
@@ -83,6 +92,7 @@ export function connectTls(proxy: ProxyAddress, dialer: TunnelDialer = defaultDi
  */
 export async function authenticateUpstream(socket: TLSSocket, parameters: Record<string, string>, token: string, timeoutMs = 10_000): Promise<Buffer> {
   const reader = new FrameReader({ maxMessageLength: 1024 * 1024 });
+  let oauth: UpstreamOAuthBearer | undefined;
   socket.write(startupMessage(parameters));
   return new Promise<Buffer>((resolve, reject) => {
     const timer = setTimeout(() => done(new UpstreamError('proxy_unreachable', `the gprxy proxy did not answer the startup within ${timeoutMs / 1000} s`)), timeoutMs);
@@ -101,12 +111,21 @@ export async function authenticateUpstream(socket: TLSSocket, parameters: Record
         for (let msg = reader.nextMessage(); msg; msg = reader.nextMessage()) {
         if (msg.type === 0x52 /* R */) {
           const auth = parseAuthentication(msg.body);
-          if (auth.kind === 'cleartext') {
+          if (auth.kind === 'cleartext' && !oauth) {
             socket.write(passwordMessage(token));
             done(undefined, reader.takeRemaining());
             return;
           }
-          done(new UpstreamError('proxy_refused', `the gprxy proxy asked for ${auth.kind} authentication; is the database in passthrough mode?`));
+          // SASL OAUTHBEARER (PostgreSQL 18 native OAuth, or gprxy serve asking for it): upstream-oauthbearer.ts.
+          if (UpstreamOAuthBearer.handles(auth) || (oauth && auth.kind === 'ok')) {
+            oauth ??= new UpstreamOAuthBearer(token);
+            const step = oauth.next(auth);
+            if (step.kind === 'unsupported') return done(new UpstreamError('proxy_refused', step.message));
+            if (step.kind === 'authenticated') return done(undefined, Buffer.concat([tagged(0x52, msg.body), reader.takeRemaining()]));
+            if (step.send) socket.write(step.send);
+            continue;
+          }
+          done(new UpstreamError('proxy_refused', `the server asked for ${auth.kind} authentication; gprxy connect answers with an access token only (a password request or OAUTHBEARER)`));
           return;
         }
         if (msg.type === 0x45 /* E */) {
