@@ -4,6 +4,8 @@
  * backend can return to the pool, and (b) whether the backend is idle (ReadyForQuery 'I' with no request
  * outstanding) when the client leaves, which decides whether the backend may be reused.
  * Backpressure: when one side's write buffer is full we pause the other side until 'drain'.
+ * A session of an audited database (audit.statements ≠ none) passes a RelayTap: then other handlers, which
+ * show each chunk to the tap first, are attached instead; the header-only handlers stay as they are.
  */
 import type { Socket } from 'node:net';
 import { MessageScanner } from '../protocol/message-scanner.js';
@@ -17,6 +19,12 @@ export interface RelayResult {
   readonly bytesFromClient: number;
   readonly bytesFromBackend: number;
   readonly error?: string;
+}
+
+/** Sees every chunk before it is forwarded (the statement audit). A throw ends the session: fail closed. */
+export interface RelayTap {
+  fromClient(chunk: Buffer): void;
+  fromBackend(chunk: Buffer): void;
 }
 
 const READY_STATUS_IDLE = 0x49; // 'I'
@@ -61,6 +69,26 @@ export class Relay {
     }
   };
 
+  private readonly onClientDataTapped = (chunk: Buffer) => {
+    try {
+      this.tap!.fromClient(chunk);
+    } catch (e) {
+      this.finish('protocol_error', `statement audit: ${(e as Error).message}`);
+      return;
+    }
+    this.onClientData(chunk);
+  };
+
+  private readonly onBackendDataTapped = (chunk: Buffer) => {
+    try {
+      this.tap!.fromBackend(chunk);
+    } catch (e) {
+      this.finish('protocol_error', `statement audit: ${(e as Error).message}`);
+      return;
+    }
+    this.onBackendData(chunk);
+  };
+
   private readonly resumeClient = () => this.client.resume();
   private readonly resumeBackend = () => this.backend.resume();
   private readonly onClientEnd = () => this.finish('client_closed');
@@ -71,6 +99,7 @@ export class Relay {
   constructor(
     private readonly client: Socket,
     private readonly backend: Socket,
+    private readonly tap?: RelayTap,
   ) {
     // The backend is idle when the relay starts: its last ReadyForQuery (after setup) said so.
     this.fromBackend.lastReadyStatus = READY_STATUS_IDLE;
@@ -81,8 +110,9 @@ export class Relay {
     // A socket that closed before the hand-over emits no more 'close': end now rather than never.
     if (this.client.destroyed || this.client.readableEnded) return this.finish('client_closed');
     if (this.backend.destroyed || this.backend.readableEnded) return this.finish('backend_closed');
-    this.client.on('data', this.onClientData);
-    this.backend.on('data', this.onBackendData);
+    const fromClient = this.tap ? this.onClientDataTapped : this.onClientData;
+    this.client.on('data', fromClient);
+    this.backend.on('data', this.tap ? this.onBackendDataTapped : this.onBackendData);
     this.client.on('end', this.onClientEnd);
     this.client.on('close', this.onClientEnd);
     this.client.on('error', this.onClientError);
@@ -91,7 +121,7 @@ export class Relay {
     this.backend.on('error', this.onBackendError);
     this.client.resume();
     this.backend.resume();
-    if (pending && pending.length) this.onClientData(pending);
+    if (pending && pending.length) fromClient(pending);
   }
 
   /** The backend is at a message boundary, said ReadyForQuery 'I' last, and every client request was answered. */
@@ -118,6 +148,8 @@ export class Relay {
     this.ended = true;
     this.client.off('data', this.onClientData);
     this.backend.off('data', this.onBackendData);
+    this.client.off('data', this.onClientDataTapped);
+    this.backend.off('data', this.onBackendDataTapped);
     this.client.off('end', this.onClientEnd);
     this.client.off('close', this.onClientEnd);
     this.client.off('error', this.onClientError);

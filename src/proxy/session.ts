@@ -20,6 +20,7 @@ import type { BackendPool } from './pool.js';
 import { BACKEND_START, BINDS_CHECKOUT, type PoolManager } from './pools.js';
 import { Relay, type RelayResult } from './relay.js';
 import { buildSetup } from './session-setup.js';
+import { statementAuditFor } from './statement-audit/index.js';
 
 /** How long an ending session may wait for a message boundary before its connection is cut. */
 const STOP_GRACE_MS = 5_000;
@@ -32,6 +33,9 @@ export interface SessionDeps {
   readonly cancels: CancelRegistry;
   readonly now: () => number;
   readonly metrics?: ProxyMetrics | undefined;
+  /** The proxy's root logger and this connection's id, for the statement audit's events. */
+  readonly logger: Logger;
+  readonly sessionId: number;
 }
 
 /** What the session needs of the login: another backend (a retried checkout), and whether the client is gone. */
@@ -119,7 +123,8 @@ export class Session {
       `${identity.user} connected to ${database.name} as ${identity.account}`,
     );
 
-    const relay = new Relay(socket, backendSocket);
+    const audit = statementAuditFor(database, { session: this.deps.sessionId, client: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`, issuer: String(identity.claims.iss ?? ''), user: identity.user, email: identity.email, tenant, account: identity.account, database: database.name, backendPid: backend.processId }, backend.parameters, this.deps.logger);
+    const relay = new Relay(socket, backendSocket, audit);
     this.relay = relay;
     let lifetimeTimer: LongTimer | undefined;
     if (Number.isFinite(endsAt)) {

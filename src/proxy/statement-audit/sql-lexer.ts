@@ -309,10 +309,32 @@ function inRoutineDefinition(words: readonly string[]): boolean {
 }
 
 /** The first keyword of a statement, upper-cased ('' when it starts with something else, e.g. a parenthesis). */
-export function leadingKeyword(sql: string, options: LexOptions = {}): string {
-  for (const t of lex(sql, options)) {
-    if (t.type === 'space' || t.type === 'comment') continue;
-    return t.type === 'identifier' ? sql.slice(t.start, t.end).toUpperCase() : '';
+export function leadingKeyword(sql: string): string {
+  const n = sql.length;
+  let i = 0;
+  for (;;) {
+    while (i < n && isSpace(sql.charCodeAt(i))) i++;
+    if (sql.startsWith('--', i)) {
+      while (i < n && sql.charCodeAt(i) !== C.LF && sql.charCodeAt(i) !== C.CR) i++;
+    } else if (sql.startsWith('/*', i)) {
+      let depth = 1;
+      i += 2;
+      while (i < n && depth > 0) {
+        if (sql.startsWith('/*', i)) {
+          depth++;
+          i += 2;
+        } else if (sql.startsWith('*/', i)) {
+          depth--;
+          i += 2;
+        } else i++;
+      }
+    } else break;
   }
-  return '';
+  if (i >= n || !isIdentStart(sql.charCodeAt(i))) return '';
+  // E'…', U&'…' and friends are strings, not keywords.
+  const next = i + 1 < n ? sql.charCodeAt(i + 1) : -1;
+  if (next === C.QUOTE || next === C.AMP) return '';
+  const start = i;
+  while (i < n && isIdentCont(sql.charCodeAt(i))) i++;
+  return sql.slice(start, i).toUpperCase();
 }

@@ -72,6 +72,8 @@ describe('leadingKeyword', () => {
   it('skips comments and space', () => {
     expect(leadingKeyword('/* x */ -- y\n  delete from t')).toBe('DELETE');
     expect(leadingKeyword('(select 1)')).toBe('');
+    expect(leadingKeyword('/* a /* nested */ still comment */ create table t (a int)')).toBe('CREATE');
+    expect(leadingKeyword("E'x'")).toBe('');
   });
 });
 

@@ -1,0 +1,57 @@
+/**
+ * Which statements `audit.statements: ddl | write` keep, decided by the command tag PostgreSQL returned in
+ * CommandComplete (so no SQL parsing): a tag names what ran, whatever the client called it. A statement
+ * that failed has no tag; its leading keyword stands in (the same words, since tags are keywords).
+ *
+ * What tags miss (README, "Statement audit"): `WITH d AS (DELETE …) SELECT …`, `SELECT f()` calling a
+ * writing function and `EXPLAIN ANALYZE DELETE …` are all tagged SELECT or EXPLAIN; `SELECT … INTO t` is
+ * tagged SELECT. `CREATE TABLE … AS` is tagged SELECT too, which the leading keyword catches.
+ */
+import type { AuditStatements } from '../../config/proxy-config.js';
+
+export type StatementClass = 'ddl' | 'write' | 'read' | 'other';
+
+const DDL_FIRST_WORDS = new Set(['CREATE', 'ALTER', 'DROP', 'GRANT', 'REVOKE', 'COMMENT', 'SECURITY', 'IMPORT', 'REASSIGN']);
+// COPY is a write only FROM a client (direction known from CopyInResponse); see classify().
+const WRITE_FIRST_WORDS = new Set(['INSERT', 'UPDATE', 'DELETE', 'MERGE', 'TRUNCATE', 'CALL', 'DO', 'REFRESH']);
+const READ_FIRST_WORDS = new Set(['SELECT', 'FETCH', 'MOVE', 'SHOW', 'EXPLAIN', 'VALUES', 'TABLE']);
+
+export function firstWord(tag: string): string {
+  const space = tag.indexOf(' ');
+  return space < 0 ? tag : tag.slice(0, space);
+}
+
+/**
+ * The class of one executed (or failed) statement. `word` is the first word of its command tag, or of its
+ * text when it failed; `leading` is the text's leading keyword when the tag is SELECT (CREATE TABLE AS).
+ */
+export function classify(word: string, copy: 'in' | 'out' | 'both' | undefined, leading?: string): StatementClass {
+  if (DDL_FIRST_WORDS.has(word)) return 'ddl';
+  if (word === 'SELECT' && leading === 'CREATE') return 'ddl';
+  if (WRITE_FIRST_WORDS.has(word)) return 'write';
+  if (word === 'COPY') return copy === 'out' ? 'read' : 'write';
+  if (READ_FIRST_WORDS.has(word)) return 'read';
+  return 'other';
+}
+
+/** Does `statements` keep a statement of this class? `write` includes DDL: both change the database. */
+export function keeps(mode: AuditStatements, cls: StatementClass): boolean {
+  switch (mode) {
+    case 'all':
+      return true;
+    case 'write':
+      return cls === 'ddl' || cls === 'write';
+    case 'ddl':
+      return cls === 'ddl';
+    case 'none':
+      return false;
+  }
+}
+
+/** The row count at the end of a command tag ("INSERT 0 5" → 5, "SELECT 3" → 3), if it has one. */
+export function rowsOf(tag: string): number | undefined {
+  const space = tag.lastIndexOf(' ');
+  if (space < 0) return undefined;
+  const tail = tag.slice(space + 1);
+  return /^\d+$/.test(tail) ? Number(tail) : undefined;
+}
