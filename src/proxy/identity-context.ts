@@ -52,17 +52,29 @@ export function signContext(secret: string, payload: ContextPayload): string {
   return `${body}.${mac}`;
 }
 
+/**
+ * This backend's start time, read without pg_stat_activity: `gprxy db init` revokes EXECUTE on
+ * pg_stat_get_activity from PUBLIC (users of a shared account would read each other's query text there),
+ * while pg_stat_get_backend_start stays. Same value as `gprxy.claims()` computes (src/sql/identity-schema.ts
+ * BACKEND_START_EXPR, over the same backend status entry). Every name qualified: it runs inside the
+ * service account's environment, whose search_path any user of the account can change.
+ */
+const BACKEND_START_FROM =
+  `(extract(epoch FROM pg_catalog.pg_stat_get_backend_start(s.id)) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8::pg_catalog.text`;
+const THIS_BACKEND =
+  `FROM pg_catalog.pg_stat_get_backend_idset() AS s(id) WHERE pg_catalog.pg_stat_get_backend_pid(s.id) OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()`;
+
 /** The SQL that reads a new backend's start time in the same form `gprxy.claims()` computes it. */
-export const BACKEND_START_SQL = `select (extract(epoch from backend_start) * 1000000)::bigint::text from pg_stat_activity where pid = pg_backend_pid()`;
+export const BACKEND_START_SQL = `SELECT ${BACKEND_START_FROM} ${THIS_BACKEND}`;
 
 /**
  * Run once per new backend: its start time, whether the database has `gprxy.begin_session` (installed by
  * `gprxy db init`; without it contexts are bound to the backend only), and whether it is a hot standby.
  */
 export const BACKEND_PREPARE_SQL =
-  `select (extract(epoch from backend_start) * 1000000)::bigint::text, ` +
-  `pg_catalog.to_regprocedure('gprxy.begin_session(bigint)') is not null, pg_catalog.pg_is_in_recovery() ` +
-  `from pg_catalog.pg_stat_activity where pid = pg_catalog.pg_backend_pid()`;
+  `SELECT ${BACKEND_START_FROM}, ` +
+  `pg_catalog.to_regprocedure('gprxy.begin_session(bigint)') IS NOT NULL, pg_catalog.pg_is_in_recovery() ` +
+  THIS_BACKEND;
 
 /** What `gprxy.begin_session` raises when the epoch does not move forward (src/sql/identity-schema.ts). */
 export const EPOCH_REFUSED_SQLSTATE = 'XG001';

@@ -15,6 +15,9 @@
 import type { DatabaseConfig, ProxyConfig } from '../config/proxy-config.js';
 import { accountSettingsFor, accountSettingsStatement, settingsToRemove, type RoleSettingRow } from './account-settings.js';
 import { DbInitError } from './errors.js';
+import { forceRlsStatement, hbaLines, inspectFindings } from './findings.js';
+import { PEER_FUNCTION_GROUPS, peerIsolationStatements, publicPeerFunctions, type PeerFunctionGroup } from './peer-isolation.js';
+import { inspectPublicCreate, revokePublicCreateStatement } from './public-schema.js';
 import { GPRXY_SCHEMA, identitySchemaStatements, OWNER_ROLE, secretStatements } from './identity-schema.js';
 import { resolveAccountLevels, type AccessLevel } from './levels.js';
 import { databaseGrants, ensureLoginRole, ensureNologinRole, GROUP_ROLES, groupMembership, schemaGrants, setPassword } from './roles.js';
@@ -38,6 +41,12 @@ export interface DbInitOptions {
   readonly schemas?: readonly string[];
   /** Explicit privilege levels per account (see src/sql/levels.ts for the default). */
   readonly levels?: Readonly<Record<string, AccessLevel>>;
+  /** Leave CREATE on schema public to PUBLIC where the server grants it (PostgreSQL 13/14 defaults). */
+  readonly keepPublicCreate?: boolean;
+  /** Leave the activity, signal and large-object functions executable by PUBLIC (src/sql/peer-isolation.ts). */
+  readonly keepPeerAccess?: boolean;
+  /** FORCE ROW LEVEL SECURITY on RLS tables whose owner is (reachable by) a service account. */
+  readonly forceRls?: boolean;
 }
 
 /** What the catalogs say before planning; without it the plan assumes nothing (--print without a server). */
@@ -52,6 +61,11 @@ export interface DatabaseState {
   readonly privileged: boolean;
   /** The accounts' role and role-in-database settings as found. */
   readonly roleSettings: readonly RoleSettingRow[];
+  /** PUBLIC holds CREATE on schema public. */
+  readonly publicCreate: boolean;
+  readonly databaseOwner: string;
+  /** Peer functions PUBLIC may still execute, per group. */
+  readonly publicPeerFunctions: ReadonlyMap<PeerFunctionGroup['key'], readonly string[]>;
 }
 
 export interface PlanStatement {
@@ -68,6 +82,8 @@ export interface DbInitPlan {
   readonly schemas: readonly string[];
   /** What the plan will do that the operator should know (created roles, passwords, secret). */
   readonly notes: readonly string[];
+  /** pg_hba.conf lines for certificate authentication of the accounts. */
+  readonly hba: readonly string[];
 }
 
 export interface DbInitResult {
@@ -75,10 +91,18 @@ export interface DbInitResult {
   /** Catalog sections that changed; empty when the database was already up to date. */
   readonly changed: readonly string[];
   readonly notes: readonly string[];
+  /** What db init found but left alone (src/sql/findings.ts), read after applying. */
+  readonly findings: readonly string[];
 }
 
 export const PRINT_SECRET_VARIABLE = 'gprxy_context_secret';
 const LOCK_SQL = `SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('gprxy db init'))`;
+/**
+ * First in db init's transaction: every name its statements leave unqualified (types, now(), operators)
+ * resolves in pg_catalog, never in a schema a service account can create in, whatever the admin's own
+ * search_path says. (PL/pgSQL and SQL function bodies pin their own.)
+ */
+export const SAFE_SEARCH_PATH_SQL = 'SET LOCAL search_path = pg_catalog, pg_temp';
 
 export function managedRoles(config: Pick<ProxyConfig, 'accounts'>): string[] {
   return [OWNER_ROLE, ...Object.values(GROUP_ROLES), ...Object.keys(config.accounts)];
@@ -119,6 +143,10 @@ export function planDbInit(config: ProxyConfig, database: DatabaseConfig, option
   const creators = [...levels].filter(([, l]) => l === 'admin').map(([a]) => a);
   for (const schema of schemas) add(...schemaGrants(schema, [GROUP_ROLES.admin, ...creators]));
   add(...identitySchemaStatements());
+  if (!options.keepPublicCreate) add(revokePublicCreateStatement());
+  if (!options.keepPeerAccess) add(...peerIsolationStatements());
+  if (options.forceRls) add(forceRlsStatement([...levels.keys()]));
+  if (state) notes.push(...hardeningNotes(state, options));
 
   if (config.context.secret === undefined) {
     notes.push('no context.secret in the config: gprxy.claims() returns NULL until db init runs with one');
@@ -138,7 +166,26 @@ export function planDbInit(config: ProxyConfig, database: DatabaseConfig, option
     else if (secret?.current === 'match' && options.rotateSecret) notes.push('context secret already current (a previous one, if any, stays accepted)');
     else if (secret?.current === 'unreadable') notes.push('this admin cannot read gprxy.context_secret: run db init as a superuser or a member of gprxy_owner');
   }
-  return { database, statements, roles: managedRoles(config), schemas, notes };
+  return { database, statements, roles: managedRoles(config), schemas, notes, hba: hbaLines(database, [...levels.keys()]) };
+}
+
+/** What the public-schema and peer-isolation statements will change here, why, and what that breaks. */
+function hardeningNotes(state: DatabaseState, options: DbInitOptions): string[] {
+  const notes: string[] = [];
+  if (state.publicCreate && !options.keepPublicCreate) {
+    notes.push(
+      `revoked CREATE on schema public from PUBLIC and granted it to the database owner ${state.databaseOwner} (the PostgreSQL 13/14 default let every user of a service account plant functions other users' statements resolve to); roles that created objects in public need an explicit GRANT CREATE ON SCHEMA public now; keep it with --keep-public-create`,
+    );
+  }
+  if (!options.keepPeerAccess) {
+    for (const group of PEER_FUNCTION_GROUPS) {
+      const functions = state.publicPeerFunctions.get(group.key);
+      if (!functions?.length) continue;
+      const to = group.grantTo.length ? `, granted to ${group.grantTo.join(', ')}` : '';
+      notes.push(`revoked EXECUTE on ${functions.join(', ')} from PUBLIC in this database${to}: ${group.why}. Breaks: ${group.breaks}; keep them with --keep-peer-access`);
+    }
+  }
+  return notes;
 }
 
 /** What the role-settings blocks will do here, in words (see src/sql/account-settings.ts). */
@@ -219,7 +266,18 @@ export async function inspectDatabase(
       [Object.keys(config.accounts)],
     )
   ).rows.map((r) => ({ account: String(r.account), database: r.database === null ? null : String(r.database), entry: String(r.entry) }));
-  return { existingRoles: existing, passwordsCurrent, secret, serverVersion, privileged, roleSettings };
+  const { publicCreate, databaseOwner } = await inspectPublicCreate(client);
+  return {
+    existingRoles: existing,
+    passwordsCurrent,
+    secret,
+    serverVersion,
+    privileged,
+    roleSettings,
+    publicCreate,
+    databaseOwner,
+    publicPeerFunctions: await publicPeerFunctions(client),
+  };
 }
 
 /** Runs a plan's statements on `client`, inside the caller's transaction. */
@@ -243,21 +301,30 @@ export async function initDatabase(
   config: ProxyConfig,
   database: DatabaseConfig,
   options: DbInitOptions & { print?: boolean; probeLogin?: (user: string, password: string) => Promise<boolean> } = {},
-): Promise<{ plan: DbInitPlan; result?: DbInitResult }> {
+): Promise<{ plan: DbInitPlan; findings: readonly string[]; result?: DbInitResult }> {
   await client.query(options.print ? 'BEGIN TRANSACTION READ ONLY' : 'BEGIN');
   try {
+    await client.query(SAFE_SEARCH_PATH_SQL);
     if (!options.print) await client.query(LOCK_SQL);
     const state = await inspectDatabase(client, config, options.probeLogin);
     const plan = planDbInit(config, database, options, state);
+    const findingsInput = {
+      accounts: Object.keys(config.accounts),
+      adminAccounts: [...resolveAccountLevels(config, options.levels)].filter(([, l]) => l === 'admin').map(([a]) => a),
+      managedSchemas: plan.schemas,
+      databases: Object.values(config.databases).filter((d) => d.mode === 'oauth' && d.host === database.host && d.port === database.port).map((d) => d.dbname),
+    };
     if (options.print) {
+      const findings = await inspectFindings(client, findingsInput);
       await client.query('ROLLBACK');
-      return { plan };
+      return { plan, findings };
     }
     const before = await catalogSnapshot(client, plan);
     await applyDbInit(client, plan, config.context.secret);
     const after = await catalogSnapshot(client, plan);
+    const findings = await inspectFindings(client, findingsInput);
     await client.query('COMMIT');
-    return { plan, result: { database: database.name, changed: changedSections(before, after), notes: plan.notes } };
+    return { plan, findings, result: { database: database.name, changed: changedSections(before, after), notes: plan.notes, findings } };
   } catch (e) {
     await client.query('ROLLBACK').catch(() => {});
     throw e;
@@ -269,18 +336,19 @@ function psqlQuote(value: string): string {
 }
 
 /** The SQL of one or more plans as a psql script; the secret is the psql variable, never its value. */
-export function renderPlans(plans: readonly DbInitPlan[]): string {
+export function renderPlans(plans: readonly DbInitPlan[], findings: readonly (readonly string[])[] = []): string {
   const out = [
     '-- gprxy db init: roles and grants, schema gprxy (identity context for row-level security) and the context secret.',
     '-- Passwords appear only as SCRAM verifiers; the context secret is the psql variable :' + PRINT_SECRET_VARIABLE + ', e.g.',
     `--   gprxy db init --config gprxy.yaml --print | psql -v ON_ERROR_STOP=1 -v ${PRINT_SECRET_VARIABLE}="$GPRXY_CONTEXT_SECRET" "$ADMIN_URL"`,
     '-- Every statement is safe to run again.',
   ];
-  for (const plan of plans) {
-    out.push('', `-- database ${plan.database.name} (${plan.database.dbname})`, `\\connect ${psqlQuote(plan.database.dbname)}`, 'BEGIN;');
+  for (const [i, plan] of plans.entries()) {
+    out.push('', `-- database ${plan.database.name} (${plan.database.dbname})`, `\\connect ${psqlQuote(plan.database.dbname)}`, 'BEGIN;', `${SAFE_SEARCH_PATH_SQL};`);
     for (const note of plan.notes) out.push(`-- ${note}`);
+    for (const finding of findings[i] ?? []) out.push(`-- check: ${finding}`);
     for (const s of plan.statements) out.push(s.usesSecret ? s.sql.replace(/\$1\b/g, `:'${PRINT_SECRET_VARIABLE}'`) : s.sql);
-    out.push('COMMIT;');
+    out.push('COMMIT;', ...plan.hba.map((l) => `-- ${l.replace(/^# ?/, '')}`));
   }
   return out.join('\n') + '\n';
 }
@@ -335,6 +403,7 @@ export async function runDbInit(config: ProxyConfig, options: RunDbInitOptions):
     return [];
   }
   const plans: DbInitPlan[] = [];
+  const allFindings: (readonly string[])[] = [];
   const results: DbInitResult[] = [];
   for (const database of databases) {
     const client = await connect(database);
@@ -348,8 +417,9 @@ export async function runDbInit(config: ProxyConfig, options: RunDbInitOptions):
           return false;
         }
       };
-      const { plan, result } = await initDatabase(client, config, database, { ...options, probeLogin });
+      const { plan, result, findings } = await initDatabase(client, config, database, { ...options, probeLogin });
       plans.push(plan);
+      allFindings.push(findings);
       if (result) {
         results.push(result);
         options.out(
@@ -357,11 +427,13 @@ export async function runDbInit(config: ProxyConfig, options: RunDbInitOptions):
             ? `${database.name}: up to date, nothing changed`
             : `${database.name}: applied (changed: ${result.changed.join(', ')})${result.notes.map((n) => `\n  ${n}`).join('')}`,
         );
+        if (findings.length) options.out(`${database.name}: check${findings.map((f) => `\n  ! ${f}`).join('')}`);
+        options.out(plan.hba.map((l) => `  ${l}`).join('\n'));
       }
     } finally {
       await client.end().catch(() => {});
     }
   }
-  if (options.print) options.out(renderPlans(plans));
+  if (options.print) options.out(renderPlans(plans, allFindings));
   return results;
 }

@@ -50,10 +50,16 @@ export const SECRET_TABLE = 'gprxy.context_secret';
 export const EPOCH_TABLE = 'gprxy.backend_epoch';
 export const BEGIN_SESSION = 'gprxy.begin_session(bigint)';
 /**
- * The SQLSTATE begin_session raises when the epoch does not move forward (class XG is not PostgreSQL's:
- * the proxy tells this refusal from any other setup error by it; src/proxy/identity-context.ts has the same).
+ * The SQLSTATE begin_session raises when the epoch does not move forward, and only then: this backend's
+ * epoch is unusable (something other than the proxy, e.g. a user of the account calling begin_session
+ * with a huge value, moved it), and a fresh backend is the remedy (class XG is not PostgreSQL's: the proxy
+ * tells this refusal from any other setup error by it; src/proxy/identity-context.ts has the same).
+ * What a fresh backend would not fix has PostgreSQL's codes: 22004 for a NULL epoch (a caller's bug),
+ * BEGIN_SESSION_UNVERIFIABLE_SQLSTATE when gprxy cannot read the backend's start time (re-run db init).
  */
 export const EPOCH_REFUSED_SQLSTATE = 'XG001';
+/** object_not_in_prerequisite_state: gprxy_owner cannot see backend start times (pg_read_all_stats missing). */
+export const BEGIN_SESSION_UNVERIFIABLE_SQLSTATE = '55000';
 export const CONTEXT_SETTING = 'gprxy.context';
 
 /**
@@ -175,13 +181,13 @@ BEGIN
     RETURN; -- read-only: nothing can be recorded, and claims() does not ask for it
   END IF;
   IF epoch IS NULL THEN
-    RAISE EXCEPTION 'gprxy.begin_session: epoch must not be NULL' USING ERRCODE = '${EPOCH_REFUSED_SQLSTATE}';
+    RAISE EXCEPTION 'gprxy.begin_session: epoch must not be NULL' USING ERRCODE = 'null_value_not_allowed';
   END IF;
   SELECT ${BACKEND_START_EXPR} INTO started
     FROM pg_catalog.pg_stat_get_activity(pg_catalog.pg_backend_pid()) AS a;
   IF started IS NULL THEN
     RAISE EXCEPTION 'gprxy.begin_session: cannot read this backend''s start time'
-      USING ERRCODE = '${EPOCH_REFUSED_SQLSTATE}', HINT = 'gprxy_owner must be a member of pg_read_all_stats: re-run gprxy db init';
+      USING ERRCODE = '${BEGIN_SESSION_UNVERIFIABLE_SQLSTATE}', HINT = 'gprxy_owner must be a member of pg_read_all_stats: re-run gprxy db init';
   END IF;
   INSERT INTO ${EPOCH_TABLE} AS b (pid, bst, epoch) VALUES (pg_catalog.pg_backend_pid(), started, epoch)
   ON CONFLICT (pid) DO UPDATE SET bst = excluded.bst, epoch = excluded.epoch
@@ -226,7 +232,8 @@ ${TAG};`;
 export function identitySchemaStatements(): string[] {
   const functions = ['gprxy.hmac_sha256(bytea, bytea)', BEGIN_SESSION, ...PUBLIC_FUNCTIONS];
   return [
-    `CREATE EXTENSION IF NOT EXISTS pgcrypto;`,
+    // Named: db init runs with search_path = pg_catalog, pg_temp (an existing installation stays where it is).
+    `CREATE EXTENSION IF NOT EXISTS pgcrypto SCHEMA public;`,
     ensureNologinRole(OWNER_ROLE),
     ensureMembership('pg_read_all_stats', OWNER_ROLE),
     `CREATE SCHEMA IF NOT EXISTS ${GPRXY_SCHEMA} AUTHORIZATION ${OWNER_ROLE};`,

@@ -1,11 +1,12 @@
 /**
  * A fingerprint of everything `db init` manages, read from the catalogs: roles and their attributes (and
  * password verifiers, when the admin may read pg_authid), their role settings, memberships, schema/table/routine owners and
- * ACLs, routine definitions, default privileges, extensions, the database ACL and (hashed) the stored
+ * ACLs, the ACLs of the peer functions (src/sql/peer-isolation.ts) and of schema public, forced RLS, routine definitions, default privileges, extensions, the database ACL and (hashed) the stored
  * secrets. `db init` compares it before and after applying to report "nothing changed"; the tests use it
  * to prove a re-run is a no-op.
  */
 import type { Queryable } from './db-init.js';
+import { PEER_FUNCTION_GROUPS } from './peer-isolation.js';
 
 export type CatalogSnapshot = Readonly<Record<string, readonly string[]>>;
 
@@ -58,6 +59,15 @@ export async function catalogSnapshot(client: Queryable, input: { roles: readonl
       `SELECT d.setrole::regrole::text, d.setdatabase, d.setconfig::text FROM pg_catalog.pg_db_role_setting d
         WHERE d.setrole IN (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = ANY($1)) ORDER BY 1, 2`,
       [roles],
+    ),
+    peerFunctions: await rows(
+      `SELECT p.oid::regprocedure::text, p.proacl::text FROM pg_catalog.pg_proc p
+        WHERE p.proname = ANY($1) OR p.proname = 'pg_stat_statements' ORDER BY 1`,
+      [PEER_FUNCTION_GROUPS.flatMap((g) => g.names)],
+    ),
+    publicSchema: await rows(`SELECT nspacl::text FROM pg_catalog.pg_namespace WHERE nspname = 'public'`),
+    forcedRls: await rows(
+      `SELECT c.oid::regclass::text FROM pg_catalog.pg_class c WHERE c.relrowsecurity AND c.relforcerowsecurity ORDER BY 1`,
     ),
     database: await rows(`SELECT datname, datacl::text FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()`),
     secret: canReadSecret

@@ -99,7 +99,7 @@ describe('gprxy db init against a real server', () => {
     const before = await catalogDump(cluster);
     const { results, output } = await init();
     expect(results[0]!.changed).toEqual([]);
-    expect(output.trim()).toBe('mydb: up to date, nothing changed');
+    expect(output.split('\n')[0]).toBe('mydb: up to date, nothing changed');
     expect(await catalogDump(cluster)).toEqual(before);
   });
 
@@ -170,7 +170,7 @@ describe('gprxy db init against a real server', () => {
       for (const epoch of [me.epoch, me.epoch - 1, 0]) {
         await expect(c.query('select gprxy.begin_session($1)', [epoch])).rejects.toMatchObject({ code: 'XG001' });
       }
-      await expect(c.query('select gprxy.begin_session(null)')).rejects.toMatchObject({ code: 'XG001' });
+      await expect(c.query('select gprxy.begin_session(null)')).rejects.toMatchObject({ code: '22004' });
       expect((await claimsWith(c, valid))?.sub).toBe(ALICE.sub); // the refusals changed nothing
       // Moving it forward (what a client can do too) ends the old checkout's context.
       await c.query('select gprxy.begin_session($1)', [me.epoch + 1]);
@@ -270,7 +270,7 @@ describe('gprxy db init against a real server', () => {
     const { results, output } = await init(config);
     expect(results[0]!.changed).toEqual(['roles']);
     expect(output).toContain('password of app_reader set');
-    expect(output).not.toContain('app_writer');
+    expect(output).not.toContain('password of app_writer');
     expect(await verifier('app_writer')).toBe(writerBefore);
     const c = await connect(cluster, 'app_reader', 'a-new-reader-password-42');
     await c.end();

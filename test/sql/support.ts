@@ -107,6 +107,7 @@ export async function catalogDump(cluster: Cluster, database = 'mydb'): Promise<
     defaultAcl: await q(`select defaclrole::regrole::text, defaclnamespace, defaclobjtype, defaclacl::text from pg_default_acl order by 1, 2, 3`),
     extensions: await q(`select extname, extnamespace::regnamespace::text, extversion from pg_extension order by 1`),
     databases: await q(`select datname, datacl::text from pg_database order by 1`),
+    catalogAcls: await q(`select p.oid::regprocedure::text, proacl::text from pg_proc p where pronamespace = 'pg_catalog'::regnamespace and proacl is not null order by 1`),
     roleSettings: await q(`select setrole::regrole::text, setdatabase, setconfig::text from pg_db_role_setting order by 1, 2`),
     secret: (await q(`select to_regclass('gprxy.context_secret') is not null as present`))[0]!.present
       ? await q(`select slot, encode(secret, 'hex') as secret, set_at from gprxy.context_secret order by slot`)

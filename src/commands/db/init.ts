@@ -17,7 +17,18 @@ Rotating context.secret without breaking running sessions:
   2. gprxy db init --config FILE --rotate-secret   (new secret current, old one still accepted);
   3. restart or redeploy the proxies (they now sign with the new secret);
   4. gprxy db init --config FILE                   (drops the old secret).
-A run without --rotate-secret whose secret differs from the stored one is refused.`;
+A run without --rotate-secret whose secret differs from the stored one is refused.
+
+Shared service accounts (every user of an account is that PostgreSQL role; README "Threat model"): db init also
+  - owns the accounts' role settings: removes whatever a user set with ALTER ROLE CURRENT_USER SET, and sets
+    log_parameter_max_length = 0 (bind values out of statement logs; needs a superuser) and, on 14+,
+    client_connection_check_interval;
+  - revokes CREATE on schema public from PUBLIC where the server still grants it (--keep-public-create);
+  - revokes EXECUTE from PUBLIC on the functions that let users of one account read each other's query text,
+    cancel or terminate each other's backends and read each other's large objects (--keep-peer-access);
+  - reports schemas the accounts can create in, RLS tables they own without FORCE (--force-rls fixes), accounts
+    that bypass RLS, and prints the pg_hba.conf lines for certificate authentication of the accounts.
+It says exactly what it changed, why, and what that breaks.`;
 
   static override examples = [
     'GPRXY_ADMIN_URL=postgresql://postgres:PASSWORD@db.internal:5432/ gprxy db init --config gprxy.yaml',
@@ -36,6 +47,16 @@ A run without --rotate-secret whose secret differs from the stored one is refuse
     'rotate-secret': Flags.boolean({ description: "make context.secret current and keep the stored one accepted as previous", default: false }),
     schema: Flags.string({ description: 'schema whose objects the groups get privileges on (repeatable; default: public)', multiple: true }),
     level: Flags.string({ description: 'privilege level of an account, ACCOUNT=admin|writer|reader (repeatable)', multiple: true }),
+    'keep-public-create': Flags.boolean({
+      description: 'leave CREATE on schema public to PUBLIC where the server grants it (PostgreSQL 13/14 defaults); by default db init revokes it and grants it to the database owner',
+      default: false,
+    }),
+    'keep-peer-access': Flags.boolean({
+      description:
+        "leave pg_stat_activity's query text, pg_cancel_backend/pg_terminate_backend and the large-object functions to PUBLIC; by default db init revokes them so users of one service account cannot read, signal or share with each other",
+      default: false,
+    }),
+    'force-rls': Flags.boolean({ description: 'FORCE ROW LEVEL SECURITY on RLS tables a service account owns (it skips its own policies otherwise)', default: false }),
   };
 
   async run(): Promise<void> {
@@ -53,6 +74,9 @@ A run without --rotate-secret whose secret differs from the stored one is refuse
       levels,
       print: flags.print,
       rotateSecret: flags['rotate-secret'],
+      keepPublicCreate: flags['keep-public-create'],
+      keepPeerAccess: flags['keep-peer-access'],
+      forceRls: flags['force-rls'],
       out: (text) => (flags.print ? process.stdout.write(text) : this.log(text)),
     });
   }
