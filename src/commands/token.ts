@@ -5,16 +5,33 @@ import { createTokenSource } from '../oauth/cli-session.js';
 
 export default class Token extends BaseCommand {
   static override description = 'Print a valid access token (refreshed if needed) on stdout, nothing else';
-  static override examples = ['PGPASSWORD="$(gprxy token)" psql "host=proxy.example.com user=alice@example.com dbname=mydb sslmode=verify-full"'];
+  static override examples = [
+    'PGPASSWORD="$(gprxy token)" psql "host=proxy.example.com user=alice@example.com dbname=mydb sslmode=verify-full"',
+    'gprxy token --json   # {"access_token": "...", "token_type": "Bearer", "expires_at": "2026-...Z", "expires_in": 3599}',
+  ];
   static override flags = {
     profile: Flags.string({ char: 'p', description: 'profile to use (default: GPRXY_PROFILE or "default")' }),
+    json: Flags.boolean({ description: 'print {access_token, token_type, expires_at, expires_in} as JSON (for applications and token caches)', default: false }),
   };
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Token);
     const settings = resolveCliSettings({ profile: flags.profile, env: process.env });
     const source = createTokenSource(settings, { warn: (m) => this.logToStderr(`gprxy: warning: ${m}`) });
-    const { accessToken } = await source.getAccessToken();
+    const { accessToken, expiresAt: sourceExpiry, claims } = await source.getAccessToken();
+    if (flags.json) {
+      // The token's own exp when it has one; null for a GPRXY_TOKEN whose lifetime is unknown (not a JWT).
+      const expiresAt = typeof claims.exp === 'number' ? claims.exp * 1000 : sourceExpiry;
+      const known = Number.isFinite(expiresAt);
+      const body = {
+        access_token: accessToken,
+        token_type: 'Bearer',
+        expires_at: known ? new Date(expiresAt).toISOString() : null,
+        expires_in: known ? Math.max(0, Math.floor((expiresAt - Date.now()) / 1000)) : null,
+      };
+      process.stdout.write(`${JSON.stringify(body)}\n`);
+      return;
+    }
     process.stdout.write(`${accessToken}\n`);
   }
 }
