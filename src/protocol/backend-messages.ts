@@ -5,8 +5,7 @@
  * pg-protocol has a full backend parser, but it is stream-bound; these work on single framed bodies.
  */
 import { ProtocolError } from './errors.js';
-
-export const AuthRequest = { OK: 0, CLEARTEXT: 3, MD5: 5, SASL: 10, SASL_CONTINUE: 11, SASL_FINAL: 12 } as const;
+import { AuthCode } from './codes.js';
 
 export type AuthenticationMessage =
   | { kind: 'ok' }
@@ -34,18 +33,18 @@ export function parseAuthentication(body: Buffer): AuthenticationMessage {
   if (body.length < 4) throw new ProtocolError('authentication message is too short');
   const method = body.readInt32BE(0);
   switch (method) {
-    case AuthRequest.OK:
+    case AuthCode.OK:
       return { kind: 'ok' };
-    case AuthRequest.CLEARTEXT:
+    case AuthCode.CLEARTEXT_PASSWORD:
       return { kind: 'cleartext' };
-    case AuthRequest.MD5:
+    case AuthCode.MD5_PASSWORD:
       if (body.length !== 8) throw new ProtocolError('MD5 authentication request must carry a 4-byte salt');
       return { kind: 'md5', salt: Buffer.from(body.subarray(4, 8)) };
-    case AuthRequest.SASL:
+    case AuthCode.SASL:
       return { kind: 'sasl', mechanisms: cstrings(body, 4) };
-    case AuthRequest.SASL_CONTINUE:
+    case AuthCode.SASL_CONTINUE:
       return { kind: 'sasl-continue', data: Buffer.from(body.subarray(4)) };
-    case AuthRequest.SASL_FINAL:
+    case AuthCode.SASL_FINAL:
       return { kind: 'sasl-final', data: Buffer.from(body.subarray(4)) };
     default:
       return { kind: 'unsupported', method };
@@ -56,6 +55,26 @@ export function parseParameterStatus(body: Buffer): { name: string; value: strin
   const [name, value] = cstrings(body, 0);
   if (name === undefined) throw new ProtocolError('ParameterStatus without a name');
   return { name, value: value ?? '' };
+}
+
+/** DataRow: each column as text, or null for SQL NULL. Lengths are checked against the body. */
+export function parseDataRow(body: Buffer): (string | null)[] {
+  if (body.length < 2) throw new ProtocolError('DataRow is too short');
+  const n = body.readInt16BE(0);
+  const row: (string | null)[] = [];
+  let at = 2;
+  for (let i = 0; i < n; i++) {
+    if (at + 4 > body.length) throw new ProtocolError('DataRow ends inside a column length');
+    const len = body.readInt32BE(at);
+    at += 4;
+    if (len < 0) row.push(null);
+    else {
+      if (at + len > body.length) throw new ProtocolError('DataRow column runs past the message');
+      row.push(body.toString('utf8', at, at + len));
+      at += len;
+    }
+  }
+  return row;
 }
 
 export function parseBackendKeyData(body: Buffer): { processId: number; secretKey: Buffer } {

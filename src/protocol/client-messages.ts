@@ -7,10 +7,9 @@ import { cstringEnd, decodeUtf8 } from './decode.js';
 import { checkUint32, encodeString, Writer } from './encode.js';
 import { MessageEncodingError, ProtocolError } from './errors.js';
 import { CANCEL_REQUEST_CODE, MAX_CANCEL_SECRET_LENGTH, PROTOCOL_3_0, SSL_REQUEST_CODE } from './startup.js';
+import { FrontendCode } from './codes.js';
 
-const PASSWORD = 0x70; // 'p': PasswordMessage, SASLInitialResponse and SASLResponse share it
-const QUERY = 0x51; // 'Q'
-const TERMINATE = 0x58; // 'X'
+const { PASSWORD, QUERY, TERMINATE } = FrontendCode;
 
 /** Body of a PasswordMessage: exactly one NUL-terminated string filling the body. */
 export function parsePasswordMessage(body: Buffer): string {

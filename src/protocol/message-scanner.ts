@@ -7,8 +7,9 @@
  * chunks. Per chunk it allocates nothing; a chunk full of body bytes costs one comparison.
  * Direction-agnostic: 'Z' is only sent by servers and 'X' only by clients.
  */
-const READY_FOR_QUERY = 0x5a; // 'Z'
-const TERMINATE = 0x58; // 'X'
+import { BackendCode, FrontendCode } from './codes.js';
+const READY_FOR_QUERY = BackendCode.READY_FOR_QUERY;
+const TERMINATE = FrontendCode.TERMINATE;
 
 export class MessageScanner {
   /** Status byte ('I', 'T', 'E' as a char code) of the last ReadyForQuery seen; 0 before the first. */

@@ -8,20 +8,9 @@
 import { MAX_CANCEL_SECRET_LENGTH } from './startup.js';
 import { MessageEncodingError } from './errors.js';
 import { checkUint32, encodeString, Writer } from './encode.js';
+import { AuthCode, BackendCode, EncryptionAnswer, ErrorField } from './codes.js';
 
-const AUTHENTICATION = 0x52; // 'R'
-const PARAMETER_STATUS = 0x53; // 'S'
-const BACKEND_KEY_DATA = 0x4b; // 'K'
-const READY_FOR_QUERY = 0x5a; // 'Z'
-const ERROR_RESPONSE = 0x45; // 'E'
-const NOTICE_RESPONSE = 0x4e; // 'N'
-const NEGOTIATE_PROTOCOL_VERSION = 0x76; // 'v'
-
-const AUTH_OK = 0;
-const AUTH_CLEARTEXT_PASSWORD = 3;
-const AUTH_SASL = 10;
-const AUTH_SASL_CONTINUE = 11;
-const AUTH_SASL_FINAL = 12;
+const { AUTHENTICATION, PARAMETER_STATUS, BACKEND_KEY_DATA, READY_FOR_QUERY, ERROR_RESPONSE, NOTICE_RESPONSE, NEGOTIATE_PROTOCOL_VERSION } = BackendCode;
 
 export type TransactionStatus = 'I' | 'T' | 'E';
 
@@ -49,11 +38,11 @@ function authentication(kind: number, data?: Buffer): Buffer {
 }
 
 export function authenticationOk(): Buffer {
-  return authentication(AUTH_OK);
+  return authentication(AuthCode.OK);
 }
 
 export function authenticationCleartextPassword(): Buffer {
-  return authentication(AUTH_CLEARTEXT_PASSWORD);
+  return authentication(AuthCode.CLEARTEXT_PASSWORD);
 }
 
 /** AuthenticationSASL: the mechanisms the server offers, e.g. ['OAUTHBEARER'] or ['SCRAM-SHA-256']. */
@@ -64,17 +53,17 @@ export function authenticationSasl(mechanisms: string[]): Buffer {
     return encodeString(m, 'SASL mechanism name');
   });
   const size = names.reduce((n, b) => n + b.length + 1, 4 + 1);
-  const w = new Writer(AUTHENTICATION, size).int32(AUTH_SASL);
+  const w = new Writer(AUTHENTICATION, size).int32(AuthCode.SASL);
   for (const name of names) w.cstring(name);
   return w.byte(0).done();
 }
 
 export function authenticationSaslContinue(data: Buffer): Buffer {
-  return authentication(AUTH_SASL_CONTINUE, data);
+  return authentication(AuthCode.SASL_CONTINUE, data);
 }
 
 export function authenticationSaslFinal(data: Buffer): Buffer {
-  return authentication(AUTH_SASL_FINAL, data);
+  return authentication(AuthCode.SASL_FINAL, data);
 }
 
 export function parameterStatus(name: string, value: string): Buffer {
@@ -115,13 +104,13 @@ function noticeOrError(type: number, fields: ErrorFields | NoticeFields): Buffer
   if (!SQLSTATE_PATTERN.test(fields.code)) throw new MessageEncodingError(`SQLSTATE ${JSON.stringify(fields.code)} is not five characters [0-9A-Z]`);
   const severity = encodeString(fields.severity, 'severity');
   const entries: Array<[number, Buffer]> = [
-    [0x53, severity], // S: severity (localized; we do not localize)
-    [0x56, severity], // V: severity, never localized
-    [0x43, encodeString(fields.code, 'SQLSTATE')], // C
-    [0x4d, encodeString(fields.message, 'message')], // M
+    [ErrorField.SEVERITY, severity], // localized; we do not localize
+    [ErrorField.SEVERITY_NONLOCALIZED, severity],
+    [ErrorField.CODE, encodeString(fields.code, 'SQLSTATE')],
+    [ErrorField.MESSAGE, encodeString(fields.message, 'message')],
   ];
-  if (fields.detail !== undefined) entries.push([0x44, encodeString(fields.detail, 'detail')]); // D
-  if (fields.hint !== undefined) entries.push([0x48, encodeString(fields.hint, 'hint')]); // H
+  if (fields.detail !== undefined) entries.push([ErrorField.DETAIL, encodeString(fields.detail, 'detail')]);
+  if (fields.hint !== undefined) entries.push([ErrorField.HINT, encodeString(fields.hint, 'hint')]);
   const size = entries.reduce((n, [, v]) => n + 1 + v.length + 1, 1);
   const w = new Writer(type, size);
   for (const [field, value] of entries) w.byte(field).cstring(value);
@@ -142,5 +131,5 @@ export function negotiateProtocolVersion(newestMinor: number, unsupported: strin
 
 /** The single-byte answer to SSLRequest (and GSSENCRequest): 'S' to start TLS, 'N' to refuse. */
 export function sslResponse(accept: boolean): Buffer {
-  return Buffer.from([accept ? 0x53 : 0x4e]);
+  return Buffer.from([accept ? EncryptionAnswer.ACCEPT : EncryptionAnswer.REJECT]);
 }

@@ -10,10 +10,12 @@ import {
   parseAuthentication,
   parseBackendKeyData,
   parseErrorFields,
+  parseDataRow,
   parseParameterStatus,
   type BackendErrorFields,
 } from '../protocol/backend-messages.js';
 import { passwordMessage, saslInitialResponse, saslResponse, sslRequest, startupMessage, terminate } from '../protocol/client-messages.js';
+import { BackendCode, EncryptionAnswer, ReadyStatus } from '../protocol/codes.js';
 import { FrameReader } from '../protocol/frame-reader.js';
 import { SqlState } from '../protocol/sqlstate.js';
 import { md5PasswordResponse, ScramClient } from './scram.js';
@@ -109,13 +111,13 @@ export class Backend {
 
   /** Something arrived while nobody asked: an idle backend is told it is shutting down, or is broken. */
   private unexpected(type: number, body: Buffer): void {
-    if (type === 0x45 /* E */) {
+    if (type === BackendCode.ERROR_RESPONSE) {
       const f = parseErrorFields(body);
       this.fail(new BackendError('backend_closed', `${this.describe()}: ${f.message}`));
       this.socket.destroy();
     }
     // NoticeResponse / ParameterStatus (e.g. after a configuration reload) while idle are harmless.
-    if (type === 0x53 /* S */) {
+    if (type === BackendCode.PARAMETER_STATUS) {
       const p = parseParameterStatus(body);
       this.parameters.set(p.name, p.value);
     }
@@ -168,32 +170,19 @@ export class Backend {
       bytes,
       (type, body) => {
         switch (type) {
-          case 0x44 /* D */: {
-            const n = body.readInt16BE(0);
-            const row: (string | null)[] = [];
-            let at = 2;
-            for (let i = 0; i < n; i++) {
-              const len = body.readInt32BE(at);
-              at += 4;
-              if (len < 0) row.push(null);
-              else {
-                row.push(body.toString('utf8', at, at + len));
-                at += len;
-              }
-            }
-            rows.push(row);
+          case BackendCode.DATA_ROW:
+            rows.push(parseDataRow(body));
             return false;
-          }
-          case 0x45 /* E */:
+          case BackendCode.ERROR_RESPONSE:
             error ??= parseErrorFields(body);
             return false;
-          case 0x53 /* S */: {
+          case BackendCode.PARAMETER_STATUS: {
             const p = parseParameterStatus(body);
             this.parameters.set(p.name, p.value);
             return false;
           }
-          case 0x5a /* Z */:
-            status = String.fromCharCode(body[0] ?? 0x49);
+          case BackendCode.READY_FOR_QUERY:
+            status = String.fromCharCode(body[0] ?? ReadyStatus.IDLE);
             return true;
           default:
             return false;
@@ -243,7 +232,7 @@ export class Backend {
         startupMessage(params),
         async (type, body) => {
           switch (type) {
-            case 0x52 /* R */: {
+            case BackendCode.AUTHENTICATION: {
               const auth = parseAuthentication(body);
               switch (auth.kind) {
                 case 'ok':
@@ -281,7 +270,7 @@ export class Backend {
                   throw new BackendError('backend_auth_failed', `${where} asked for an unsupported authentication method (${auth.method})`);
               }
             }
-            case 0x45 /* E */: {
+            case BackendCode.ERROR_RESPONSE: {
               const f = parseErrorFields(body);
               const authFailure = f.code.startsWith('28');
               throw new BackendError(
@@ -291,18 +280,18 @@ export class Backend {
                 f,
               );
             }
-            case 0x53 /* S */: {
+            case BackendCode.PARAMETER_STATUS: {
               const p = parseParameterStatus(body);
               backend.parameters.set(p.name, p.value);
               return false;
             }
-            case 0x4b /* K */: {
+            case BackendCode.BACKEND_KEY_DATA: {
               const k = parseBackendKeyData(body);
               backend.processId = k.processId;
               backend.secretKey = k.secretKey;
               return false;
             }
-            case 0x5a /* Z */:
+            case BackendCode.READY_FOR_QUERY:
               return true;
             default:
               return false; // NoticeResponse, NegotiateProtocolVersion
@@ -352,7 +341,7 @@ export function negotiateTls(raw: Socket, target: BackendTarget): Promise<Socket
       }
       raw.write(sslRequest());
       raw.once('data', (answer: Buffer) => {
-        if (answer.length !== 1 || answer[0] !== 0x53 /* S */) {
+        if (answer.length !== 1 || answer[0] !== EncryptionAnswer.ACCEPT) {
           raw.destroy();
           reject(new BackendError('backend_unavailable', `${where} does not accept TLS but sslmode is ${target.sslmode}`));
           return;

@@ -25,8 +25,8 @@ import type { CancelRegistry } from './cancel-registry.js';
 import { Refusal } from './disconnect.js';
 import { PoolClosedError, PoolTimeoutError, type BackendPool } from './pool.js';
 import type { PoolManager } from './pools.js';
+import { FrontendCode } from '../protocol/codes.js';
 
-const PASSWORD_MESSAGE = 0x70; // 'p'
 export const MAX_PREAUTH_MESSAGE = 64 * 1024;
 
 export interface LoginDeps {
@@ -220,7 +220,7 @@ export class Login {
       }
       throw e;
     });
-    if (message.type !== PASSWORD_MESSAGE) {
+    if (message.type !== FrontendCode.PASSWORD) {
       throw new Refusal('protocol_violation', `expected a password message, got message type "${String.fromCharCode(message.type)}"`);
     }
     const token = parsePasswordMessage(message.body);

@@ -12,8 +12,9 @@ import { OAUTHBEARER, OAuthBearerServerExchange, type OAuthBearerStep } from '..
 import { authenticationSasl, authenticationSaslContinue } from '../protocol/server-messages.js';
 import { SqlState } from '../protocol/sqlstate.js';
 import { TokenError } from '../token/errors.js';
+import { FrontendCode } from '../protocol/codes.js';
 
-const SASL_RESPONSE = 0x70; // 'p'
+const SASL_RESPONSE = FrontendCode.PASSWORD; // SASLInitialResponse and SASLResponse
 
 export interface SaslTransport {
   send(message: Buffer): void;

@@ -17,6 +17,7 @@ import type { StartupMessagePacket } from '../protocol/startup.js';
 import { defaultDialer, negotiateTls, type BackendTarget, type Dialer } from './backend.js';
 import type { CancelRegistry } from './cancel-registry.js';
 import { Relay, type RelayResult } from './relay.js';
+import { BackendCode } from '../protocol/codes.js';
 
 export interface PassthroughResult extends RelayResult {
   /** The server refused the login (its ErrorResponse was relayed to the client). */
@@ -74,9 +75,9 @@ export async function relayPassthrough(
       try {
         reader.push(chunk);
         for (let m = reader.nextMessage(); m; m = reader.nextMessage()) {
-          if (m.type === 0x4b /* K */) key = parseBackendKeyData(m.body);
-          else if (m.type === 0x45 /* E */) return done({ refused: parseErrorFields(m.body).message });
-          else if (m.type === 0x5a /* Z */) return done({});
+          if (m.type === BackendCode.BACKEND_KEY_DATA) key = parseBackendKeyData(m.body);
+          else if (m.type === BackendCode.ERROR_RESPONSE) return done({ refused: parseErrorFields(m.body).message });
+          else if (m.type === BackendCode.READY_FOR_QUERY) return done({});
         }
       } catch (e) {
         done({ gone: (e as Error).message });

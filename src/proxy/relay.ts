@@ -9,6 +9,7 @@
  */
 import type { Socket } from 'node:net';
 import { MessageScanner } from '../protocol/message-scanner.js';
+import { BackendCode, FrontendCode, ReadyStatus } from '../protocol/codes.js';
 
 export type RelayEndReason = 'client_terminate' | 'client_closed' | 'client_error' | 'backend_closed' | 'backend_error' | 'protocol_error' | 'stopped';
 
@@ -27,10 +28,10 @@ export interface RelayTap {
   fromBackend(chunk: Buffer): void;
 }
 
-const READY_STATUS_IDLE = 0x49; // 'I'
+const READY_STATUS_IDLE = ReadyStatus.IDLE;
 // Client messages that each produce exactly one ReadyForQuery: Query, Sync, FunctionCall.
-const CLIENT_SYNC_TYPES = [0x51, 0x53, 0x46];
-const SERVER_SYNC_TYPES = [0x5a];
+const CLIENT_SYNC_TYPES = [FrontendCode.QUERY, FrontendCode.SYNC, FrontendCode.FUNCTION_CALL];
+const SERVER_SYNC_TYPES = [BackendCode.READY_FOR_QUERY];
 
 export class Relay {
   private readonly fromClient = new MessageScanner(CLIENT_SYNC_TYPES);

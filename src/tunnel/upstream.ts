@@ -9,6 +9,7 @@ import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { parseAuthentication, parseErrorFields, type BackendErrorFields } from '../protocol/backend-messages.js';
 import { passwordMessage, sslRequest, startupMessage } from '../protocol/client-messages.js';
 import { FrameReader } from '../protocol/frame-reader.js';
+import { BackendCode, EncryptionAnswer } from '../protocol/codes.js';
 import { UpstreamOAuthBearer } from './upstream-oauthbearer.js';
 
 /** A backend message rebuilt from its type and body, to relay it as it came. */
@@ -58,7 +59,7 @@ export function connectTls(proxy: ProxyAddress, dialer: TunnelDialer = defaultDi
     raw.once('connect', () => {
       raw.write(sslRequest());
       raw.once('data', (answer: Buffer) => {
-        if (answer.length !== 1 || answer[0] !== 0x53) {
+        if (answer.length !== 1 || answer[0] !== EncryptionAnswer.ACCEPT) {
           fail(new UpstreamError('proxy_tls_failed', `${where} did not accept TLS; is it a gprxy proxy with tls configured?`));
           return;
         }
@@ -109,7 +110,7 @@ export async function authenticateUpstream(socket: TLSSocket, parameters: Record
       try {
         reader.push(chunk);
         for (let msg = reader.nextMessage(); msg; msg = reader.nextMessage()) {
-        if (msg.type === 0x52 /* R */) {
+        if (msg.type === BackendCode.AUTHENTICATION) {
           const auth = parseAuthentication(msg.body);
           if (auth.kind === 'cleartext' && !oauth) {
             socket.write(passwordMessage(token));
@@ -121,17 +122,17 @@ export async function authenticateUpstream(socket: TLSSocket, parameters: Record
             oauth ??= new UpstreamOAuthBearer(token);
             const step = oauth.next(auth);
             if (step.kind === 'unsupported') return done(new UpstreamError('proxy_refused', step.message));
-            if (step.kind === 'authenticated') return done(undefined, Buffer.concat([tagged(0x52, msg.body), reader.takeRemaining()]));
+            if (step.kind === 'authenticated') return done(undefined, Buffer.concat([tagged(BackendCode.AUTHENTICATION, msg.body), reader.takeRemaining()]));
             if (step.send) socket.write(step.send);
             continue;
           }
           done(new UpstreamError('proxy_refused', `the server asked for ${auth.kind} authentication; gprxy connect answers with an access token only (a password request or OAUTHBEARER)`));
           return;
         }
-        if (msg.type === 0x45 /* E */) {
+        if (msg.type === BackendCode.ERROR_RESPONSE) {
           const fields = parseErrorFields(msg.body);
           const header = Buffer.alloc(5);
-          header[0] = 0x45;
+          header[0] = BackendCode.ERROR_RESPONSE;
           header.writeInt32BE(msg.body.length + 4, 1);
           done(new UpstreamError('proxy_refused', fields.message, fields, Buffer.concat([header, msg.body])));
           return;
