@@ -1,4 +1,4 @@
-import { ProtocolError } from './errors.js';
+import { MessageTooLargeError, ProtocolError } from './errors.js';
 
 export interface FrameReaderOptions {
   /** Largest startup-phase packet accepted, counting its own length field. PostgreSQL uses 10000. */
@@ -67,7 +67,7 @@ export class FrameReader {
     const length = this.buf.readUInt32BE(this.start);
     if (length < 8) throw new ProtocolError(`startup packet length ${length} is below the minimum of 8 bytes`);
     if (length > this.maxStartupLength) {
-      throw new ProtocolError(`startup packet length ${length} exceeds ${this.maxStartupLength} bytes`);
+      throw new MessageTooLargeError(undefined, length, this.maxStartupLength, `startup packet length ${length} exceeds ${this.maxStartupLength} bytes`);
     }
     if (this.end - this.start < length) return null;
     const frame = this.buf.subarray(this.start, this.start + length);
@@ -82,7 +82,7 @@ export class FrameReader {
     const length = this.buf.readUInt32BE(this.start + 1);
     if (length < 4) throw new ProtocolError(`message ${describeType(type)} length ${length} is below the minimum of 4 bytes`);
     if (length > this.maxMessageLength) {
-      throw new ProtocolError(`message ${describeType(type)} length ${length} exceeds ${this.maxMessageLength} bytes`);
+      throw new MessageTooLargeError(type, length, this.maxMessageLength, `message ${describeType(type)} length ${length} exceeds ${this.maxMessageLength} bytes`);
     }
     if (this.end - this.start < 1 + length) return null;
     const body = this.buf.subarray(this.start + 5, this.start + 1 + length);

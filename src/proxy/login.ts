@@ -9,7 +9,7 @@ import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import type { DatabaseConfig, ProxyConfig } from '../config/proxy-config.js';
-import { ProtocolError } from '../protocol/errors.js';
+import { MessageTooLargeError, ProtocolError } from '../protocol/errors.js';
 import { FrameReader } from '../protocol/frame-reader.js';
 import { parsePasswordMessage } from '../protocol/client-messages.js';
 import { authenticationCleartextPassword, negotiateProtocolVersion, sslResponse } from '../protocol/server-messages.js';
@@ -215,7 +215,7 @@ export class Login {
   private async readPassword(): Promise<string> {
     const message = await this.next(() => this.reader.nextMessage()).catch((e: unknown) => {
       // An oversized password is a wrong password, not a protocol attack: say so with 28P01.
-      if (e instanceof ProtocolError && /^message 'p' length \d+ exceeds/.test(e.message)) {
+      if (e instanceof MessageTooLargeError && e.messageType === FrontendCode.PASSWORD) {
         throw new TokenError('token_too_large', `the password is larger than ${MAX_PREAUTH_MESSAGE} bytes, too large to be an access token; use gprxy token or gprxy connect`);
       }
       throw e;

@@ -6,7 +6,7 @@
  * A refused token gets the same challenge, then (after the client's dummy response) the verifier's error.
  */
 import type { TaggedMessage } from '../protocol/frame-reader.js';
-import { ProtocolError } from '../protocol/errors.js';
+import { MessageTooLargeError, ProtocolError } from '../protocol/errors.js';
 import { parseSaslInitialResponse } from '../protocol/client-messages.js';
 import { OAUTHBEARER, OAuthBearerServerExchange, type OAuthBearerStep } from '../protocol/oauthbearer.js';
 import { authenticationSasl, authenticationSaslContinue } from '../protocol/server-messages.js';
@@ -95,7 +95,7 @@ async function receiveSasl(io: SaslTransport, maxBytes: number): Promise<TaggedM
     message = await io.receive();
   } catch (e) {
     // An oversized SASL message is not a token (28P01), not a protocol attack; say what to do.
-    if (e instanceof ProtocolError && /^message 'p' length \d+ exceeds/.test(e.message)) {
+    if (e instanceof MessageTooLargeError && e.messageType === FrontendCode.PASSWORD) {
       throw new TokenError('token_too_large', `the OAUTHBEARER message is larger than ${maxBytes} bytes, too large to carry an access token`);
     }
     throw e;
