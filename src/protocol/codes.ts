@@ -12,6 +12,8 @@ export const FrontendCode = {
   PARSE: 0x50, // 'P'
   BIND: 0x42, // 'B'
   EXECUTE: 0x45, // 'E'
+  DESCRIBE: 0x44, // 'D'
+  CLOSE: 0x43, // 'C'
   SYNC: 0x53, // 'S'
   FUNCTION_CALL: 0x46, // 'F'
   TERMINATE: 0x58, // 'X'
@@ -27,6 +29,17 @@ export const BackendCode = {
   NOTICE_RESPONSE: 0x4e, // 'N'
   NEGOTIATE_PROTOCOL_VERSION: 0x76, // 'v'
   DATA_ROW: 0x44, // 'D'
+  COMMAND_COMPLETE: 0x43, // 'C'
+  PARSE_COMPLETE: 0x31, // '1'
+  BIND_COMPLETE: 0x32, // '2'
+  CLOSE_COMPLETE: 0x33, // '3'
+  EMPTY_QUERY_RESPONSE: 0x49, // 'I'
+  PORTAL_SUSPENDED: 0x73, // 's'
+  ROW_DESCRIPTION: 0x54, // 'T'
+  NO_DATA: 0x6e, // 'n'
+  COPY_IN_RESPONSE: 0x47, // 'G'
+  COPY_OUT_RESPONSE: 0x48, // 'H'
+  COPY_BOTH_RESPONSE: 0x57, // 'W'
 } as const;
 
 /** The int32 that opens an Authentication ('R') message: which step of which method. */

@@ -21,6 +21,7 @@ import { parseErrorFields, parseParameterStatus } from '../../protocol/backend-m
 import { classify, firstWord, keeps, rowsOf, type StatementClass } from './classify.js';
 import { MessageTap } from './message-tap.js';
 import { leadingKeyword, redactLiterals, splitStatements } from './sql-lexer.js';
+import { BackendCode, FrontendCode } from '../../protocol/codes.js';
 
 /** Statement text beyond this many bytes is not kept (its length still is); the hash covers what is kept. */
 export const MAX_BUFFERED_STATEMENT = 1024 * 1024;
@@ -32,11 +33,11 @@ export const MAX_PENDING = 100_000;
 export const MAX_PREPARED = 10_000;
 const MAX_PARAM_CHARS = 1024;
 
-// Client message types.
-const Q = 0x51, P = 0x50, B = 0x42, E = 0x45, CLOSE = 0x43, D = 0x44, SYNC = 0x53, F = 0x46;
+// Client message types (protocol/codes.ts).
+const { QUERY: Q, PARSE: P, BIND: B, EXECUTE: E, CLOSE, DESCRIBE: D, SYNC, FUNCTION_CALL: F } = FrontendCode;
 // Backend message types.
-const COMMAND_COMPLETE = 0x43, ERROR = 0x45, READY = 0x5a, PARAM_STATUS = 0x53, PARSE_COMPLETE = 0x31, BIND_COMPLETE = 0x32, CLOSE_COMPLETE = 0x33;
-const EMPTY_QUERY = 0x49, SUSPENDED = 0x73, ROW_DESCRIPTION = 0x54, NO_DATA = 0x6e, COPY_IN = 0x47, COPY_OUT = 0x48, COPY_BOTH = 0x57;
+const { COMMAND_COMPLETE, ERROR_RESPONSE: ERROR, READY_FOR_QUERY: READY, PARAMETER_STATUS: PARAM_STATUS, PARSE_COMPLETE, BIND_COMPLETE, CLOSE_COMPLETE } = BackendCode;
+const { EMPTY_QUERY_RESPONSE: EMPTY_QUERY, PORTAL_SUSPENDED: SUSPENDED, ROW_DESCRIPTION, NO_DATA, COPY_IN_RESPONSE: COPY_IN, COPY_OUT_RESPONSE: COPY_OUT, COPY_BOTH_RESPONSE: COPY_BOTH } = BackendCode;
 
 export interface AuditSessionIdentity {
   readonly session: number;
