@@ -3,6 +3,7 @@ import { BaseCommand } from '../cli/base-command.js';
 import { exitCodeForSignal as exitCodeFor } from '../cli/exit-codes.js';
 import type { Demo as RunningDemo } from '../demo/demo.js';
 import { DEMO_PACKAGES, requireDemoPackages } from '../demo/optional-deps.js';
+import { watchParent } from '../demo/parent-watch.js';
 
 export default class Demo extends BaseCommand {
   static override summary = 'The whole system on this machine in one command: PostgreSQL 18, an OIDC provider, the proxy and a tunnel (--script: a guided tour)';
@@ -37,6 +38,11 @@ The demo never touches your OS keychain or your gprxy profiles: it keeps its own
     process.on('SIGTERM', onSignal);
     const signalled = new Promise<void>((resolve) => abort.signal.addEventListener('abort', () => resolve(), { once: true }));
     const warn = (m: string) => this.logToStderr(`gprxy demo: ${m}`);
+    // `kill` on `npm run demo` ends npm, not us: stop as on SIGTERM when our parent goes away.
+    watchParent((why) => {
+      warn(`${why}; stopping as on SIGTERM`);
+      onSignal('SIGTERM');
+    });
 
     this.log('gprxy demo: starting the whole system on this machine…');
     let demo: RunningDemo;

@@ -30,7 +30,7 @@ import { Tunnel, usernameFromClaims } from '../tunnel/tunnel.js';
 import { createCertificateAuthority } from './certificates.js';
 import { DEV_AUDIENCE, DEV_CLI_CLIENT_ID, DEV_USERS, startDevProvider, type DevUser } from './oidc-provider.js';
 import { DemoError } from './demo-error.js';
-import { startCluster, type Cluster } from './postgres-cluster.js';
+import { binaryCopyOf, startCluster, type Cluster } from './postgres-cluster.js';
 
 export { DemoError, type DemoErrorCode } from './demo-error.js';
 
@@ -85,7 +85,7 @@ export interface Demo {
   readonly caPath: string;
   readonly proxyConfigPath: string;
   readonly proxyLogPath: string;
-  readonly postgres: { readonly host: string; readonly port: number; readonly version: string; readonly dataDir: string; readonly superuser: string; readonly superuserPassword: string };
+  readonly postgres: { readonly host: string; readonly port: number; readonly version: string; readonly dataDir: string; readonly superuser: string; readonly superuserPassword: string; readonly binDir: string };
   readonly provider: { readonly issuer: string; readonly devicePage: string; readonly users: readonly DevUser[] };
   readonly proxy: { readonly host: string; readonly port: number };
   readonly database: string;
@@ -357,7 +357,7 @@ export async function startDemo(options: DemoOptions = {}): Promise<Demo> {
       caPath,
       proxyConfigPath,
       proxyLogPath,
-      postgres: { host: cluster.host, port: cluster.port, version, dataDir, superuser: cluster.superuser, superuserPassword: cluster.superuserPassword },
+      postgres: { host: cluster.host, port: cluster.port, version, dataDir, superuser: cluster.superuser, superuserPassword: cluster.superuserPassword, binDir: cluster.binDir },
       provider: { issuer: provider.issuer, devicePage: new URL('device', provider.issuer).toString(), users: DEV_USERS },
       proxy: proxyAddress,
       database: DEMO_DATABASE,
@@ -382,6 +382,7 @@ export function describeDemo(demo: Demo): string[] {
   const s = demo.session;
   const roleOf = (u: DevUser) => u.roles.join(',');
   const col = 25;
+  const binaryCopy = binaryCopyOf(demo.postgres.binDir);
   return [
     '',
     `gprxy demo is running (ready in ${(demo.startupMs / 1000).toFixed(1)} s).`,
@@ -397,6 +398,9 @@ export function describeDemo(demo: Demo): string[] {
     ...demo.provider.users.map((u) => `    ${pad(u.username, 9)} password ${pad(u.password, 12)} role ${pad(roleOf(u), 10)} tenant ${u.orgId ?? '-'}`),
     '',
     `  Temporary files: ${demo.dir} and ${demo.postgres.dataDir.replace(/\/data$/, '')} (removed on exit); certificates from the demo CA ${demo.caPath}.`,
+    ...(binaryCopy
+      ? [`  PostgreSQL's binaries were copied to ${binaryCopy} (the postgres user it runs as cannot reach them where npm put them): kept and reused by the next runs; delete it any time.`]
+      : []),
     '  Tokens are kept in memory only: the demo does not touch your OS keychain or ~/.config/gprxy.',
   ];
 }

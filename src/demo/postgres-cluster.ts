@@ -121,6 +121,12 @@ function binariesReachable(binDir: string, owner: { uid: number } | undefined): 
   return join(target, basename(binDir));
 }
 
+/** The copy binariesReachable() made of `binDir`'s installation, if `binDir` is inside one (else undefined). */
+export function binaryCopyOf(binDir: string): string | undefined {
+  const root = dirname(resolve(binDir));
+  return /^gprxy-postgres-[0-9a-f]{12}$/.test(basename(root)) ? root : undefined;
+}
+
 export async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
   const owner = runAsUser();
   const binDir = binariesReachable(options.binDir ?? (await embeddedBinDir()), owner);

@@ -4,16 +4,18 @@
  * login in the provider's pages; and after Ctrl+C (or SIGTERM) no process, port, temporary file or
  * profile is left. Each run gets its own TMPDIR and HOME, so "nothing left" is checked exactly.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { fetchWithCa } from '../../src/token/ca-fetch.js';
 import { ScriptedBrowser, errorText, findForm, pageName } from '../../src/demo/scripted-browser.js';
 import { runCli, startCli, type CliProcess } from '../support/cli.js';
 import { appendRunLog } from '../support/run-log.js';
+import { waitUntil } from '../support/wait.js';
 
 const run = promisify(execFile);
 const made: string[] = [];
@@ -222,5 +224,33 @@ describe('gprxy demo', () => {
     expect(readdirSync(iso.tmp)).toEqual([]);
     expect(readdirSync(iso.home)).toEqual([]);
     expect((await listeningPorts()).has(pgPort)).toBe(false);
+  });
+
+  it('SIGTERM to `npm run demo` (npm exits, the demo is orphaned) still stops everything and leaves nothing', { timeout: 120_000 }, async () => {
+    const iso = isolated();
+    const npmCache = mkdtempSync(join(tmpdir(), 'gprxy-demotest-npm-'));
+    made.push(npmCache);
+    // npm runs the script through `sh -c`; npm itself exits on SIGTERM without waiting for it.
+    const npm = spawn('npm', ['run', '--silent', 'demo', '--', '--yes', '--port', '0'], {
+      cwd: fileURLToPath(new URL('../..', import.meta.url)),
+      env: { PATH: process.env.PATH!, ...iso.env, npm_config_cache: npmCache, npm_config_update_notifier: 'false' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    npm.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    npm.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+    // 'close' comes when every holder of the pipes is gone: npm, the shell and the demo's node process.
+    const closed = new Promise<void>((resolve) => npm.once('close', () => resolve()));
+    await waitUntil(() => out.includes('Press Ctrl+C to stop everything.'), 60_000);
+    const state = parseRunning(out);
+    expect((await processesMentioning(state.dataDir)).length).toBeGreaterThan(0);
+
+    npm.kill('SIGTERM');
+    await closed;
+    appendRunLog(out + err);
+    expect(err).toContain('exited; stopping as on SIGTERM');
+    expect(out).toContain('Stopped everything and removed the temporary files.');
+    await expectNothingLeft(state, iso);
   });
 });
