@@ -63,7 +63,11 @@ export interface DatabaseState {
   readonly roleSettings: readonly RoleSettingRow[];
   /** PUBLIC holds CREATE on schema public. */
   readonly publicCreate: boolean;
+  /** The admin may change schema public's ACL. */
+  readonly mayChangePublic: boolean;
   readonly databaseOwner: string;
+  /** The admin is a superuser (pg_catalog's function ACLs). */
+  readonly superuser: boolean;
   /** Peer functions PUBLIC may still execute, per group. */
   readonly publicPeerFunctions: ReadonlyMap<PeerFunctionGroup['key'], readonly string[]>;
 }
@@ -172,12 +176,18 @@ export function planDbInit(config: ProxyConfig, database: DatabaseConfig, option
 /** What the public-schema and peer-isolation statements will change here, why, and what that breaks. */
 function hardeningNotes(state: DatabaseState, options: DbInitOptions): string[] {
   const notes: string[] = [];
-  if (state.publicCreate && !options.keepPublicCreate) {
+  if (state.publicCreate && !options.keepPublicCreate && !state.mayChangePublic) {
+    notes.push(`schema public: PUBLIC may create objects in it, and this admin cannot change that (only its owner or a superuser): every user of a service account can plant functions other users' statements resolve to`);
+  } else if (state.publicCreate && !options.keepPublicCreate) {
     notes.push(
       `revoked CREATE on schema public from PUBLIC and granted it to the database owner ${state.databaseOwner} (the PostgreSQL 13/14 default let every user of a service account plant functions other users' statements resolve to); roles that created objects in public need an explicit GRANT CREATE ON SCHEMA public now; keep it with --keep-public-create`,
     );
   }
-  if (!options.keepPeerAccess) {
+  if (!options.keepPeerAccess && !state.superuser && state.publicPeerFunctions.size > 0) {
+    notes.push(
+      `peer isolation not applied: only a superuser may revoke EXECUTE on ${[...state.publicPeerFunctions.values()].flat().slice(0, 3).join(', ')}, ... from PUBLIC; until then users of one account read each other's query text, signal each other's backends and share large objects. Run db init as a superuser`,
+    );
+  } else if (!options.keepPeerAccess) {
     for (const group of PEER_FUNCTION_GROUPS) {
       const functions = state.publicPeerFunctions.get(group.key);
       if (!functions?.length) continue;
@@ -266,7 +276,7 @@ export async function inspectDatabase(
       [Object.keys(config.accounts)],
     )
   ).rows.map((r) => ({ account: String(r.account), database: r.database === null ? null : String(r.database), entry: String(r.entry) }));
-  const { publicCreate, databaseOwner } = await inspectPublicCreate(client);
+  const { publicCreate, mayChangePublic, databaseOwner } = await inspectPublicCreate(client);
   return {
     existingRoles: existing,
     passwordsCurrent,
@@ -275,7 +285,9 @@ export async function inspectDatabase(
     privileged,
     roleSettings,
     publicCreate,
+    mayChangePublic,
     databaseOwner,
+    superuser: server.superuser === true,
     publicPeerFunctions: await publicPeerFunctions(client),
   };
 }

@@ -19,7 +19,7 @@ interface Queryable {
 
 /** Relations with RLS enabled, not forced, whose owner's privileges one of `accounts` has. */
 function unforcedRlsTables(accountsArray: string): string {
-  return `SELECT c.oid, n.nspname, c.relname, c.relowner::pg_catalog.regrole::pg_catalog.text AS owner
+  return `SELECT c.oid, n.nspname, c.relname, c.relowner, c.relowner::pg_catalog.regrole::pg_catalog.text AS owner
       FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
      WHERE c.relkind IN ('r', 'p') AND c.relrowsecurity AND NOT c.relforcerowsecurity
        AND EXISTS (SELECT FROM pg_catalog.pg_roles AS a WHERE a.rolname = ANY (${accountsArray})
@@ -32,6 +32,7 @@ export function forceRlsStatement(accounts: readonly string[]): string {
   return doBlock(
     [
       `  FOR t IN ${unforcedRlsTables(array)} ORDER BY 2, 3 LOOP`,
+      `    CONTINUE WHEN NOT pg_catalog.pg_has_role(CURRENT_USER, t.relowner, 'USAGE'); -- not ours to alter: stays reported`,
       `    EXECUTE pg_catalog.format('ALTER TABLE %I.%I FORCE ROW LEVEL SECURITY', t.nspname, t.relname);`,
       `  END LOOP;`,
     ].join('\n'),

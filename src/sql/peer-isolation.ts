@@ -10,6 +10,7 @@
  * pg_monitor) and gprxy_owner (gprxy.claims() and begin_session read this backend's start time) for the
  * activity functions, pg_signal_backend for the signals, nobody for large objects (superusers keep all).
  * pg_proc is per database: this applies to the database db init prepares, not to the others of the cluster.
+ * Only a superuser may change these ACLs: run by another admin, db init skips this and says so.
  *
  * What remains, by design: the pid, start time, state and timing of the account's backends
  * (pg_stat_get_backend_pid/start/..., which the proxy uses to read its own backend's start time); a
@@ -74,6 +75,9 @@ export function peerIsolationStatements(): string[] {
     );
     return doBlock(
       [
+        `  IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER) THEN`,
+        `    RETURN; -- only a superuser may change pg_catalog's ACLs (db init says so)`,
+        `  END IF;`,
         `  FOR f IN SELECT n.nspname, p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid) AS args`,
         `             FROM pg_catalog.pg_proc AS p JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace`,
         `            WHERE ${functionsOf(group)} ORDER BY 1, 2, 3 LOOP`,

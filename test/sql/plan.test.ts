@@ -35,6 +35,8 @@ const state = (secret: DatabaseState['secret'], passwordsCurrent: string[] = [])
   privileged: true,
   // What db init sets on purpose is already there: no notes about settings.
   publicCreate: false,
+  mayChangePublic: true,
+  superuser: true,
   databaseOwner: 'postgres',
   publicPeerFunctions: new Map(),
   roleSettings: ['app_admin', 'app_reader'].flatMap((account) => accountSettingsFor(180000).map((s) => ({ account, database: null, entry: settingEntry(s) }))),

@@ -90,10 +90,11 @@ describe('items 5 and 15: what db init sets for the accounts on purpose', () => 
     }
   });
 
-  it('a non-superuser admin cannot set log_parameter_max_length: db init says so instead of failing', async () => {
+  it('a non-superuser admin cannot set log_parameter_max_length or change pg_catalog ACLs: db init says so instead of failing', async () => {
     await cluster.query(`create role limited_admin login createrole password 'limited-admin-pw-0123'`);
     await cluster.query(`grant all on database mydb to limited_admin`);
     await cluster.query(`alter role app_reader reset log_parameter_max_length`);
+    await cluster.query(`grant execute on function pg_catalog.pg_cancel_backend(integer) to public`, [], 'mydb');
     try {
       const { planDbInit } = await import('../../src/sql/db-init.js');
       const { inspectDatabase } = await import('../../src/sql/db-init.js');
@@ -103,6 +104,8 @@ describe('items 5 and 15: what db init sets for the accounts on purpose', () => 
         expect(state.privileged).toBe(false);
         const plan = planDbInit(testConfig(cluster), testConfig(cluster).databases.mydb!, {}, state);
         expect(plan.notes).toContainEqual(expect.stringContaining('log_parameter_max_length not set for the accounts: it needs a superuser'));
+        expect(plan.notes).toContainEqual(expect.stringContaining('peer isolation not applied: only a superuser may revoke EXECUTE on pg_cancel_backend(integer)'));
+        expect(plan.notes).not.toContainEqual(expect.stringContaining('revoked EXECUTE'));
       } finally {
         await c.end();
       }
