@@ -46,16 +46,16 @@ describe('item 2: account defaults poisoned by one user', () => {
     await attacker.query(`alter role current_user set default_transaction_read_only = on`);
     await attacker.query(`alter role current_user set search_path = public, pg_catalog`);
     await attacker.query(`alter role current_user set row_security = off`);
-    await attacker.query(`alter role current_user in database mydb set statement_timeout = '1ms'`);
+    await attacker.query(`alter role current_user in database mydb set statement_timeout = '42s'`);
     await attacker.query(`alter role current_user reset client_connection_check_interval`);
 
     const poisoned = await as('app_writer');
     expect(await setting(poisoned, 'default_transaction_read_only')).toBe('on'); // what every later user got
-    expect(await setting(poisoned, 'statement_timeout')).toBe('1ms');
+    expect(await setting(poisoned, 'statement_timeout')).toBe('42s');
 
     const { results, output } = await init();
     expect(results[0]!.changed).toContain('roleSettings');
-    for (const removed of ['default_transaction_read_only=on', 'search_path=public, pg_catalog', 'row_security=off', 'statement_timeout=1ms']) {
+    for (const removed of ['default_transaction_read_only=on', 'search_path=public, pg_catalog', 'row_security=off', 'statement_timeout=42s']) {
       expect(output).toContain(`removed role setting ${removed} of app_writer`);
     }
 
