@@ -79,6 +79,21 @@ describe('gprxy db init (command)', () => {
     expect((await cluster.query(`select count(*)::int as n from pg_roles where rolname like 'gprxy%'`)).rows[0]!.n).toBe(0);
   });
 
+  it('--keep-public-create, --keep-peer-access and --force-rls reach the plan', async () => {
+    const config = writeConfig(cluster.port);
+    const env = { PG_WRITER_PASSWORD: WRITER_PASSWORD, GPRXY_CONTEXT_SECRET: SECRET };
+    const plain = await gprxy(['db', 'init', '--config', config, '--print'], env);
+    expect(plain.stdout).toContain('REVOKE CREATE ON SCHEMA public FROM PUBLIC');
+    expect(plain.stdout).toContain("REVOKE EXECUTE ON FUNCTION %I.%I(%s) FROM PUBLIC");
+    expect(plain.stdout).not.toContain('FORCE ROW LEVEL SECURITY');
+    expect(plain.stdout).toContain('hostssl mydb app_admin,app_writer,app_reader PROXY_ADDRESS/32 cert');
+    const flagged = await gprxy(['db', 'init', '--config', config, '--print', '--keep-public-create', '--keep-peer-access', '--force-rls'], env);
+    expect(flagged.code).toBe(0);
+    expect(flagged.stdout).not.toContain('REVOKE CREATE ON SCHEMA public');
+    expect(flagged.stdout).not.toContain('REVOKE EXECUTE ON FUNCTION');
+    expect(flagged.stdout).toContain('FORCE ROW LEVEL SECURITY');
+  });
+
   it('without an admin URL (and without --print) exits 1 and says what to pass', async () => {
     const r = await gprxy(['db', 'init', '--config', writeConfig(cluster.port)], { PG_WRITER_PASSWORD: WRITER_PASSWORD, GPRXY_CONTEXT_SECRET: SECRET });
     expect(r.code).toBe(1);
