@@ -12,11 +12,15 @@ It prints what is running and the psql command to paste, then waits; Ctrl+C stop
 With --script it runs a short tour instead (alice writes, bob reads but cannot write, a forged identity shows nothing, sathwick sees every tenant) and exits 0 when every step behaves as it must.
 The demo never touches your OS keychain or your gprxy profiles: it keeps its own in a temporary directory and in memory.`;
 
-  static override examples = ['gprxy demo', 'gprxy demo --yes', 'gprxy demo --script', 'gprxy demo --port 6543'];
+  static override examples = ['gprxy demo', 'gprxy demo --yes', 'gprxy demo --script', 'gprxy demo --port 6543', 'gprxy demo --native --yes'];
 
   static override flags = {
     script: Flags.boolean({ description: 'run the scripted tour, then stop and exit (0 when every step behaves as expected)', default: false }),
     yes: Flags.boolean({ char: 'y', description: 'approve the device login automatically as alice instead of in a browser', default: false }),
+    native: Flags.boolean({
+      description: 'also show Option 1: PostgreSQL 18 native OAuth (oauth in pg_hba, the gprxy validator module built with gcc) and a tunnel straight to it',
+      default: false,
+    }),
     port: Flags.integer({ description: 'local port of the tunnel (default 5432, or the next free one)', min: 0, max: 65535 }),
   };
 
@@ -50,6 +54,7 @@ The demo never touches your OS keychain or your gprxy profiles: it keeps its own
       demo = await startDemo({
         ...(flags.port !== undefined ? { tunnelPort: flags.port } : flags.script ? { tunnelPort: 0 } : {}),
         ...(flags.script || flags.yes ? { autoApproveAs: 'alice' } : {}),
+        ...(flags.native ? { native: true } : {}),
         signal: abort.signal,
         onProgress: (line) => this.log(`  ✓ ${line}`),
         onWarning: warn,

@@ -31,6 +31,7 @@ import { createCertificateAuthority } from './certificates.js';
 import { DEV_AUDIENCE, DEV_CLI_CLIENT_ID, DEV_USERS, startDevProvider, type DevUser } from './oidc-provider.js';
 import { DemoError } from './demo-error.js';
 import { binaryCopyOf, startCluster, type Cluster } from './postgres-cluster.js';
+import { buildValidatorModule, validatorBuildUnavailable, type BuiltValidator } from './validator-module.js';
 
 export { DemoError, type DemoErrorCode } from './demo-error.js';
 
@@ -60,6 +61,11 @@ export interface DemoOptions {
   readonly onWarning?: (message: string) => void;
   /** PostgreSQL binaries; default the embedded PostgreSQL 18. */
   readonly binDir?: string;
+  /**
+   * Option 1 too (`gprxy demo --native`): PostgreSQL 18 with `oauth` in pg_hba and gprxy's validator module
+   * (built with gcc), a role per demo user, and a second tunnel straight to PostgreSQL for the signed-in user.
+   */
+  readonly native?: boolean;
 }
 
 /** A signed-in person with their own tunnel, as `gprxy login` + `gprxy connect demo` would give them. */
@@ -76,6 +82,8 @@ export interface DemoSession {
   readonly conninfo: string;
   /** A node-postgres client through the tunnel (no password: the tunnel injects the token). */
   client(applicationName?: string): pg.Client;
+  /** `--native`: the same person's tunnel straight to PostgreSQL 18 native OAuth (Option 1). */
+  readonly native?: { readonly host: string; readonly port: number; readonly psqlCommand: string };
   close(): Promise<void>;
 }
 
@@ -115,7 +123,7 @@ function memoryKeychain(): KeychainStore {
   });
 }
 
-function proxyYaml(cluster: Cluster): string {
+function proxyYaml(cluster: Cluster, validatorSocket?: string): string {
   return `# The proxy config of \`gprxy demo\` (DESIGN.md 2.2). \`gprxy serve --config\` reads the same file;
 # secrets come from the environment (\${VAR}), here set by the demo process.
 listen: "127.0.0.1:0"              # 0: any free port (the demo prints the one it got)
@@ -146,7 +154,14 @@ context:
     app.email: "https://gprxy.io/email"
 limits: { login_timeout: 10s, pool_wait_timeout: 10s }
 log: { level: info, file: proxy.log }
-`;
+${
+  validatorSocket
+    ? `# --native: the endpoint PostgreSQL 18's gprxy_oauth_validator module asks (validator/README.md); 0666 because
+# PostgreSQL runs as another user here. Production: 0660 and a group both share.
+validator: { socket: ${validatorSocket}, socket_mode: "0666" }
+`
+    : ''
+}`;
 }
 
 function secret(): string {
@@ -198,13 +213,31 @@ export async function startDemo(options: DemoOptions = {}): Promise<Demo> {
     // PostgreSQL and the provider do not depend on each other: start them together.
     // PostgreSQL and the provider do not depend on each other: start them together. Each registers its
     // cleanup as soon as it is up, so a failure of the other one still stops it.
+    // --native: the validator module is built first (gcc), and PostgreSQL's pg_hba names the provider's issuer.
+    let validator: BuiltValidator | undefined;
+    if (options.native) {
+      const missing = validatorBuildUnavailable();
+      if (missing) throw new DemoError('demo_native_unavailable', `gprxy demo --native needs ${missing}`);
+      validator = buildValidatorModule();
+      const built = validator;
+      cleanups.push(() => built.dispose());
+    }
     const [cluster, provider] = await timed(
       'PostgreSQL and the OIDC provider',
       async () => {
+        // One-hour access tokens, like a typical API: sessions end when their token does (end_session_at_token_expiry).
+        const providerStart = startDevProvider({ ca, accessTokenTtlSeconds: 3600, deviceIntervalSeconds: options.autoApproveAs ? 0.2 : 1 });
+        const nativeOptions = async () => {
+          if (!validator) return {};
+          const { issuer } = await providerStart;
+          return {
+            settings: { oauth_validator_libraries: validator.library, 'gprxy.validator_socket': join(validator.dir, 'validator.sock') },
+            hba: [`hostssl ${DEMO_DATABASE} +oauth_users 127.0.0.1/32 oauth issuer="${issuer}" scope="openid"`],
+          };
+        };
         const [c, p] = await Promise.allSettled([
-          startCluster({ tls: pgLeaf, ...(options.binDir ? { binDir: options.binDir } : {}) }),
-          // One-hour access tokens, like a typical API: sessions end when their token does (end_session_at_token_expiry).
-          startDevProvider({ ca, accessTokenTtlSeconds: 3600, deviceIntervalSeconds: options.autoApproveAs ? 0.2 : 1 }),
+          nativeOptions().then((native) => startCluster({ tls: pgLeaf, ...native, ...(options.binDir ? { binDir: options.binDir } : {}) })),
+          providerStart,
         ]);
         if (c.status === 'fulfilled') cleanups.push(() => c.value.stop());
         if (p.status === 'fulfilled') cleanups.push(() => p.value.close());
@@ -219,7 +252,7 @@ export async function startDemo(options: DemoOptions = {}): Promise<Demo> {
 
     // The proxy config, as an operator would write it; the secrets only in this process's memory.
     const proxyConfigPath = join(dir, 'gprxy.yaml');
-    writeFileSync(proxyConfigPath, proxyYaml(cluster));
+    writeFileSync(proxyConfigPath, proxyYaml(cluster, validator ? join(validator.dir, 'validator.sock') : undefined));
     const env = {
       GPRXY_DEMO_ISSUER: provider.issuer,
       PG_ADMIN_PASSWORD: secret(),
@@ -239,6 +272,19 @@ export async function startDemo(options: DemoOptions = {}): Promise<Demo> {
       },
       (results) => `database ${DEMO_DATABASE}: service accounts ${Object.keys(config.accounts).join(', ')}${results.length ? '' : ' (unchanged)'}; schema gprxy; tables users, posts with row-level security`,
     );
+
+    if (validator) {
+      await timed(
+        'PostgreSQL 18 native OAuth (--native)',
+        async () => {
+          // Option 1: each person is their own role; pg_hba sends the group to OAuth, the validator asks gprxy.
+          await cluster.query('create role oauth_users nologin');
+          for (const u of DEV_USERS) await cluster.query(`create role ${quoteIdent(u.email)} login in role oauth_users`);
+          return DEV_USERS.map((u) => u.email);
+        },
+        (roles) => `roles ${roles.join(', ')} in oauth_users; pg_hba: hostssl ${DEMO_DATABASE} +oauth_users … oauth; validator ${validator!.library}.so`,
+      );
+    }
 
     const proxyLogPath = config.log.file ?? join(dir, 'proxy.log');
     const logDestination = pino.destination({ dest: proxyLogPath, sync: true, mkdir: true });
@@ -306,9 +352,11 @@ export async function startDemo(options: DemoOptions = {}): Promise<Demo> {
         onRefreshFailed: (e, retry) => warn(`${profile}: token refresh failed (${e.message}); retrying in ${Math.round(retry / 1000)} s`),
       });
       let tunnel: Tunnel | undefined;
+      let nativeTunnel: Tunnel | undefined;
       const close = async () => {
         keeper.close();
         await tunnel?.close();
+        await nativeTunnel?.close();
         sessions.delete(session);
       };
       let session!: DemoSession;
@@ -324,6 +372,14 @@ export async function startDemo(options: DemoOptions = {}): Promise<Demo> {
         });
         const [listener] = await tunnel.start();
         const user = usernameFromClaims(claims) ?? '';
+        // --native: the same token keeper answers PostgreSQL 18's own OAUTHBEARER exchange.
+        let native: DemoSession['native'];
+        if (options.native) {
+          const direct = new Tunnel({ databases: [DEMO_DATABASE], proxy: { host: cluster.host, port: cluster.port, ca: ca.cert }, tokens: keeper, port: 0 });
+          nativeTunnel = direct;
+          const [l] = await direct.start();
+          native = { host: l!.host, port: l!.port, psqlCommand: `psql "host=${l!.host} port=${l!.port} dbname=${DEMO_DATABASE} user=${user}"` };
+        }
         const conninfo = `host=${listener!.host} port=${listener!.port} dbname=${DEMO_DATABASE} user=${user}`;
         session = {
           profile,
@@ -333,6 +389,7 @@ export async function startDemo(options: DemoOptions = {}): Promise<Demo> {
           port: listener!.port,
           conninfo,
           psqlCommand: `psql "${conninfo}"`,
+          ...(native ? { native } : {}),
           client: (applicationName = 'gprxy demo') =>
             new pg.Client({ host: listener!.host, port: listener!.port, database: DEMO_DATABASE, user, application_name: applicationName, ssl: false }),
           close,
@@ -393,6 +450,12 @@ export function describeDemo(demo: Demo): string[] {
     `  gprxy serve          ${pad(`${demo.proxy.host}:${demo.proxy.port}`, col)} TLS; config ${demo.proxyConfigPath}`,
     `  ${pad('', 20)} ${pad('', col)} audit log ${demo.proxyLogPath}`,
     `  gprxy connect ${pad(demo.database, 6)} ${pad(`${s.host}:${s.port}`, col)} as ${s.user} (${s.identity.roles.join(', ') || 'no roles'}), profile "${s.profile}"`,
+    ...(s.native
+      ? [
+          `  native OAuth tunnel  ${pad(`${s.native.host}:${s.native.port}`, col)} straight to PostgreSQL 18 (Option 1): ${s.user} is its own role, validated by the gprxy validator`,
+          `  ${pad('', 20)} ${pad('', col)} ${s.native.psqlCommand} -c "select current_user, system_user"`,
+        ]
+      : []),
     '',
     '  Users of the demo provider (sign in at the device page):',
     ...demo.provider.users.map((u) => `    ${pad(u.username, 9)} password ${pad(u.password, 12)} role ${pad(roleOf(u), 10)} tenant ${u.orgId ?? '-'}`),
@@ -403,4 +466,9 @@ export function describeDemo(demo: Demo): string[] {
       : []),
     '  Tokens are kept in memory only: the demo does not touch your OS keychain or ~/.config/gprxy.',
   ];
+}
+
+/** A role name from a demo user's e-mail, as a quoted SQL identifier. */
+function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
 }
