@@ -32,14 +32,26 @@ function int32(n: number): Buffer {
 
 /** Parse + Bind + Execute + Sync for `sql` with `$1..$n` bound to `params` (text format; null is SQL NULL). */
 export function extendedQuery(sql: string, params: readonly (string | null)[]): Buffer {
-  const parse = message('P', Buffer.concat([cstring(''), cstring(sql), int16(0)]));
-  const values = params.flatMap((p) => {
-    if (p === null) return [int32(-1)];
-    const bytes = Buffer.from(p, 'utf8');
-    return [int32(bytes.length), bytes];
-  });
-  const bind = message('B', Buffer.concat([cstring(''), cstring(''), int16(0), int16(params.length), ...values, int16(0)]));
-  const execute = message('E', Buffer.concat([cstring(''), int32(0)]));
-  const sync = message('S', Buffer.alloc(0));
-  return Buffer.concat([parse, bind, execute, sync]);
+  return extendedQueries([{ sql, params }]);
+}
+
+/**
+ * Parse + Bind + Execute for each statement, then one Sync: the server runs them in order in one implicit
+ * transaction (an error skips the rest and rolls all back), and parses each one only after the previous
+ * one ran, so a `SET search_path` in the first governs how the next ones resolve names.
+ */
+export function extendedQueries(statements: readonly { readonly sql: string; readonly params: readonly (string | null)[] }[]): Buffer {
+  const parts: Buffer[] = [];
+  for (const { sql, params } of statements) {
+    parts.push(message('P', Buffer.concat([cstring(''), cstring(sql), int16(0)])));
+    const values = params.flatMap((p) => {
+      if (p === null) return [int32(-1)];
+      const bytes = Buffer.from(p, 'utf8');
+      return [int32(bytes.length), bytes];
+    });
+    parts.push(message('B', Buffer.concat([cstring(''), cstring(''), int16(0), int16(params.length), ...values, int16(0)])));
+    parts.push(message('E', Buffer.concat([cstring(''), int32(0)])));
+  }
+  parts.push(message('S', Buffer.alloc(0)));
+  return Buffer.concat(parts);
 }

@@ -35,7 +35,7 @@ export interface BackendTarget {
 export type Dialer = (host: string, port: number) => Socket;
 export const defaultDialer: Dialer = (host, port) => netConnect({ host, port, noDelay: true });
 
-export type BackendErrorCode = 'backend_unavailable' | 'backend_auth_failed' | 'backend_error' | 'backend_closed';
+export type BackendErrorCode = 'backend_unavailable' | 'backend_auth_failed' | 'backend_error' | 'backend_closed' | 'backend_tampered';
 
 export class BackendError extends Error {
   constructor(
@@ -159,13 +159,14 @@ export class Backend {
   }
 
   /**
-   * Runs a simple or extended query that ends in ReadyForQuery and resolves with the first ErrorResponse
-   * (if any) and the data rows as text.
+   * Runs simple or extended queries that end in `readyCount` ReadyForQuery messages (one per simple Query
+   * message or Sync) and resolves with the first ErrorResponse (if any), the data rows as text and the last status.
    */
-  async run(bytes: Buffer, timeoutMs?: number): Promise<{ error?: BackendErrorFields; rows: (string | null)[][]; status: string }> {
+  async run(bytes: Buffer, timeoutMs?: number, readyCount = 1): Promise<{ error?: BackendErrorFields; rows: (string | null)[][]; status: string }> {
     const rows: (string | null)[][] = [];
     let error: BackendErrorFields | undefined;
     let status = 'I';
+    let ready = 0;
     await this.exchange(
       bytes,
       (type, body) => {
@@ -183,7 +184,7 @@ export class Backend {
           }
           case BackendCode.READY_FOR_QUERY:
             status = String.fromCharCode(body[0] ?? ReadyStatus.IDLE);
-            return true;
+            return ++ready >= readyCount;
           default:
             return false;
         }
@@ -216,14 +217,18 @@ export class Backend {
     this.broken = true;
   }
 
-  static async connect(target: BackendTarget, options: { dialer?: Dialer; timeoutMs?: number; applicationName?: string } = {}): Promise<Backend> {
+  /** `settings` go into the startup packet: they override the role's own settings for this connection. */
+  static async connect(
+    target: BackendTarget,
+    options: { dialer?: Dialer; timeoutMs?: number; applicationName?: string; settings?: Readonly<Record<string, string>> } = {},
+  ): Promise<Backend> {
     const timeoutMs = options.timeoutMs ?? 10_000;
     const where = `${target.host}:${target.port}`;
     const raw = (options.dialer ?? defaultDialer)(target.host, target.port);
     raw.setKeepAlive(true, 30_000);
     const socket = await withTimeout(negotiateTls(raw, target), timeoutMs, () => raw.destroy(), `connecting to ${where}`);
     const backend = new Backend(socket, target);
-    const params: Record<string, string> = { user: target.user, database: target.dbname };
+    const params: Record<string, string> = { ...options.settings, user: target.user, database: target.dbname };
     if (options.applicationName) params.application_name = options.applicationName;
     let scram: ScramClient | undefined;
     let scramVerified = false;

@@ -192,10 +192,10 @@ export class Login {
   }
 
   /** A backend from the pool; refused when the client left while it waited. */
-  async acquire(pool: BackendPool): Promise<Backend> {
+  async acquire(pool: BackendPool, fresh = false): Promise<Backend> {
     let backend: Backend;
     try {
-      backend = await pool.acquire();
+      backend = await (fresh ? pool.acquireFresh() : pool.acquire());
     } catch (e) {
       if (e instanceof BackendError || e instanceof PoolTimeoutError || e instanceof PoolClosedError) throw e;
       throw new Refusal('backend_unavailable', (e as Error).message, undefined, { cause: e });

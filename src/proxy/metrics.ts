@@ -12,12 +12,19 @@ export class ProxyMetrics {
   readonly registry = new Registry();
   private readonly auth: Counter<'result' | 'reason'>;
   private readonly sessionsEnded: Counter<'reason'>;
+  private readonly serviceAccount: Counter<'pool' | 'event'>;
   private server: Server | undefined;
 
   constructor(sources: { sessions: () => number; pools: PoolManager; verifier: TokenVerifier }) {
     collectDefaultMetrics({ register: this.registry, prefix: 'gprxy_process_' });
     this.auth = new Counter({ name: 'gprxy_auth_total', help: 'Client logins by result and reason', labelNames: ['result', 'reason'], registers: [this.registry] });
     this.sessionsEnded = new Counter({ name: 'gprxy_sessions_ended_total', help: 'Client sessions ended, by reason', labelNames: ['reason'], registers: [this.registry] });
+    this.serviceAccount = new Counter({
+      name: 'gprxy_service_account_events_total',
+      help: 'Service account problems per pool: tampered (role settings the proxy did not set, repaired), login_failed (PostgreSQL refused its credentials)',
+      labelNames: ['pool', 'event'],
+      registers: [this.registry],
+    });
     new Gauge({
       name: 'gprxy_client_sessions',
       help: 'Client connections open now (logging in or relaying)',
@@ -69,6 +76,14 @@ export class ProxyMetrics {
 
   authFailed(reason: string): void {
     this.auth.inc({ result: 'failure', reason });
+  }
+
+  serviceAccountTampered(pool: string): void {
+    this.serviceAccount.inc({ pool, event: 'tampered' });
+  }
+
+  serviceAccountLoginFailed(pool: string): void {
+    this.serviceAccount.inc({ pool, event: 'login_failed' });
   }
 
   sessionEnded(reason: string): void {

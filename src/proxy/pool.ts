@@ -1,14 +1,18 @@
 /**
  * Session-mode pool of backends for one (database, service account) pair: at most `size` connections,
  * a FIFO wait queue with a timeout, idle timeout, max lifetime, and broken-connection detection. A backend
- * comes back through `release`, which resets it (DISCARD ALL) so nothing leaks to the next user; a backend
+ * comes back through `release`, which resets it (src/proxy/backend-sql.ts releaseReset) so nothing leaks to the next user; a backend
  * that is mid-transaction, broken or too old is closed instead.
  */
 import type { Logger } from 'pino';
 import { SqlState } from '../protocol/sqlstate.js';
-import { query } from '../protocol/client-messages.js';
 import { setLongTimeout, type LongTimer } from '../shared/long-timer.js';
 import { Backend, BackendError, type BackendTarget, type Dialer } from './backend.js';
+import { RELEASE_RESET_READY_COUNT, releaseReset } from './backend-sql.js';
+import { BackendTamperedError } from './backend-guard.js';
+
+/** New backends tried per open when each one turns out to carry tampered role settings. */
+const MAX_TAMPERED_ATTEMPTS = 3;
 
 export class PoolTimeoutError extends Error {
   readonly code = 'pool_timeout' as const;
@@ -32,15 +36,17 @@ export interface PoolOptions {
   readonly now?: () => number;
   /** Runs once on every new backend before first use (e.g. reading its start time). */
   readonly prepare?: (backend: Backend) => Promise<void>;
+  /** The database refused the service account's credentials (for the metric). */
+  readonly onLoginFailed?: (pool: string) => void;
 }
 
 interface Waiter {
+  /** Wants a newly opened backend, not one that served someone before (see acquireFresh). */
+  readonly fresh: boolean;
   resolve(b: Backend): void;
   reject(e: Error): void;
   timer: LongTimer;
 }
-
-const RESET = query('DISCARD ALL');
 
 export class BackendPool {
   private readonly idle: Backend[] = [];
@@ -70,8 +76,29 @@ export class BackendPool {
     const ready = this.takeIdle();
     if (ready) return this.checkout(ready);
     if (this.total < this.options.size) return this.checkout(await this.open());
+    return this.wait(false);
+  }
+
+  /**
+   * A backend no one has used yet: after a pooled backend turned out to be unusable for a reason its
+   * previous user may have caused (e.g. gprxy.begin_session's epoch pushed forward), the retry must not
+   * land on another backend that user prepared the same way. Closes an idle backend to make room when
+   * the pool is full; otherwise waits like acquire() and takes the first freed slot, opening a new one.
+   */
+  async acquireFresh(): Promise<Backend> {
+    if (this.closed) throw new PoolClosedError(`pool ${this.name} is shutting down`);
+    if (this.total >= this.options.size) {
+      const idle = this.idle.shift();
+      if (idle) this.discard(idle, 'room for a fresh backend', false);
+    }
+    if (this.total < this.options.size) return this.checkout(await this.open());
+    return this.wait(true);
+  }
+
+  private wait(fresh: boolean): Promise<Backend> {
     return new Promise<Backend>((resolve, reject) => {
       const waiter: Waiter = {
+        fresh,
         resolve,
         reject,
         timer: setLongTimeout(() => {
@@ -96,7 +123,7 @@ export class BackendPool {
     if (keep) {
       try {
         backend.attach();
-        const result = await backend.run(RESET, 10_000);
+        const result = await backend.run(releaseReset(), 10_000, RELEASE_RESET_READY_COUNT);
         keep = !result.error && result.status === 'I';
         if (result.error) this.options.logger.warn({ event: 'backend_reset_failed', pool: this.name, reason: result.error.message }, 'reset failed; closing backend');
       } catch (e) {
@@ -108,8 +135,12 @@ export class BackendPool {
       this.discard(backend, reusable ? 'reset failed or expired' : 'not reusable');
       return;
     }
-    const waiter = this.waiters.shift();
-    if (waiter) {
+    const waiter = this.waiters[0];
+    if (waiter?.fresh) {
+      // discard() frees the slot and opens a new backend for this waiter.
+      this.discard(backend, 'a waiter needs a fresh backend');
+    } else if (waiter) {
+      this.waiters.shift();
       waiter.timer.clear();
       waiter.resolve(this.checkout(backend));
     } else {
@@ -152,12 +183,19 @@ export class BackendPool {
     this.total++;
     const started = this.now();
     try {
-      const backend = await Backend.connect(this.options.target, { ...(this.options.dialer ? { dialer: this.options.dialer } : {}), applicationName: 'gprxy' });
-      try {
-        await this.options.prepare?.(backend);
-      } catch (e) {
-        backend.close();
-        throw e;
+      let backend: Backend;
+      for (let attempt = 1; ; attempt++) {
+        backend = await Backend.connect(this.options.target, { ...(this.options.dialer ? { dialer: this.options.dialer } : {}), applicationName: 'gprxy' });
+        try {
+          await this.options.prepare?.(backend);
+          break;
+        } catch (e) {
+          backend.close();
+          // The guard repaired the account's settings: a fresh backend starts without them. Someone who
+          // keeps poisoning them faster than we repair gets this pool refused, and logged, not used.
+          if (e instanceof BackendTamperedError && attempt < MAX_TAMPERED_ATTEMPTS) continue;
+          throw e;
+        }
       }
       backend.socket.on('close', () => this.forget(backend));
       this.options.logger.debug({ event: 'backend_open', pool: this.name, pid: backend.processId, duration_ms: this.now() - started }, 'backend connected');
@@ -165,9 +203,22 @@ export class BackendPool {
     } catch (e) {
       this.total--;
       this.serveWaiters();
+      if (e instanceof BackendError && e.code === 'backend_auth_failed') this.loginFailed(e);
       if (e instanceof BackendError) throw e;
       throw new BackendError('backend_unavailable', `cannot connect to ${this.name}: ${(e as Error).message}`);
     }
+  }
+
+  /**
+   * The database refused the service account itself (e.g. its password was changed by one of its users):
+   * every user of the account is refused until an operator acts, so it is an audit event of its own.
+   */
+  private loginFailed(e: BackendError): void {
+    this.options.onLoginFailed?.(this.name);
+    this.options.logger.error(
+      { event: 'service_account_login_failed', pool: this.name, account: this.options.target.user, database: this.options.target.dbname, sqlstate: e.fields?.code, reason: e.message },
+      `PostgreSQL refused the service account ${this.options.target.user}: ${e.message}`,
+    );
   }
 
   /** A backend socket closed: drop it from the idle list (it may already be gone). */
@@ -181,12 +232,12 @@ export class BackendPool {
     }
   }
 
-  private discard(backend: Backend, reason: string): void {
+  private discard(backend: Backend, reason: string, serve = true): void {
     this.total--;
     backend.socket.removeAllListeners('close');
     backend.close();
     this.options.logger.debug({ event: 'backend_close', pool: this.name, pid: backend.processId, reason }, 'backend closed');
-    this.serveWaiters();
+    if (serve) this.serveWaiters();
   }
 
   /** Capacity freed up: open a backend for the first waiter. */

@@ -5,9 +5,11 @@
  */
 import type { Logger } from 'pino';
 import type { AccountConfig, DatabaseConfig } from '../config/proxy-config.js';
-import { cancelRequest, query } from '../protocol/client-messages.js';
+import { cancelRequest } from '../protocol/client-messages.js';
 import { defaultDialer, negotiateTls, type Backend, type BackendTarget, type Dialer } from './backend.js';
-import { BACKEND_PREPARE_SQL, EpochSource } from './identity-context.js';
+import { BACKEND_PREPARE } from './backend-sql.js';
+import { BackendGuard } from './backend-guard.js';
+import { EpochSource } from './identity-context.js';
 import { BackendPool } from './pool.js';
 
 export interface PoolManagerOptions {
@@ -18,6 +20,13 @@ export interface PoolManagerOptions {
   readonly readBackendStart: boolean;
   /** Checkout epochs for the identity context; one per process by default. */
   readonly epochs?: EpochSource;
+  /** Counts for the metrics (audit events go to the logger). */
+  readonly events?: BackendEvents;
+}
+
+export interface BackendEvents {
+  serviceAccountTampered(pool: string): void;
+  serviceAccountLoginFailed(pool: string): void;
 }
 
 /** backend.attributes keys set by the prepare step. */
@@ -60,11 +69,28 @@ export class PoolManager {
         waitTimeoutMs: this.options.waitTimeoutMs,
         logger: this.options.logger,
         ...(this.options.dialer ? { dialer: this.options.dialer } : {}),
-        ...(this.options.readBackendStart ? { prepare: backendPreparer(key, this.options.logger) } : {}),
+        prepare: this.preparer(key, target),
+        ...(this.options.events ? { onLoginFailed: (pool: string) => this.options.events!.serviceAccountLoginFailed(pool) } : {}),
       });
       this.pools.set(key, pool);
     }
     return pool;
+  }
+
+  /** What every new backend goes through before first use: the role-settings guard, then the context's reads. */
+  private preparer(pool: string, target: BackendTarget): (backend: Backend) => Promise<void> {
+    const guard = new BackendGuard({
+      pool,
+      target,
+      logger: this.options.logger,
+      ...(this.options.dialer ? { dialer: this.options.dialer } : {}),
+      ...(this.options.events ? { onTampered: (p: string) => this.options.events!.serviceAccountTampered(p) } : {}),
+    });
+    const readStart = this.options.readBackendStart ? backendPreparer(pool, this.options.logger) : undefined;
+    return async (backend) => {
+      await guard.check(backend);
+      await readStart?.(backend);
+    };
   }
 
   /** Forwards a cancel to the backend a session currently holds. Fire and forget, as libpq does. */
@@ -110,7 +136,7 @@ function backendPreparer(pool: string, logger: Logger): (backend: Backend) => Pr
     logger.warn({ event: 'context_not_checkout_bound', pool, reason: kind }, message);
   };
   return async (backend) => {
-    const result = await backend.run(query(BACKEND_PREPARE_SQL));
+    const result = await backend.run(BACKEND_PREPARE);
     const [start, hasBeginSession, standby] = result.rows[0] ?? [];
     if (result.error || !start) throw new Error(`cannot read the backend start time: ${result.error?.message ?? 'no row'}`);
     backend.attributes.set(BACKEND_START, start);

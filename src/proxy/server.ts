@@ -62,6 +62,8 @@ export class ProxyServer {
       waitTimeoutMs: config.limits.poolWaitTimeoutMs,
       logger: deps.logger,
       readBackendStart: !!config.context.secret,
+      // this.metrics is created below (it reads the pools); these run only later, on backend events.
+      events: { serviceAccountTampered: (pool) => this.metrics.serviceAccountTampered(pool), serviceAccountLoginFailed: (pool) => this.metrics.serviceAccountLoginFailed(pool) },
       ...(deps.dialer ? { dialer: deps.dialer } : {}),
     });
     this.metrics = new ProxyMetrics({ sessions: () => this.sessions.size, pools: this.pools, verifier: this.verifier });

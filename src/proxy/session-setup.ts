@@ -5,8 +5,13 @@
  * `gprxy.begin_session(epoch)`, which records the checkout the context is bound to. Everything goes as
  * bind parameters of a single statement, so no value is ever part of query text, and it is one implicit
  * transaction: if begin_session refuses, none of the settings stay.
+ * The account's environment is not trusted (src/proxy/backend-sql.ts): the same message first sets a safe
+ * search_path, every name in the statement is qualified, and a final `RESET search_path` gives the session
+ * the account's default search_path back (the one the backend guard checked when the backend opened),
+ * unless the client asked for its own in the startup packet.
  */
-import { extendedQuery } from '../protocol/extended-query.js';
+import { extendedQueries } from '../protocol/extended-query.js';
+import { SET_SAFE_SEARCH_PATH } from './backend-sql.js';
 import { claimAsSettingValue, type Identity } from '../token/identity.js';
 
 /**
@@ -53,11 +58,16 @@ export function buildSetup(input: SetupInput): Buffer {
     pairs.push([setting, claimAsSettingValue(input.identity.claims[claim])]);
   }
   if (input.context) pairs.push(['gprxy.context', input.context]);
-  const calls = pairs.map((_, i) => `set_config($${2 * i + 1}, $${2 * i + 2}, false)`);
+  const calls = pairs.map((_, i) => `pg_catalog.set_config($${2 * i + 1}, $${2 * i + 2}, false)`);
   const values = pairs.flat();
   if (input.epoch !== undefined) {
     values.push(String(input.epoch));
-    calls.push(`gprxy.begin_session($${values.length}::bigint)`);
+    calls.push(`gprxy.begin_session($${values.length}::pg_catalog.int8)`);
   }
-  return extendedQuery(`select ${calls.join(', ')}`, values);
+  const clientSearchPath = pairs.some(([name]) => name.toLowerCase() === 'search_path');
+  return extendedQueries([
+    { sql: SET_SAFE_SEARCH_PATH, params: [] },
+    { sql: `SELECT ${calls.join(', ')}`, params: values },
+    ...(clientSearchPath ? [] : [{ sql: 'RESET search_path', params: [] }]),
+  ]);
 }

@@ -43,7 +43,8 @@ export interface SessionClient {
   readonly closed: boolean;
   readonly authMethod: 'password' | 'oauthbearer' | undefined;
   goneReason(): 'server_shutdown' | 'client_closed_during_login';
-  acquire(pool: BackendPool): Promise<Backend>;
+  /** `fresh`: a newly opened backend, never one another user had (see BackendPool.acquireFresh). */
+  acquire(pool: BackendPool, fresh?: boolean): Promise<Backend>;
   detach(): { socket: Socket; pending: Buffer };
 }
 
@@ -145,7 +146,7 @@ export class Session {
   /**
    * The per-session setup on the backend, one round trip. When gprxy.begin_session refuses the checkout
    * epoch (something other than the proxy moved it forward), that backend can never carry a valid context
-   * again: it is closed and the checkout retried once on another. Returns the backend the session got.
+   * again: it is closed and the checkout retried on newly opened backends. Returns the backend the session got.
    */
   private async setUp(client: SessionClient, login: Authenticated, tenant: string | null, contextExpiry: number): Promise<Backend> {
     const { config, now } = this.deps;
@@ -175,10 +176,15 @@ export class Session {
       }
       this.log.warn({ event: 'backend_epoch_refused', backend_pid: backend.processId, attempt, message: setup.error.message }, 'checkout epoch refused; closing that backend');
       await pool.release(backend, false);
-      if (attempt === 2) {
-        throw new Refusal('backend_epoch_refused', 'could not bind the identity context to a database connection (gprxy.begin_session refused the checkout twice); try again shortly');
+      // A previous user may have pushed the epochs of several pooled backends forward: the retry takes a
+      // newly opened backend, which has no epoch recorded, so no user can make another's login fail.
+      if (attempt === 3) {
+        throw new Refusal(
+          'backend_epoch_refused',
+          'could not bind the identity context to a database connection (gprxy.begin_session refused the checkout, also on new connections); the proxy log has details',
+        );
       }
-      backend = await client.acquire(pool);
+      backend = await client.acquire(pool, true);
     }
   }
 

@@ -13,31 +13,39 @@ const identity: Identity = {
   claims: { 'https://gprxy.io/user_id': 'auth0|alice0001', 'https://gprxy.io/roles': ['pg_writer', 'extra'] },
 };
 
-/** Decodes the Parse and Bind messages of the setup: the SQL text and the bound values. */
-function decode(bytes: Buffer): { sql: string; values: string[] } {
+/** Decodes the setup: every statement's SQL, and the SELECT's SQL text and bound values. */
+function decode(bytes: Buffer): { sql: string; values: string[]; statements: string[] } {
   const reader = new FrameReader({ maxMessageLength: 1 << 20 });
   reader.push(bytes);
-  const parse = reader.nextMessage()!;
-  const sql = parse.body.toString('utf8', 1, parse.body.indexOf(0, 1));
-  const bind = reader.nextMessage()!.body;
-  let at = 2; // portal "" and statement "" (two NULs)
-  at += 2; // no parameter formats
-  const n = bind.readInt16BE(at);
-  at += 2;
-  const values: string[] = [];
-  for (let i = 0; i < n; i++) {
-    const len = bind.readInt32BE(at);
-    at += 4;
-    values.push(bind.toString('utf8', at, at + len));
-    at += len;
+  const statements: string[] = [];
+  let sql = '';
+  let values: string[] = [];
+  let msg;
+  while ((msg = reader.nextMessage())) {
+    if (msg.type === 0x50 /* P */) statements.push(msg.body.toString('utf8', 1, msg.body.indexOf(0, 1)));
+    if (msg.type !== 0x42 /* B */) continue;
+    const bind = msg.body;
+    let at = 2; // portal "" and statement "" (two NULs)
+    at += 2; // no parameter formats
+    const n = bind.readInt16BE(at);
+    at += 2;
+    if (n === 0) continue;
+    values = [];
+    for (let i = 0; i < n; i++) {
+      const len = bind.readInt32BE(at);
+      at += 4;
+      values.push(bind.toString('utf8', at, at + len));
+      at += len;
+    }
+    sql = statements.at(-1)!;
   }
-  return { sql, values };
+  return { sql, values, statements };
 }
 
 describe('session setup', () => {
   it('sends every value as a bind parameter, never in the SQL text', () => {
     const { sql, values } = decode(buildSetup({ identity, clientParameters: { client_encoding: 'UTF8' }, settings: { 'app.user_id': 'https://gprxy.io/user_id' }, context: 'SIGNED.CONTEXT' }));
-    expect(sql).toMatch(/^select set_config\(\$1, \$2, false\)(, set_config\(\$\d+, \$\d+, false\))*$/);
+    expect(sql).toMatch(/^SELECT pg_catalog\.set_config\(\$1, \$2, false\)(, pg_catalog\.set_config\(\$\d+, \$\d+, false\))*$/);
     expect(sql).not.toContain('SIGNED');
     expect(values).toEqual(['client_encoding', 'UTF8', 'application_name', 'alice@example.com', 'app.user_id', 'auth0|alice0001', 'gprxy.context', 'SIGNED.CONTEXT']);
   });
@@ -59,12 +67,25 @@ describe('session setup', () => {
 
   it('starts the checkout with gprxy.begin_session in the same statement, the epoch as the last bind parameter', () => {
     const { sql, values } = decode(buildSetup({ identity, clientParameters: {}, settings: {}, context: 'SIGNED.CONTEXT', epoch: 1730000000000123 }));
-    expect(sql).toBe('select set_config($1, $2, false), set_config($3, $4, false), gprxy.begin_session($5::bigint)');
+    expect(sql).toBe('SELECT pg_catalog.set_config($1, $2, false), pg_catalog.set_config($3, $4, false), gprxy.begin_session($5::pg_catalog.int8)');
     expect(values).toEqual(['application_name', 'alice@example.com', 'gprxy.context', 'SIGNED.CONTEXT', '1730000000000123']);
   });
 
   it('joins array claims with commas', () => {
     const { values } = decode(buildSetup({ identity, clientParameters: {}, settings: { 'app.roles': 'https://gprxy.io/roles' } }));
     expect(values.slice(-2)).toEqual(['app.roles', 'pg_writer,extra']);
+  });
+
+  it('resolves names only in pg_catalog and gprxy: a safe search_path first, the account default restored last', () => {
+    const { statements } = decode(buildSetup({ identity, clientParameters: {}, settings: {}, context: 'C', epoch: 1 }));
+    expect(statements).toEqual(['SET search_path = pg_catalog, pg_temp', expect.stringMatching(/^SELECT /), 'RESET search_path']);
+    // Only qualified calls: every function name carries its schema.
+    expect(statements[1]!.replace(/(pg_catalog|gprxy)\.[a-z_]+\(/g, '')).not.toMatch(/[a-z_]+\(/);
+  });
+
+  it("keeps the client's own search_path when it asked for one in the startup packet", () => {
+    const { statements, values } = decode(buildSetup({ identity, clientParameters: { search_path: 'app, public' }, settings: {} }));
+    expect(statements.at(-1)).toMatch(/^SELECT /);
+    expect(values.slice(0, 2)).toEqual(['search_path', 'app, public']);
   });
 });

@@ -167,10 +167,10 @@ describe('row-level security through the proxy, with the example schema', () => 
       const fresh = await connectAs('alice', 'fresh-writer');
       // Another user of the account cannot read pg_stat_activity at all after db init (peer isolation).
       await expect(watcher.query('select * from pg_stat_activity')).rejects.toMatchObject({ code: '42501' });
-      // The fresh session has run nothing yet: its last statement is the proxy's setup.
+      // The fresh session has run nothing yet: its last statement is the end of the proxy's setup.
       const seen = await stack.cluster.query(`select pid, query from pg_stat_activity where usename = 'app_writer' and application_name like '%fresh-writer'`);
       expect(seen.rows).toHaveLength(1);
-      expect(seen.rows[0]!.query).toMatch(/set_config\(\$1, \$2, false\).*gprxy\.begin_session\(\$\d+::bigint\)$/);
+      expect(seen.rows[0]!.query).toBe('RESET search_path');
       const asSuperuser = JSON.stringify((await stack.cluster.query('select * from pg_stat_activity')).rows);
       const context = (await fresh.query(`select current_setting('gprxy.context') as v`)).rows[0].v as string;
       expect(context).toMatch(/^[\w-]+\.[\w-]{43}$/);

@@ -1,0 +1,173 @@
+/**
+ * Checks every new backend for role settings the proxy did not expect (issue 11, item 2). Any user of a
+ * shared service account can run `ALTER ROLE CURRENT_USER SET <param> = ...` (statement_timeout,
+ * default_transaction_read_only, search_path, row_security, ...) and end its peers' backends: every
+ * backend opened afterwards starts with that value, for every user of the account.
+ *
+ * So before a new backend serves anyone we read the settings it actually started with from the role
+ * (pg_settings.source 'user' / 'database user': what this backend applied, no race with a later ALTER ROLE)
+ * and the role's stored settings (pg_db_role_setting, for this database and for all: it also shows `role`
+ * and `session_authorization`, which pg_settings does not list). A name outside the expected set is
+ * tampering: the backend is closed, the setting removed from the role with `ALTER ROLE SESSION_USER [IN
+ * DATABASE d] RESET name` (allowed to the role itself; RESET inside a session would only go back to the
+ * poisoned role default) over a separate repair connection whose startup packet overrides the parameters
+ * that could stop it (timeouts, read-only), and the pool opens a fresh backend. Each time: an audit event
+ * `service_account_tampered` naming the settings (never their values) and a metric.
+ * A setting the account cannot reset (42501: a superuser or the database owner set it) was not the
+ * account's doing: it is kept, reported once in the event's `kept`, and not checked again.
+ */
+import type { Logger } from 'pino';
+import { query } from '../protocol/client-messages.js';
+import { Backend, BackendError, type BackendTarget, type Dialer } from './backend.js';
+import { SAFE_SEARCH_PATH, SET_SAFE_SEARCH_PATH } from './backend-sql.js';
+
+/**
+ * Role settings `gprxy db init` sets on the service accounts on purpose (src/sql). Kept here, in one place,
+ * until db init exports its own list: the two must agree.
+ */
+export const EXPECTED_ACCOUNT_SETTINGS: readonly string[] = Object.freeze([
+  'client_connection_check_interval',
+  'log_parameter_max_length',
+  'log_parameter_max_length_on_error',
+]);
+
+/** What a repair connection sends in its startup packet: role settings cannot stop it from working. */
+const REPAIR_STARTUP_SETTINGS: Readonly<Record<string, string>> = Object.freeze({
+  statement_timeout: '0',
+  lock_timeout: '0',
+  idle_in_transaction_session_timeout: '0',
+  default_transaction_read_only: 'off',
+  search_path: SAFE_SEARCH_PATH,
+  // `ALTER ROLE ... SET role = other` would make CURRENT_USER another role here: the repair must act as the account.
+  role: 'none',
+});
+
+/** This role's stored settings, here and in every database: scope, name. */
+const ROLE_SETTINGS_SQL =
+  `SELECT CASE WHEN r.setdatabase OPERATOR(pg_catalog.=) 0 THEN 'role' ELSE 'role_in_database' END, ` +
+  `pg_catalog.lower(pg_catalog.split_part(c.cfg, '=', 1)) ` +
+  `FROM pg_catalog.pg_db_role_setting AS r, pg_catalog.unnest(r.setconfig) AS c(cfg) ` +
+  `WHERE r.setrole OPERATOR(pg_catalog.=) (SELECT o.oid FROM pg_catalog.pg_roles AS o WHERE o.rolname OPERATOR(pg_catalog.=) SESSION_USER) ` +
+  `AND r.setdatabase OPERATOR(pg_catalog.=) ANY (ARRAY[0, (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())]::pg_catalog.oid[])`;
+
+/** ...plus what this backend actually applied from the role (no race with an ALTER ROLE after it started). */
+const CHECK = query(
+  `SET statement_timeout = 0; SET lock_timeout = 0; ${SET_SAFE_SEARCH_PATH}; ` +
+    `SELECT CASE s.source WHEN 'user' THEN 'role' ELSE 'role_in_database' END, pg_catalog.lower(s.name) FROM pg_catalog.pg_settings AS s ` +
+    `WHERE s.source OPERATOR(pg_catalog.=) ANY (ARRAY['user', 'database user']::pg_catalog.text[]) UNION ${ROLE_SETTINGS_SQL}; RESET ALL`,
+);
+
+export class BackendTamperedError extends BackendError {
+  constructor(message: string) {
+    super('backend_tampered', message);
+  }
+}
+
+export interface TamperedSetting {
+  readonly name: string;
+  readonly scope: 'role' | 'role_in_database';
+}
+
+export interface BackendGuardOptions {
+  readonly pool: string;
+  readonly target: BackendTarget;
+  readonly logger: Logger;
+  readonly dialer?: Dialer;
+  readonly expected?: readonly string[];
+  /** Called once per detection (for the metric). */
+  readonly onTampered?: (pool: string) => void;
+}
+
+/** Double-quoted name parts: `app.foo` → `"app"."foo"`. */
+function settingName(name: string): string {
+  return name
+    .split('.')
+    .map((part) => `"${part.replace(/"/g, '""')}"`)
+    .join('.');
+}
+
+export class BackendGuard {
+  private readonly expected: Set<string>;
+  /** Settings the account could not reset (someone with more rights set them): not the account's doing. */
+  private readonly kept = new Set<string>();
+
+  constructor(private readonly options: BackendGuardOptions) {
+    this.expected = new Set((options.expected ?? EXPECTED_ACCOUNT_SETTINGS).map((n) => n.toLowerCase()));
+  }
+
+  /**
+   * Resolves when the backend started with only expected role settings. Otherwise repairs the role and
+   * throws BackendTamperedError: the caller closes this backend and opens a fresh one.
+   */
+  async check(backend: Backend): Promise<void> {
+    const result = await backend.run(CHECK, 10_000);
+    if (!result.error) {
+      const found = this.unexpected(result.rows);
+      if (found.length === 0) return;
+      await this.repair(backend, found);
+      return;
+    }
+    // A poisoned setting can make even the check fail (e.g. statement_timeout = 1ms): repair from outside.
+    await this.repair(backend, [], result.error.code);
+  }
+
+  private unexpected(rows: readonly (string | null)[][]): TamperedSetting[] {
+    const seen = new Map<string, TamperedSetting>();
+    for (const [scope, name] of rows) {
+      if (!name || this.expected.has(name) || this.kept.has(name)) continue;
+      seen.set(`${scope}:${name}`, { name, scope: scope === 'role' ? 'role' : 'role_in_database' });
+    }
+    return [...seen.values()];
+  }
+
+  private async repair(backend: Backend, found: TamperedSetting[], checkFailed?: string): Promise<never> {
+    const { logger, pool, target } = this.options;
+    const repaired: string[] = [];
+    const kept: string[] = [];
+    let repairError: string | undefined;
+    let fixer: Backend | undefined;
+    try {
+      fixer = await Backend.connect(target, { ...(this.options.dialer ? { dialer: this.options.dialer } : {}), applicationName: 'gprxy repair', settings: REPAIR_STARTUP_SETTINGS });
+      const stored = await fixer.run(query(`SET ROLE NONE; ${SET_SAFE_SEARCH_PATH}; ${ROLE_SETTINGS_SQL}`), 10_000);
+      if (stored.error) throw new Error(stored.error.message);
+      const database = target.dbname.replace(/"/g, '""');
+      for (const setting of this.unexpected(stored.rows)) {
+        if (!found.some((f) => f.name === setting.name && f.scope === setting.scope)) found.push(setting);
+        const where = setting.scope === 'role' ? '' : ` IN DATABASE "${database}"`;
+        const reset = await fixer.run(query(`ALTER ROLE SESSION_USER${where} RESET ${settingName(setting.name)}`), 10_000);
+        if (!reset.error) repaired.push(setting.name);
+        else if (reset.error.code === '42501') {
+          kept.push(setting.name);
+          this.kept.add(setting.name);
+        } else repairError = `${setting.name}: ${reset.error.code}`;
+      }
+    } catch (e) {
+      repairError = (e as Error).message;
+    } finally {
+      fixer?.close();
+    }
+    const tampered = found.filter((f) => !kept.includes(f.name));
+    if (tampered.length > 0 || checkFailed) {
+      this.options.onTampered?.(pool);
+      logger.warn(
+        {
+          event: 'service_account_tampered',
+          pool,
+          account: target.user,
+          database: target.dbname,
+          backend_pid: backend.processId,
+          settings: tampered,
+          repaired,
+          ...(kept.length ? { kept } : {}),
+          ...(checkFailed ? { check_failed: checkFailed } : {}),
+          ...(repairError ? { repair_error: repairError } : {}),
+        },
+        `service account ${target.user} carries role settings the proxy did not set (${tampered.map((t) => t.name).join(', ') || `check failed with ${checkFailed}`}): ` +
+          `${repairError ? 'repair failed' : 'reset them'}; this backend is replaced`,
+      );
+    } else if (kept.length) {
+      logger.warn({ event: 'service_account_setting_kept', pool, account: target.user, kept }, `role settings of ${target.user} that the account cannot reset are kept: ${kept.join(', ')}`);
+    }
+    throw new BackendTamperedError(`backend of ${pool} started with role settings the proxy did not expect`);
+  }
+}
