@@ -20,16 +20,11 @@ import type { Logger } from 'pino';
 import { query } from '../protocol/client-messages.js';
 import { Backend, BackendError, type BackendTarget, type Dialer } from './backend.js';
 import { SAFE_SEARCH_PATH, SET_SAFE_SEARCH_PATH } from './backend-sql.js';
+import { ACCOUNT_SETTINGS, isExpectedAccountSetting } from '../sql/account-settings.js';
+import { literal } from '../sql/quote.js';
 
-/**
- * Role settings `gprxy db init` sets on the service accounts on purpose (src/sql). Kept here, in one place,
- * until db init exports its own list: the two must agree.
- */
-export const EXPECTED_ACCOUNT_SETTINGS: readonly string[] = Object.freeze([
-  'client_connection_check_interval',
-  'log_parameter_max_length',
-  'log_parameter_max_length_on_error',
-]);
+/** Names of the role settings `gprxy db init` sets on purpose (src/sql/account-settings.ts owns the list). */
+const EXPECTED_NAMES: ReadonlySet<string> = new Set(ACCOUNT_SETTINGS.map((s) => s.name));
 
 /** What a repair connection sends in its startup packet: role settings cannot stop it from working. */
 const REPAIR_STARTUP_SETTINGS: Readonly<Record<string, string>> = Object.freeze({
@@ -42,10 +37,10 @@ const REPAIR_STARTUP_SETTINGS: Readonly<Record<string, string>> = Object.freeze(
   role: 'none',
 });
 
-/** This role's stored settings, here and in every database: scope, name. */
+/** This role's stored settings, here and in every database: scope, name, `name=value` entry, database oid. */
 const ROLE_SETTINGS_SQL =
   `SELECT CASE WHEN r.setdatabase OPERATOR(pg_catalog.=) 0 THEN 'role' ELSE 'role_in_database' END, ` +
-  `pg_catalog.lower(pg_catalog.split_part(c.cfg, '=', 1)) ` +
+  `pg_catalog.lower(pg_catalog.split_part(c.cfg, '=', 1)), c.cfg, r.setdatabase::pg_catalog.text ` +
   `FROM pg_catalog.pg_db_role_setting AS r, pg_catalog.unnest(r.setconfig) AS c(cfg) ` +
   `WHERE r.setrole OPERATOR(pg_catalog.=) (SELECT o.oid FROM pg_catalog.pg_roles AS o WHERE o.rolname OPERATOR(pg_catalog.=) SESSION_USER) ` +
   `AND r.setdatabase OPERATOR(pg_catalog.=) ANY (ARRAY[0, (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())]::pg_catalog.oid[])`;
@@ -53,7 +48,7 @@ const ROLE_SETTINGS_SQL =
 /** ...plus what this backend actually applied from the role (no race with an ALTER ROLE after it started). */
 const CHECK = query(
   `SET statement_timeout = 0; SET lock_timeout = 0; ${SET_SAFE_SEARCH_PATH}; ` +
-    `SELECT CASE s.source WHEN 'user' THEN 'role' ELSE 'role_in_database' END, pg_catalog.lower(s.name) FROM pg_catalog.pg_settings AS s ` +
+    `SELECT CASE s.source WHEN 'user' THEN 'role' ELSE 'role_in_database' END, pg_catalog.lower(s.name), NULL, NULL FROM pg_catalog.pg_settings AS s ` +
     `WHERE s.source OPERATOR(pg_catalog.=) ANY (ARRAY['user', 'database user']::pg_catalog.text[]) UNION ${ROLE_SETTINGS_SQL}; RESET ALL`,
 );
 
@@ -73,7 +68,6 @@ export interface BackendGuardOptions {
   readonly target: BackendTarget;
   readonly logger: Logger;
   readonly dialer?: Dialer;
-  readonly expected?: readonly string[];
   /** Called once per detection (for the metric). */
   readonly onTampered?: (pool: string) => void;
 }
@@ -87,12 +81,18 @@ function settingName(name: string): string {
 }
 
 export class BackendGuard {
-  private readonly expected: Set<string>;
   /** Settings the account could not reset (someone with more rights set them): not the account's doing. */
   private readonly kept = new Set<string>();
 
-  constructor(private readonly options: BackendGuardOptions) {
-    this.expected = new Set((options.expected ?? EXPECTED_ACCOUNT_SETTINGS).map((n) => n.toLowerCase()));
+  constructor(private readonly options: BackendGuardOptions) {}
+
+  /**
+   * db init's own settings are expected as role settings (for every database) with db init's value; a
+   * pg_settings row (no entry) only says which name this backend took from the role, so the name decides.
+   */
+  private expected(scope: string | null, name: string, entry: string | null, database: string | null): boolean {
+    if (entry === null) return scope === 'role' && EXPECTED_NAMES.has(name);
+    return isExpectedAccountSetting(entry, Number(database));
   }
 
   /**
@@ -113,8 +113,8 @@ export class BackendGuard {
 
   private unexpected(rows: readonly (string | null)[][]): TamperedSetting[] {
     const seen = new Map<string, TamperedSetting>();
-    for (const [scope, name] of rows) {
-      if (!name || this.expected.has(name) || this.kept.has(name)) continue;
+    for (const [scope, name, entry, database] of rows) {
+      if (!name || this.kept.has(name) || this.expected(scope ?? null, name, entry ?? null, database ?? null)) continue;
       seen.set(`${scope}:${name}`, { name, scope: scope === 'role' ? 'role' : 'role_in_database' });
     }
     return [...seen.values()];
@@ -134,7 +134,10 @@ export class BackendGuard {
       for (const setting of this.unexpected(stored.rows)) {
         if (!found.some((f) => f.name === setting.name && f.scope === setting.scope)) found.push(setting);
         const where = setting.scope === 'role' ? '' : ` IN DATABASE "${database}"`;
-        const reset = await fixer.run(query(`ALTER ROLE SESSION_USER${where} RESET ${settingName(setting.name)}`), 10_000);
+        // One of db init's own settings with another value gets db init's value back; anything else goes.
+        const ours = setting.scope === 'role' ? ACCOUNT_SETTINGS.find((a) => a.name === setting.name) : undefined;
+        const change = ours ? `SET ${settingName(ours.name)} = ${literal(ours.value)}` : `RESET ${settingName(setting.name)}`;
+        const reset = await fixer.run(query(`ALTER ROLE SESSION_USER${where} ${change}`), 10_000);
         if (!reset.error) repaired.push(setting.name);
         else if (reset.error.code === '42501') {
           kept.push(setting.name);
