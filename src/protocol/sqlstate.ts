@@ -10,6 +10,8 @@ export const SqlState = {
   PROTOCOL_VIOLATION: '08P01',
   CANNOT_CONNECT_NOW: '57P03',
   CONNECTION_FAILURE: '08006',
+  /** The database server refused the proxy's own login (a service account's credentials). */
+  SERVER_REJECTED_CONNECTION: '08004',
   QUERY_CANCELED: '57014',
   ADMIN_SHUTDOWN: '57P01',
   FEATURE_NOT_SUPPORTED: '0A000',

@@ -41,7 +41,8 @@ export class BackendError extends Error {
   constructor(
     readonly code: BackendErrorCode,
     message: string,
-    readonly sqlstate: string = SqlState.CANNOT_CONNECT_NOW,
+    // The database refusing the proxy's own login is not "unavailable, try again": it needs an operator.
+    readonly sqlstate: string = code === 'backend_auth_failed' ? SqlState.SERVER_REJECTED_CONNECTION : SqlState.CANNOT_CONNECT_NOW,
     readonly fields?: BackendErrorFields,
   ) {
     super(message);
@@ -281,7 +282,7 @@ export class Backend {
               throw new BackendError(
                 authFailure ? 'backend_auth_failed' : 'backend_unavailable',
                 `${where} refused ${target.user}: ${f.message}${authFailure ? ' (check the account password in the proxy config)' : ''}`,
-                authFailure ? SqlState.CANNOT_CONNECT_NOW : (f.code as string),
+                authFailure ? SqlState.SERVER_REJECTED_CONNECTION : (f.code as string),
                 f,
               );
             }

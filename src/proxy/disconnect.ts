@@ -89,7 +89,21 @@ export const END_REASONS = {
   token_no_role: token,
   jwks_unavailable: token,
   backend_unavailable: authFailed(SqlState.CANNOT_CONNECT_NOW, unavailable),
-  backend_auth_failed: authFailed(SqlState.CANNOT_CONNECT_NOW, unavailable),
+  // PostgreSQL refused the service account itself (e.g. one of its users changed its password): not the
+  // client's token, and not something a retry fixes (issue 11 item 3).
+  backend_auth_failed: authFailed(
+    SqlState.SERVER_REJECTED_CONNECTION,
+    (d) =>
+      `database ${d.database ?? ''} refused the service account the proxy uses for your role (its credentials no longer work); ` +
+      'this is not a problem with your token and retrying will not help: an operator must fix the account (audit event service_account_login_failed)',
+  ),
+  // New backends keep arriving with role settings nobody should have set (src/proxy/backend-guard.ts).
+  backend_tampered: authFailed(
+    SqlState.CANNOT_CONNECT_NOW,
+    (d) =>
+      `the service account the proxy uses for your role on database ${d.database ?? ''} keeps getting tampered settings; the proxy repairs them ` +
+      'and refused to use it meanwhile: try again shortly, and tell an operator (audit event service_account_tampered)',
+  ),
   backend_error: { ...authFailed(SqlState.CANNOT_CONNECT_NOW, unavailable), ...ended(SqlState.CONNECTION_FAILURE, connectionLost) },
   backend_closed: { ...authFailed(SqlState.CANNOT_CONNECT_NOW, unavailable), ...ended(SqlState.CONNECTION_FAILURE, connectionLost) },
   pool_timeout: authFailed(SqlState.TOO_MANY_CONNECTIONS),

@@ -78,14 +78,18 @@ describe('backends', () => {
     await c.end();
   });
 
-  it('says 57P03 with the reason when a service account password is wrong', async () => {
+  it('says 08004, not "try again", when PostgreSQL refuses a service account password, with an audit event and a metric', async () => {
     const { proxy, logs } = await startProxy({ ...db({}), accounts: { app_admin: { password: 'x' }, app_writer: { password: 'wrong-password' }, app_reader: { password: 'x' } } });
     const err = await clientFor(proxy).connect().then(() => undefined, (e: { code: string; message: string }) => e);
-    expect(err?.code).toBe('57P03');
-    // The client hears that the database is unavailable; the operator's log says why.
-    expect(err?.message).toMatch(/database mydb is unavailable right now/);
+    expect(err?.code).toBe('08004');
+    // The client hears that the account (not its token) is refused and that an operator must act; the log says why.
+    expect(err?.message).toMatch(/refused the service account .* not a problem with your token/);
+    expect(err?.message).not.toMatch(/try again/);
     expect(err?.message).not.toContain('127.0.0.1');
-    expect((await logs.waitFor((l) => l.event === 'backend_unavailable')).message).toMatch(/check the account password in the proxy config/);
+    const event = await logs.waitFor((l) => l.event === 'service_account_login_failed');
+    expect(event).toMatchObject({ account: 'app_writer', database: 'mydb', pool: 'mydb/app_writer', sqlstate: '28P01' });
+    expect(event.reason).toMatch(/check the account password in the proxy config/);
+    expect(await proxy.metrics.registry.getSingleMetricAsString('gprxy_service_account_events_total')).toMatch(/event="login_failed"[^\n]* 1/);
     expect(logs.raw).not.toContain('wrong-password');
   });
 
