@@ -57,11 +57,14 @@ async function end(c: pg.Client): Promise<void> {
   await c.end();
 }
 
-/** The attacker ends every backend of the account, his own last, so the next logins get new backends. */
+/**
+ * The account's backends are replaced: the attacker leaves, and every backend of the account ends, as
+ * the pool's idle timeout, max lifetime or a proxy restart would do (before db init took the signal
+ * functions away from the accounts, the attacker could terminate his peers himself).
+ */
 async function killPeers(attacker: pg.Client): Promise<void> {
-  await attacker.query(`select pg_terminate_backend(pid) from pg_stat_activity where usename = current_user and pid <> pg_backend_pid()`);
-  await attacker.query('select pg_terminate_backend(pg_backend_pid())').catch(() => {});
-  open.delete(attacker);
+  await end(attacker);
+  await stack.cluster.query(`select pg_terminate_backend(pid) from pg_stat_activity where usename = 'app_writer'`);
   await waitUntil(async () => (await stack.cluster.query(`select count(*)::int as n from pg_stat_activity where usename = 'app_writer'`)).rows[0]!.n === 0);
 }
 
