@@ -46,8 +46,10 @@ export default class Login extends BaseCommand {
     const mayOpen = flags.browser !== false && !headless();
 
     const abort = new AbortController();
+    // Kept until the process ends (not `once`): libraries' exit hooks (conf's when-exit, proper-lockfile's
+    // signal-exit) re-send SIGINT to the process, which must end the login with 130, not kill it.
     const onSigint = () => abort.abort();
-    process.once('SIGINT', onSigint);
+    process.on('SIGINT', onSigint);
     let spin: { stop(): void } | undefined;
     const ui: LoginUi = {
       deviceCode: (prompt, opened) => {
@@ -81,7 +83,6 @@ export default class Login extends BaseCommand {
       this.log(`Access token valid until ${new Date(result.expiresAt).toISOString()}; tokens stored in ${result.storedIn}`);
     } finally {
       spin?.stop();
-      process.off('SIGINT', onSigint);
     }
   }
 }

@@ -4,7 +4,7 @@ import { resolveCliSettings } from '../config/cli-config.js';
 import { logout } from '../oauth/cli-session.js';
 
 export default class Logout extends BaseCommand {
-  static override description = 'Revoke the refresh token at the provider (RFC 7009) and delete the local tokens';
+  static override description = 'Revoke the refresh token at the provider (RFC 7009) and delete the local tokens; running tunnels of the profile refuse new connections from then on (open sessions stay until they end)';
   static override flags = {
     profile: Flags.string({ char: 'p', description: 'profile to log out (default: GPRXY_PROFILE or "default")' }),
   };
@@ -20,5 +20,14 @@ export default class Logout extends BaseCommand {
       none: 'nothing to revoke',
     }[result.revocation];
     this.log(`Logged out of profile "${settings.profile}": ${revoked}; ${result.deleted ? 'local tokens deleted' : 'no local tokens were stored'}.`);
+    if (result.tunnels.length === 0) this.log('No running gprxy connect tunnels for this profile.');
+    for (const t of result.tunnels) {
+      const where = t.listeners.join(', ');
+      this.log(
+        t.stopped
+          ? `Tunnel pid ${t.pid} (${where}) now refuses new connections ("run gprxy login"); its open sessions stay until they end.`
+          : `Tunnel pid ${t.pid} (${where}) did not confirm within 3 s; it refuses new connections once it notices the logout.`,
+      );
+    }
   }
 }

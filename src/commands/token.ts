@@ -17,7 +17,7 @@ export default class Token extends BaseCommand {
   async run(): Promise<void> {
     const { flags } = await this.parse(Token);
     const settings = resolveCliSettings({ profile: flags.profile, env: process.env });
-    const source = createTokenSource(settings, { warn: (m) => this.logToStderr(`gprxy: warning: ${m}`) });
+    const source = createTokenSource(settings, { warn: (m) => this.logToStderr(`gprxy: warning: ${m}`), debug: (m) => this.debugLog(m) });
     const { accessToken, expiresAt: sourceExpiry, claims } = await source.getAccessToken();
     if (flags.json) {
       // The token's own exp when it has one; null for a GPRXY_TOKEN whose lifetime is unknown (not a JWT).

@@ -225,6 +225,8 @@ export interface CliSettings {
   readonly configPath: string;
   /** Where --insecure-storage keeps token files (mode 0700). */
   readonly tokensDir: string;
+  /** Non-secret CLI state (mode 0700): per-profile locks, login generation markers, running tunnels. */
+  readonly stateDir: string;
 }
 
 export interface ResolveOptions extends ProfileStoreOptions {
@@ -270,6 +272,7 @@ export function resolveCliSettings(opts: ResolveOptions = {}): Readonly<CliSetti
     staticToken: nonEmpty(env.GPRXY_TOKEN),
     configPath: store.path,
     tokensDir: path.join(store.dir, 'tokens'),
+    stateDir: path.join(store.dir, 'state'),
   });
 }
 

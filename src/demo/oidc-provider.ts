@@ -74,6 +74,11 @@ export interface DevProvider {
   setAccessTokenTtl(seconds: number): void;
   /** A new RS256 key signs from now on; the old ones stay in the JWKS. */
   rotateSigningKey(): Promise<void>;
+  /**
+   * Holds every refresh_token answer for `ms` after the grant is processed (0: off), so a test can make
+   * another process act while a refresh is in flight: a slow network a real provider has on its bad days.
+   */
+  delayRefreshResponses(ms: number): void;
   /** fail(): JWKS answers `status` (500); stall(): JWKS never answers until restore(). */
   readonly jwksControl: { fail(status?: number): void; stall(): void; restore(): void };
   /** Plays the person: opens /device, types the code, confirms, signs in as `username` and allows (or denies). */
@@ -84,7 +89,11 @@ export interface DevProvider {
    * so the waiting loopback server receives it.
    */
   authorizeInBrowser(authorizationUrl: string, username: string, opts?: { deny?: boolean; deliver?: boolean }): Promise<string>;
-  counters(): { tokenRequests: Record<string, number>; jwksRequests: number };
+  /**
+   * refreshTokenReuse: refresh requests with an already-used (rotated) refresh token; oidc-provider
+   * answers each with invalid_grant and revokes the whole grant (reuse detection), as Auth0 does.
+   */
+  counters(): { tokenRequests: Record<string, number>; jwksRequests: number; refreshTokenReuse: number };
   close(): Promise<void>;
 }
 
@@ -155,6 +164,8 @@ export async function startDevProvider(opts: DevProviderOptions): Promise<DevPro
   const signingKeys: SigningKey[] = [await newSigningKey()];
   const tokenRequests: Record<string, number> = {};
   let jwksRequests = 0;
+  let refreshTokenReuse = 0;
+  let refreshDelayMs = 0;
   let jwksMode: { kind: 'ok' } | { kind: 'fail'; status: number } | { kind: 'stall' } = { kind: 'ok' };
   const stalled = new Set<{ req: IncomingMessage; res: ServerResponse }>();
 
@@ -308,7 +319,11 @@ export async function startDevProvider(opts: DevProviderOptions): Promise<DevPro
       if (ctx.method === 'POST' && ctx.path === '/token') {
         const grantType = first(ctx.oidc?.params?.grant_type) ?? first(ctx.oidc?.body?.grant_type) ?? 'unknown';
         tokenRequests[grantType] = (tokenRequests[grantType] ?? 0) + 1;
+        if (grantType === 'refresh_token' && refreshDelayMs > 0) await new Promise((r) => setTimeout(r, refreshDelayMs));
       }
+    });
+    provider.on('grant.error', (_ctx: unknown, err: unknown) => {
+      if ((err as { error_detail?: string })?.error_detail === 'refresh token already used') refreshTokenReuse++;
     });
     const quietErrors = new Set(['authorization_pending', 'slow_down']);
     for (const event of ['server_error', 'grant.error', 'authorization.error', 'revocation.error', 'discovery.error', 'userinfo.error', 'jwks.error', 'end_session.error', 'code_verification.error', 'device_authorization.error']) {
@@ -467,6 +482,9 @@ export async function startDevProvider(opts: DevProviderOptions): Promise<DevPro
     issuer,
     caCert: opts.ca.cert,
     ciClient,
+    delayRefreshResponses(ms: number) {
+      refreshDelayMs = ms;
+    },
     setAccessTokenTtl(seconds: number) {
       accessTokenTtl = seconds;
     },
@@ -509,7 +527,7 @@ export async function startDevProvider(opts: DevProviderOptions): Promise<DevPro
       return res.leftOriginTo;
     },
     counters() {
-      return { tokenRequests: { ...tokenRequests }, jwksRequests };
+      return { tokenRequests: { ...tokenRequests }, jwksRequests, refreshTokenReuse };
     },
     async close() {
       for (const { res } of stalled) res.destroy();

@@ -4,14 +4,22 @@
  *
  * Token storage is the keychain unless the person chose --insecure-storage at login; that choice is the
  * token file itself (it only exists because they asked for it), so every later command finds it again.
+ *
+ * Across processes: refreshes, login's save and logout's delete of a profile run under the profile's
+ * lock (profile-lock.ts), so no sequence of gprxy commands reuses a rotated refresh token or brings a
+ * deleted login back; login and logout then bump the profile's generation marker (login-generation.ts)
+ * that running tunnels watch.
  */
 import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { CliConfigError, requireIssuer, type CliSettings } from '../config/cli-config.js';
 import { fetchWithCa } from '../token/ca-fetch.js';
 import type { Identity } from './identity.js';
 import { decodeClaims, identityFromClaims } from './identity.js';
 import { OidcClient, type TokenResult } from './oidc-client.js';
 import { ProviderUnreachableError } from './errors.js';
+import { LoginGenerations, type TunnelRecord } from './login-generation.js';
+import { FileProfileLock, type ProfileLock } from './profile-lock.js';
 import { FileStore, KeychainStore, type StoredTokens, type TokenStore, type TokenStoreKind } from './token-store.js';
 import { TokenSource, pickIdClaims } from './token-source.js';
 
@@ -22,6 +30,10 @@ export interface SessionDeps {
   /** Warnings for the person (stderr in the CLI). */
   readonly warn?: (message: string) => void;
   readonly keychain?: KeychainStore;
+  /** Default: a lock file per profile in settings.stateDir. */
+  readonly lock?: ProfileLock;
+  /** Debug lines (stderr with --debug): e.g. every read of the token store. */
+  readonly debug?: (message: string) => void;
 }
 
 function clientFactory(settings: CliSettings, deps: SessionDeps): () => Promise<OidcClient> {
@@ -41,17 +53,44 @@ function clientFactory(settings: CliSettings, deps: SessionDeps): () => Promise<
   };
 }
 
-function stores(settings: CliSettings, deps: SessionDeps): { keychain: KeychainStore; file: FileStore } {
+/** One FileStore per token directory per process: its unencrypted-storage warning comes once per process. */
+const fileStores = new Map<string, FileStore>();
+
+/** Logs every read of a store (--debug), so a test or a curious person can count keychain reads. */
+function traced(store: TokenStore, debug: ((m: string) => void) | undefined): TokenStore {
+  if (!debug) return store;
   return {
-    keychain: deps.keychain ?? new KeychainStore(),
-    file: new FileStore({ dir: settings.tokensDir, warn: deps.warn ?? (() => {}) }),
+    kind: store.kind,
+    load: (profile) => {
+      debug(`reading the tokens of profile "${profile}" from the ${store.kind === 'keychain' ? 'OS keychain' : `${store.kind} store`}`);
+      return store.load(profile);
+    },
+    save: (profile, data) => store.save(profile, data),
+    delete: (profile) => store.delete(profile),
   };
+}
+
+function stores(settings: CliSettings, deps: SessionDeps): { keychain: KeychainStore; file: FileStore } {
+  let file = fileStores.get(settings.tokensDir);
+  if (!file) {
+    file = new FileStore({ dir: settings.tokensDir, warn: deps.warn ?? (() => {}) });
+    fileStores.set(settings.tokensDir, file);
+  }
+  return { keychain: deps.keychain ?? new KeychainStore(), file };
+}
+
+export function profileLock(settings: CliSettings, deps: SessionDeps = {}): ProfileLock {
+  return deps.lock ?? new FileProfileLock({ dir: path.join(settings.stateDir, 'locks') });
+}
+
+export function loginGenerations(settings: CliSettings): LoginGenerations {
+  return new LoginGenerations(settings.stateDir);
 }
 
 /** The store a profile's login lives in: its --insecure-storage file when there is one, else the keychain. */
 export function activeStore(settings: CliSettings, deps: SessionDeps = {}): TokenStore {
   const { keychain, file } = stores(settings, deps);
-  return existsSync(file.fileFor(settings.profile)) ? file : keychain;
+  return traced(existsSync(file.fileFor(settings.profile)) ? file : keychain, deps.debug);
 }
 
 /** GPRXY_TOKEN, else client credentials (GPRXY_CLIENT_ID + GPRXY_CLIENT_SECRET), else the stored login. */
@@ -61,7 +100,7 @@ export function createTokenSource(settings: CliSettings, deps: SessionDeps = {})
   const client = clientFactory(settings, deps);
   if (settings.clientCredentials) return new TokenSource({ profile: settings.profile, mode: { kind: 'client_credentials' }, client, now: deps.now, logger });
   const expected = settings.issuer && settings.clientId ? { issuer: settings.issuer, clientId: settings.clientId } : undefined;
-  return new TokenSource({ profile: settings.profile, mode: { kind: 'stored', store: activeStore(settings, deps) }, client, expected, now: deps.now, logger });
+  return new TokenSource({ profile: settings.profile, mode: { kind: 'stored', store: activeStore(settings, deps) }, client, expected, now: deps.now, logger, lock: profileLock(settings, deps) });
 }
 
 export interface DeviceCodePrompt {
@@ -145,10 +184,14 @@ export async function login(settings: CliSettings, opts: LoginOptions, deps: Ses
     scope: result.scope,
     idClaims: pickIdClaims(result.idClaims),
   };
-  await store.save(settings.profile, record);
-  // One login per profile: drop a copy left in the other store by an earlier login.
-  const other = store === file ? keychain : file;
-  await other.delete(settings.profile).catch(() => false);
+  await profileLock(settings, deps).withLock(settings.profile, async () => {
+    await store.save(settings.profile, record);
+    // One login per profile: drop a copy left in the other store by an earlier login.
+    const other = store === file ? keychain : file;
+    await other.delete(settings.profile).catch(() => false);
+    // Running tunnels of this profile pick up the new login (maybe someone else's) at once.
+    await loginGenerations(settings).bump(settings.profile, 'login');
+  });
   if (!result.refreshToken) deps.warn?.('the provider returned no refresh token (is offline_access among the scopes?): you will need to log in again when the access token expires');
 
   return Object.freeze({
@@ -165,31 +208,51 @@ export interface LogoutResult {
   /** revoked: the provider revoked the refresh token; unsupported: it offers no revocation; offline: unreachable; none: nothing to revoke. */
   readonly revocation: 'revoked' | 'unsupported' | 'offline' | 'none';
   readonly deleted: boolean;
+  /** Tunnels of this profile that were running; `stopped`: they confirmed they refuse new connections. */
+  readonly tunnels: readonly { readonly pid: number; readonly listeners: readonly string[]; readonly stopped: boolean }[];
 }
 
-export async function logout(settings: CliSettings, deps: SessionDeps = {}): Promise<LogoutResult> {
+export interface LogoutOptions {
+  /** How long to wait for running tunnels to confirm. Default 3 s. */
+  readonly tunnelAckMs?: number;
+}
+
+export async function logout(settings: CliSettings, deps: SessionDeps = {}, opts: LogoutOptions = {}): Promise<LogoutResult> {
   const { keychain, file } = stores(settings, deps);
-  const store = activeStore(settings, deps);
-  let data: StoredTokens | undefined;
-  try {
-    data = await store.load(settings.profile);
-  } catch {
-    data = undefined; // unreadable: still delete it below
-  }
-  let revocation: LogoutResult['revocation'] = 'none';
-  if (data?.refreshToken && settings.issuer && settings.clientId) {
+  const generations = loginGenerations(settings);
+  // Under the lock: a refresh in flight finishes first, so the refresh token revoked is the newest one
+  // and nothing saves the login again after it is deleted.
+  const { revocation, deleted, generation } = await profileLock(settings, deps).withLock(settings.profile, async () => {
+    const store = activeStore(settings, deps);
+    let data: StoredTokens | undefined;
     try {
-      const client = await clientFactory(settings, deps)();
-      revocation = (await client.revoke(data.refreshToken, 'refresh_token')) ? 'revoked' : 'unsupported';
-    } catch (err) {
-      if (!(err instanceof ProviderUnreachableError)) throw err;
-      revocation = 'offline';
-      deps.warn?.(`could not reach the provider to revoke the refresh token (${err.message.split(':')[0]}); deleted the local copy only`);
+      data = await store.load(settings.profile);
+    } catch {
+      data = undefined; // unreadable: still delete it below
     }
-  }
-  const deletedFile = await file.delete(settings.profile);
-  const deletedKeychain = await keychain.delete(settings.profile).catch(() => false);
-  return Object.freeze({ revocation, deleted: deletedFile || deletedKeychain });
+    let revocation: LogoutResult['revocation'] = 'none';
+    if (data?.refreshToken && settings.issuer && settings.clientId) {
+      try {
+        const client = await clientFactory(settings, deps)();
+        revocation = (await client.revoke(data.refreshToken, 'refresh_token')) ? 'revoked' : 'unsupported';
+      } catch (err) {
+        if (!(err instanceof ProviderUnreachableError)) throw err;
+        revocation = 'offline';
+        deps.warn?.(`could not reach the provider to revoke the refresh token (${err.message.split(':')[0]}); deleted the local copy only`);
+      }
+    }
+    const deletedFile = await file.delete(settings.profile);
+    const deletedKeychain = await keychain.delete(settings.profile).catch(() => false);
+    const mark = await generations.bump(settings.profile, 'logout');
+    return { revocation, deleted: deletedFile || deletedKeychain, generation: mark.generation };
+  });
+  const running: TunnelRecord[] = (await generations.tunnels(settings.profile)).filter((t) => t.pid !== process.pid);
+  const acked = running.length ? await generations.waitForTunnels(settings.profile, generation, running.map((t) => t.pid), opts.tunnelAckMs ?? 3000) : [];
+  return Object.freeze({
+    revocation,
+    deleted,
+    tunnels: Object.freeze(running.map((t) => Object.freeze({ pid: t.pid, listeners: t.listeners, stopped: acked.includes(t.pid) }))),
+  });
 }
 
 export interface StatusReport {

@@ -3,13 +3,18 @@
  * tunnel both draw from it. Three modes (DESIGN.md 2.1): tokens kept in a TokenStore from `gprxy login`,
  * the client credentials grant (CI, memory only), or a token given as is (GPRXY_TOKEN).
  *
- * Refresh happens when under 60 s or under 10 % of the token's lifetime remains, once at a time however
- * many callers ask (single-flight), and a rotated refresh token replaces the old one in the store.
+ * Refresh happens when refresh-policy.ts says so, once at a time however many callers ask (single-flight
+ * in this process), and across processes under the profile's lock (profile-lock.ts): the store is read
+ * again under the lock, so a token another process just refreshed is used instead of refreshing the
+ * same rotating refresh token twice (which a provider with reuse detection answers by revoking the
+ * login). A rotated refresh token replaces the old one in the store.
  */
 import type { JWTPayload } from 'jose';
 import { LoginRequiredError, ProviderUnreachableError } from './errors.js';
 import { decodeClaims } from './identity.js';
 import type { OidcClient, TokenResult } from './oidc-client.js';
+import { NO_LOCK, type ProfileLock } from './profile-lock.js';
+import { needsRefresh, refreshAt } from './refresh-policy.js';
 import type { StoredTokens, TokenStore } from './token-store.js';
 
 /** The ID-token claims worth keeping for `gprxy status` (identity, not secrets). */
@@ -23,6 +28,8 @@ export interface AccessToken {
   readonly accessToken: string;
   /** Epoch ms; Infinity for a GPRXY_TOKEN that is not a JWT (its lifetime is unknown). */
   readonly expiresAt: number;
+  /** Epoch ms at which the refresh policy renews it (Infinity: never); schedulers use this, not their own rule. */
+  readonly refreshAt: number;
   readonly claims: JWTPayload;
 }
 
@@ -40,21 +47,28 @@ export interface TokenSourceOptions {
   readonly expected?: { readonly issuer: string; readonly clientId: string };
   readonly now?: () => number;
   readonly logger?: { warn(message: string): void };
-  /** Refresh when less than this remains (default 60 s)... */
-  readonly minRemainingMs?: number;
-  /** ...or less than this fraction of the lifetime (default 0.1). */
-  readonly minRemainingFraction?: number;
+  /** Serialises refreshes of the profile across processes (default: this process only). */
+  readonly lock?: ProfileLock;
 }
 
 interface Current {
   readonly accessToken: string;
-  readonly issuedAt: number;
+  readonly issuedAt: number | undefined;
   readonly expiresAt: number;
+}
+
+function loginRequired(profile: string): LoginRequiredError {
+  return new LoginRequiredError(`not logged in${profile === 'default' ? '' : ` (profile ${profile})`}: run gprxy login${profile === 'default' ? '' : ` --profile ${profile}`}`);
+}
+
+function currentOf(data: StoredTokens): Current | undefined {
+  return data.accessToken && data.accessTokenExpiresAt ? { accessToken: data.accessToken, issuedAt: data.accessTokenIssuedAt, expiresAt: data.accessTokenExpiresAt } : undefined;
 }
 
 export class TokenSource {
   readonly #opts: TokenSourceOptions;
   readonly #now: () => number;
+  readonly #lock: ProfileLock;
   #client: Promise<OidcClient> | undefined;
   #inflight: Promise<AccessToken> | undefined;
   /** Client credentials only: those tokens are never stored. */
@@ -63,19 +77,16 @@ export class TokenSource {
   constructor(opts: TokenSourceOptions) {
     this.#opts = opts;
     this.#now = opts.now ?? Date.now;
+    this.#lock = opts.lock ?? NO_LOCK;
   }
 
   get mode(): TokenSourceMode['kind'] {
     return this.#opts.mode.kind;
   }
 
-  /** True when `token` should be replaced now. */
+  /** True when `token` should be replaced now (refresh-policy.ts). */
   needsRefresh(token: { issuedAt?: number; expiresAt?: number } | undefined): boolean {
-    if (!token?.expiresAt) return true;
-    const remaining = token.expiresAt - this.#now();
-    const lifetime = token.issuedAt !== undefined ? token.expiresAt - token.issuedAt : 0;
-    const margin = Math.max(this.#opts.minRemainingMs ?? 60_000, lifetime * (this.#opts.minRemainingFraction ?? 0.1));
-    return remaining < margin;
+    return needsRefresh(token, this.#now());
   }
 
   /** A valid access token, refreshed if needed. Concurrent callers share one refresh. */
@@ -100,7 +111,9 @@ export class TokenSource {
     switch (mode.kind) {
       case 'static': {
         const claims = decodeClaims(mode.token);
-        return { accessToken: mode.token, expiresAt: typeof claims.exp === 'number' ? claims.exp * 1000 : Number.POSITIVE_INFINITY, claims };
+        const expiresAt = typeof claims.exp === 'number' ? claims.exp * 1000 : Number.POSITIVE_INFINITY;
+        // Nothing can renew a given token: no refresh time.
+        return { accessToken: mode.token, expiresAt, refreshAt: Number.POSITIVE_INFINITY, claims };
       }
       case 'client_credentials': {
         if (!this.#memory || this.needsRefresh(this.#memory)) {
@@ -116,30 +129,55 @@ export class TokenSource {
   }
 
   #answer(current: Current): AccessToken {
-    return { accessToken: current.accessToken, expiresAt: current.expiresAt, claims: decodeClaims(current.accessToken) };
+    return { accessToken: current.accessToken, expiresAt: current.expiresAt, refreshAt: refreshAt(current), claims: decodeClaims(current.accessToken) };
   }
 
-  async #fromStore(store: TokenStore): Promise<AccessToken> {
+  /** The stored record, checked against the profile; throws login_required when there is none. */
+  async #load(store: TokenStore): Promise<StoredTokens> {
     const { profile, expected } = this.#opts;
     const data = await store.load(profile);
-    if (!data) throw new LoginRequiredError(`not logged in${profile === 'default' ? '' : ` (profile ${profile})`}: run gprxy login${profile === 'default' ? '' : ` --profile ${profile}`}`);
+    if (!data) throw loginRequired(profile);
     if (expected && (data.issuer !== expected.issuer || data.clientId !== expected.clientId)) {
       throw new LoginRequiredError(`the stored login is for ${data.issuer} (client ${data.clientId}) but the profile now says ${expected.issuer} (client ${expected.clientId}): run gprxy login`);
     }
-    const current = data.accessToken && data.accessTokenExpiresAt
-      ? { accessToken: data.accessToken, issuedAt: data.accessTokenIssuedAt ?? data.accessTokenExpiresAt, expiresAt: data.accessTokenExpiresAt }
-      : undefined;
+    return data;
+  }
+
+  async #fromStore(store: TokenStore): Promise<AccessToken> {
+    // The common case needs no lock: the stored token is still fresh.
+    const first = await this.#load(store);
+    const current = currentOf(first);
     if (current && !this.needsRefresh(current)) return this.#answer(current);
+    if (!first.refreshToken) return this.#withoutRefreshToken(current);
+    return this.#lock.withLock(this.#opts.profile, () => this.#refreshLocked(store));
+  }
+
+  #withoutRefreshToken(current: Current | undefined): AccessToken {
+    if (current && current.expiresAt > this.#now()) return this.#answer(current);
+    throw new LoginRequiredError('the access token expired and there is no refresh token to renew it: run gprxy login');
+  }
+
+  /** Under the profile's lock: read again (another process may have refreshed or logged out), then refresh. */
+  async #refreshLocked(store: TokenStore): Promise<AccessToken> {
+    const { profile } = this.#opts;
+    const data = await this.#load(store);
+    const current = currentOf(data);
+    if (current && !this.needsRefresh(current)) return this.#answer(current);
+    if (!data.refreshToken) return this.#withoutRefreshToken(current);
     const stillValid = current !== undefined && current.expiresAt > this.#now();
-    if (!data.refreshToken) {
-      if (current && stillValid) return this.#answer(current);
-      throw new LoginRequiredError('the access token expired and there is no refresh token to renew it: run gprxy login');
-    }
 
     let result: TokenResult;
     try {
       result = await (await this.#oidc()).refresh(data.refreshToken);
     } catch (err) {
+      // invalid_grant: if a process that does not take the lock (an older gprxy) refreshed meanwhile,
+      // the store holds its newer token: use that rather than tell the person to log in again.
+      if (err instanceof LoginRequiredError) {
+        const again = await store.load(profile);
+        const newer = again && again.refreshToken !== data.refreshToken ? currentOf(again) : undefined;
+        if (newer && newer.expiresAt > this.#now()) return this.#answer(newer);
+        throw err;
+      }
       // An unreachable provider does not end a session whose token still works: use it, say so.
       if (err instanceof ProviderUnreachableError && current && stillValid) {
         this.#opts.logger?.warn(`could not refresh the access token (${err.message.split(':')[0]}); using the current one until it expires`);
@@ -160,6 +198,6 @@ export class TokenSource {
       idClaims: Object.keys(result.idClaims).length ? pickIdClaims(result.idClaims) : data.idClaims,
     };
     await store.save(profile, updated);
-    return { accessToken: result.accessToken, expiresAt, claims: result.claims };
+    return { accessToken: result.accessToken, expiresAt, refreshAt: refreshAt({ issuedAt, expiresAt }), claims: result.claims };
   }
 }

@@ -118,15 +118,20 @@ export class KeychainStore implements TokenStore {
 export interface FileStoreOptions {
   /** Directory for the token files; created 0700. */
   readonly dir: string;
-  /** Called at every use: the file holds a plaintext refresh token. */
+  /** Called at the first use of a profile's file by this store: it holds a plaintext refresh token. */
   readonly warn: (message: string) => void;
 }
 
-/** The explicit --insecure-storage choice: one JSON file per profile, mode 0600, in a 0700 directory. */
+/**
+ * The explicit --insecure-storage choice: one JSON file per profile, mode 0600, in a 0700 directory.
+ * The warning comes once per store (the CLI keeps one per process), not at every read: a tunnel reads
+ * the file at every refresh.
+ */
 export class FileStore implements TokenStore {
   readonly kind = 'file' as const;
   readonly #dir: string;
   readonly #warn: (message: string) => void;
+  readonly #warned = new Set<string>();
 
   constructor(opts: FileStoreOptions) {
     this.#dir = opts.dir;
@@ -140,6 +145,8 @@ export class FileStore implements TokenStore {
   }
 
   #warnUse(profile: string): void {
+    if (this.#warned.has(profile)) return;
+    this.#warned.add(profile);
     this.#warn(`tokens for profile "${profile}" are stored unencrypted in ${this.fileFor(profile)} (--insecure-storage); anyone who can read it can act as you`);
   }
 

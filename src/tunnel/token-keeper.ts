@@ -1,10 +1,13 @@
 /**
  * Keeps an access token ready for the tunnel so a new local connection never waits on the provider:
- * the token is renewed in the background at 80 % of its lifetime or 60 s before expiry, whichever comes
- * first (but not before half its lifetime); failures are retried with exponential backoff while the current token is still valid. When the
- * source says only `gprxy login` can help (refresh token expired or revoked), every new connection gets
- * that error, and `onLoginRequired` fires once so the terminal can say it once; a new login (in another
- * terminal) is picked up by the next connection after a few seconds, without restarting the tunnel.
+ * the token is renewed in the background at the time its source names (`refreshAt`, from the CLI's one
+ * refresh policy, src/oauth/refresh-policy.ts), so the keeper asks exactly when the source agrees to
+ * refresh, and reads the token store once per renewal, not in a loop. Failures are retried with
+ * exponential backoff while the current token is still valid. When the source says only `gprxy login`
+ * can help (refresh token expired or revoked, logged out), every new connection gets that error, and
+ * `onLoginRequired` fires once so the terminal can say it once; a new login (in another terminal) is
+ * picked up by the next connection after a few seconds, or at once after `invalidate()` (the login
+ * generation marker changed), without restarting the tunnel.
  */
 import { setLongTimeout, type LongTimer } from '../shared/long-timer.js';
 import type { TunnelTokenSource } from './tunnel.js';
@@ -12,11 +15,17 @@ import type { TunnelTokenSource } from './tunnel.js';
 export interface KeptToken {
   readonly accessToken: string;
   readonly expiresAt: number;
+  /** When the source will renew it (epoch ms; Infinity: never). The keeper schedules from this alone. */
+  readonly refreshAt: number;
   readonly claims: Record<string, unknown>;
 }
 
+export interface KeeperTokenSource {
+  getAccessToken(): Promise<KeptToken>;
+}
+
 export interface TokenKeeperOptions {
-  readonly source: TunnelTokenSource;
+  readonly source: KeeperTokenSource;
   readonly now?: () => number;
   readonly onRefreshed?: (token: KeptToken) => void;
   readonly onRefreshFailed?: (error: Error, retryInMs: number) => void;
@@ -28,6 +37,8 @@ export interface TokenKeeperOptions {
 const DEAD_RECHECK_MS = 5_000;
 /** A token this close to expiry is not handed to a new connection (the proxy needs time to verify it). */
 const MIN_USABLE_MS = 2_000;
+/** Timers may fire a millisecond early; asking a little late keeps the source and the keeper in agreement. */
+const TIMER_SLACK_MS = 20;
 
 function loginRequired(error: unknown): boolean {
   return (error as { code?: string }).code === 'login_required';
@@ -41,6 +52,8 @@ export class TokenKeeper implements TunnelTokenSource {
   private dead: Error | undefined;
   private deadAt = 0;
   private closed = false;
+  /** Bumped by invalidate(): a renewal that started before it does not put its token back. */
+  private epoch = 0;
   private readonly now: () => number;
 
   constructor(private readonly options: TokenKeeperOptions) {
@@ -55,33 +68,60 @@ export class TokenKeeper implements TunnelTokenSource {
     return this.renew();
   }
 
+  /**
+   * The login changed underneath (logout, or a login as someone else): forget the kept token, so the
+   * next connection asks the source again (which then says "run gprxy login", or finds the new login).
+   */
+  invalidate(): void {
+    this.epoch++;
+    this.current = undefined;
+    this.dead = undefined;
+    this.failures = 0;
+    this.timer?.clear();
+  }
+
   close(): void {
     this.closed = true;
     this.timer?.clear();
   }
 
   private renew(): Promise<KeptToken> {
-    this.inflight ??= this.options.source
+    if (this.inflight) return this.inflight;
+    const epoch = this.epoch;
+    const stale = () => epoch !== this.epoch;
+    // A renewal that straddled invalidate() is answered by a new one (its token may be the old login's).
+    const again = (): Promise<KeptToken> => {
+      if (this.inflight === renewal) this.inflight = undefined;
+      return this.renew();
+    };
+    const renewal: Promise<KeptToken> = this.options.source
       .getAccessToken()
       .then(
         (token) => {
+          if (stale()) return again();
           this.current = token;
-          this.failures = 0;
           this.dead = undefined;
           this.options.onRefreshed?.(token);
-          this.schedule(this.nextRefreshIn(token));
+          const due = token.refreshAt - this.now();
+          if (due > 0) {
+            this.failures = 0;
+            this.schedule(due === Number.POSITIVE_INFINITY ? -1 : due + TIMER_SLACK_MS);
+          } else {
+            // The source handed back a token it wanted renewed (it could not reach the provider and
+            // said so): try again with backoff rather than at once.
+            this.schedule(this.backoff());
+          }
           return token;
         },
         (error: Error) => {
+          if (stale()) return again();
           if (loginRequired(error)) {
             if (!this.dead) this.options.onLoginRequired?.(error);
             this.dead = error;
             this.deadAt = this.now();
             this.current = undefined;
           } else {
-            this.failures++;
-            const { initialMs, maxMs } = this.options.backoff ?? { initialMs: 1_000, maxMs: 60_000 };
-            const delay = Math.min(maxMs, initialMs * 2 ** (this.failures - 1));
+            const delay = this.backoff();
             this.options.onRefreshFailed?.(error, delay);
             this.schedule(delay);
           }
@@ -89,20 +129,16 @@ export class TokenKeeper implements TunnelTokenSource {
         },
       )
       .finally(() => {
-        this.inflight = undefined;
+        if (this.inflight === renewal) this.inflight = undefined;
       });
-    return this.inflight;
+    this.inflight = renewal;
+    return renewal;
   }
 
-  private nextRefreshIn(token: KeptToken): number {
-    if (!Number.isFinite(token.expiresAt)) return -1;
-    const now = this.now();
-    const issuedAt = typeof token.claims.iat === 'number' ? token.claims.iat * 1000 : now;
-    const lifetime = Math.max(0, token.expiresAt - issuedAt);
-    // 80 % of the lifetime or 60 s before expiry, whichever comes first; but never before half the
-    // lifetime, so very short tokens (tests, strict providers) are not renewed in a tight loop.
-    const at = Math.max(issuedAt + lifetime * 0.5, Math.min(issuedAt + lifetime * 0.8, token.expiresAt - 60_000));
-    return Math.max(250, at - now);
+  private backoff(): number {
+    this.failures++;
+    const { initialMs, maxMs } = this.options.backoff ?? { initialMs: 1_000, maxMs: 60_000 };
+    return Math.min(maxMs, initialMs * 2 ** (this.failures - 1));
   }
 
   private schedule(ms: number): void {

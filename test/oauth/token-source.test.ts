@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEV_AUDIENCE, DEV_CLI_CLIENT_ID, startDevProvider, type DevProvider } from '../../src/demo/oidc-provider.js';
 import { fetchWithCa } from '../../src/token/ca-fetch.js';
 import { OidcClient } from '../../src/oauth/oidc-client.js';
+import { refreshAt } from '../../src/oauth/refresh-policy.js';
 import { TokenSource } from '../../src/oauth/token-source.js';
 import { MemoryTokenStore, type StoredTokens } from '../../src/oauth/token-store.js';
 import { startTestProvider, type TestProvider } from '../support/oidc.js';
@@ -40,24 +41,33 @@ afterAll(async () => {
   await stack?.close();
 });
 
-describe('TokenSource refresh policy', () => {
+describe('the refresh policy (src/oauth/refresh-policy.ts), as the source applies it', () => {
   const at = (nowMs: number) => new TokenSource({ profile: 'p', mode: { kind: 'static', token: 'x' }, now: () => nowMs });
 
-  it('refreshes when under 60 s remain', () => {
+  it('a 5-minute token: 60 s before expiry', () => {
     const token = { issuedAt: 0, expiresAt: 300_000 };
-    expect(at(239_000).needsRefresh(token)).toBe(false);
-    expect(at(240_001).needsRefresh(token)).toBe(true);
+    expect(refreshAt(token)).toBe(240_000);
+    expect(at(239_999).needsRefresh(token)).toBe(false);
+    expect(at(240_000).needsRefresh(token)).toBe(true);
   });
 
-  it('refreshes when under 10 % of a long lifetime remains', () => {
+  it('a one-hour token: at 80 % of its lifetime (48 min)', () => {
     const token = { issuedAt: 0, expiresAt: 3_600_000 };
-    expect(at(3_239_000).needsRefresh(token)).toBe(false); // 361 s left
-    expect(at(3_241_000).needsRefresh(token)).toBe(true); // 359 s left < 360 s
+    expect(refreshAt(token)).toBe(2_880_000);
+    expect(at(2_879_000).needsRefresh(token)).toBe(false);
+    expect(at(2_880_000).needsRefresh(token)).toBe(true);
   });
 
-  it('always refreshes a token it knows nothing about', () => {
+  it('a 6-second token: at half its life, not at once', () => {
+    expect(refreshAt({ issuedAt: 0, expiresAt: 6000 })).toBe(3000);
+    expect(at(2999).needsRefresh({ issuedAt: 0, expiresAt: 6000 })).toBe(false);
+  });
+
+  it('always refreshes a token it knows nothing about; never one without expiry', () => {
     expect(at(0).needsRefresh(undefined)).toBe(true);
     expect(at(0).needsRefresh({})).toBe(true);
+    expect(refreshAt({ expiresAt: Number.POSITIVE_INFINITY })).toBe(Number.POSITIVE_INFINITY);
+    expect(refreshAt({ expiresAt: 100_000 })).toBe(40_000); // issue time unknown: 60 s before expiry
   });
 });
 
@@ -130,6 +140,22 @@ describe('TokenSource with stored tokens', () => {
   });
 });
 
+describe('TokenSource and other processes', () => {
+  it('on invalid_grant it reads the store once more and uses the newer token another process saved', async () => {
+    const store = new MemoryTokenStore();
+    const record = await loggedIn('alice');
+    await store.save('p', record);
+    const due = record.accessTokenExpiresAt! - 30_000;
+    // Process A refreshes (rotating the refresh token) and saves.
+    const a = await new TokenSource({ profile: 'p', mode: { kind: 'stored', store }, client: person(), now: () => due }).getAccessToken();
+    // Process B read the store before A saved (e.g. an older gprxy that takes no lock): its first reads are stale.
+    let stale = 2;
+    const staleStore = { kind: 'memory' as const, load: async (p: string) => (stale-- > 0 ? record : store.load(p)), save: store.save.bind(store), delete: store.delete.bind(store) };
+    const b = await new TokenSource({ profile: 'p', mode: { kind: 'stored', store: staleStore }, client: person(), now: () => due }).getAccessToken();
+    expect(b.accessToken).toBe(a.accessToken);
+  });
+});
+
 describe('TokenSource CI modes', () => {
   it('client credentials: fetched once, kept in memory, fetched again near expiry', async () => {
     let now = Date.now();
@@ -149,7 +175,7 @@ describe('TokenSource CI modes', () => {
 
   it('GPRXY_TOKEN: used as is, expiry from its exp claim', async () => {
     const jwt = 'eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4IiwiZXhwIjoyMDAwMDAwMDAwfQ.';
-    expect(await new TokenSource({ profile: 'p', mode: { kind: 'static', token: jwt } }).getAccessToken()).toEqual({ accessToken: jwt, expiresAt: 2_000_000_000_000, claims: { sub: 'x', exp: 2_000_000_000 } });
+    expect(await new TokenSource({ profile: 'p', mode: { kind: 'static', token: jwt } }).getAccessToken()).toEqual({ accessToken: jwt, expiresAt: 2_000_000_000_000, refreshAt: Number.POSITIVE_INFINITY, claims: { sub: 'x', exp: 2_000_000_000 } });
     const opaque = await new TokenSource({ profile: 'p', mode: { kind: 'static', token: 'opaque' } }).getAccessToken();
     expect(opaque.expiresAt).toBe(Number.POSITIVE_INFINITY);
   });

@@ -121,7 +121,7 @@ describe('gprxy connect tunnel', () => {
     const tunnel = await startTunnel(fixedTokens(aliceToken), { databases: ['mydb', 'mydb'], port: 0 });
     try {
       expect(tunnel.listeners).toHaveLength(2);
-      const clients = Array.from({ length: 20 }, (_, i) => new pg.Client({ host: '127.0.0.1', port: tunnel.listeners[i % 2]!.port, database: 'mydb', user: 'ignored' }));
+      const clients = Array.from({ length: 20 }, (_, i) => new pg.Client({ host: '127.0.0.1', port: tunnel.listeners[i % 2]!.port, database: 'mydb', user: 'alice@example.com' }));
       await Promise.all(clients.map((c) => c.connect()));
       const users = await Promise.all(clients.map(async (c) => (await c.query('select current_user, pg_sleep(0.05)')).rows[0].current_user));
       expect(new Set(users)).toEqual(new Set(['app_writer']));
