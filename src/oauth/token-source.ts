@@ -14,7 +14,7 @@ import { LoginRequiredError, ProviderUnreachableError } from './errors.js';
 import { decodeClaims } from './identity.js';
 import type { OidcClient, TokenResult } from './oidc-client.js';
 import { NO_LOCK, type ProfileLock } from './profile-lock.js';
-import { needsRefresh, refreshAt } from './refresh-policy.js';
+import { needsRefresh, refreshAt } from '../shared/refresh-policy.js';
 import type { StoredTokens, TokenStore } from './token-store.js';
 
 /** The ID-token claims worth keeping for `gprxy status` (identity, not secrets). */

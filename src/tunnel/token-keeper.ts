@@ -1,7 +1,7 @@
 /**
  * Keeps an access token ready for the tunnel so a new local connection never waits on the provider:
  * the token is renewed in the background at the time its source names (`refreshAt`, from the CLI's one
- * refresh policy, src/oauth/refresh-policy.ts), so the keeper asks exactly when the source agrees to
+ * refresh policy, src/shared/refresh-policy.ts), so the keeper asks exactly when the source agrees to
  * refresh, and reads the token store once per renewal, not in a loop. Failures are retried with
  * exponential backoff while the current token is still valid. When the source says only `gprxy login`
  * can help (refresh token expired or revoked, logged out), every new connection gets that error, and
@@ -10,13 +10,17 @@
  * generation marker changed), without restarting the tunnel.
  */
 import { setLongTimeout, type LongTimer } from '../shared/long-timer.js';
+import { refreshAt } from '../shared/refresh-policy.js';
 import type { TunnelTokenSource } from './tunnel.js';
 
 export interface KeptToken {
   readonly accessToken: string;
   readonly expiresAt: number;
-  /** When the source will renew it (epoch ms; Infinity: never). The keeper schedules from this alone. */
-  readonly refreshAt: number;
+  /**
+   * When the source will renew it (epoch ms; Infinity: never). The keeper schedules from this; a source
+   * that does not say gets the same policy applied to the token's iat and expiry.
+   */
+  readonly refreshAt?: number;
   readonly claims: Record<string, unknown>;
 }
 
@@ -102,7 +106,8 @@ export class TokenKeeper implements TunnelTokenSource {
           this.current = token;
           this.dead = undefined;
           this.options.onRefreshed?.(token);
-          const due = token.refreshAt - this.now();
+          const at = token.refreshAt ?? refreshAt({ issuedAt: typeof token.claims.iat === 'number' ? token.claims.iat * 1000 : undefined, expiresAt: token.expiresAt });
+          const due = at - this.now();
           if (due > 0) {
             this.failures = 0;
             this.schedule(due === Number.POSITIVE_INFINITY ? -1 : due + TIMER_SLACK_MS);

@@ -10,7 +10,7 @@ import path from 'node:path';
 import * as oidc from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEV_AUDIENCE, DEV_CLI_CLIENT_ID, type DevProvider } from '../../src/demo/oidc-provider.js';
-import { refreshAt } from '../../src/oauth/refresh-policy.js';
+import { refreshAt } from '../../src/shared/refresh-policy.js';
 import { fetchWithCa } from '../../src/token/ca-fetch.js';
 import { runCli, startCli, type CliResult } from '../support/cli.js';
 import { startKeyringSession, type KeyringSession } from '../support/keyring.js';

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEV_AUDIENCE, DEV_CLI_CLIENT_ID, startDevProvider, type DevProvider } from '../../src/demo/oidc-provider.js';
 import { fetchWithCa } from '../../src/token/ca-fetch.js';
 import { OidcClient } from '../../src/oauth/oidc-client.js';
-import { refreshAt } from '../../src/oauth/refresh-policy.js';
+import { refreshAt } from '../../src/shared/refresh-policy.js';
 import { TokenSource } from '../../src/oauth/token-source.js';
 import { MemoryTokenStore, type StoredTokens } from '../../src/oauth/token-store.js';
 import { startTestProvider, type TestProvider } from '../support/oidc.js';
@@ -41,7 +41,7 @@ afterAll(async () => {
   await stack?.close();
 });
 
-describe('the refresh policy (src/oauth/refresh-policy.ts), as the source applies it', () => {
+describe('the refresh policy (src/shared/refresh-policy.ts), as the source applies it', () => {
   const at = (nowMs: number) => new TokenSource({ profile: 'p', mode: { kind: 'static', token: 'x' }, now: () => nowMs });
 
   it('a 5-minute token: 60 s before expiry', () => {

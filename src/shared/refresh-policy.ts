@@ -3,6 +3,8 @@
  * tunnel's keeper all ask `refreshAt()`, so the keeper's timer fires exactly when the source agrees to
  * refresh (two policies that disagreed made the keeper re-read the keychain every 250 ms for minutes).
  *
+ * Imports nothing of ours, so the token source (oauth) and the tunnel's keeper share it.
+ *
  * Renew at 80 % of the lifetime, or 60 s before expiry when that comes first (a one-hour token: at
  * 48 min), but never before half the lifetime, so very short tokens (tests, strict providers) are not
  * renewed in a tight loop (a 6 s token: at 3 s).
