@@ -2,8 +2,8 @@
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
-export type Section = 'relay' | 'connect' | 'tunnel' | 'token' | 'memory';
-export const SECTIONS: readonly Section[] = ['relay', 'connect', 'tunnel', 'token', 'memory'];
+export type Section = 'relay' | 'audit' | 'connect' | 'tunnel' | 'token' | 'memory';
+export const SECTIONS: readonly Section[] = ['relay', 'audit', 'connect', 'tunnel', 'token', 'memory'];
 
 export interface BenchOptions {
   readonly quick: boolean;
@@ -14,6 +14,8 @@ export interface BenchOptions {
   readonly clients: readonly number[];
   readonly modes: readonly ('simple' | 'extended')[];
   readonly connectClients: number;
+  /** Clients of the statement-audit section (audit.statements none / ddl / all through one proxy). */
+  readonly auditClients: number;
   readonly tunnelClients: number;
   /** Pool size of both gprxy and PgBouncer (session mode). */
   readonly pool: number;
@@ -98,6 +100,7 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
     clients,
     modes: modes as ('simple' | 'extended')[],
     connectClients: 10,
+    auditClients: 10,
     tunnelClients: 10,
     pool: Number(values.pool ?? Math.max(...clients, 10)),
     memory: list(values.memory, [1000, 5000]),

@@ -10,6 +10,8 @@
  *  4. token verification cold RS256 and cached verifications per second (TokenVerifier, own process)
  *  5. tunnel             pgbench through `gprxy connect` against straight to `gprxy serve` (TLS)
  *  6. memory             RSS per idle TLS client connection, gprxy and PgBouncer, 1,000 and 5,000
+ *  7. statement audit    pgbench -S through one proxy to the same database served with audit.statements
+ *                        none, ddl and all (issue 22), interleaved, order rotated every round
  */
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { cpus, release, totalmem } from 'node:os';
@@ -27,6 +29,9 @@ const log = (line: string) => console.error(`[bench ${((Date.now() - started) / 
 
 interface Results {
   relay: Record<string, Samples>;
+  audit: Record<string, Record<AuditMode, number[]>>;
+  /** The proxy's CPU time (user + system) per transaction, µs: far less sensitive to other load than tps. */
+  auditCpu: Record<string, Record<AuditMode, number[]>>;
   latency: Record<string, Samples>;
   connect: Samples;
   tunnel: { straight: number[]; tunnel: number[] };
@@ -85,6 +90,44 @@ async function relay(stack: Stack, o: BenchOptions, results: Results): Promise<v
       results.relay[key] = samples;
       log(`relay ${mode} ${String(clients).padStart(3)} clients: ${targets.map((t) => `${t} ${median(samples[t]!).toFixed(0)}`).join(', ')} tps`);
     }
+  }
+}
+
+type AuditMode = 'none' | 'ddl' | 'all';
+
+/** utime + stime of a process, in seconds (/proc/PID/stat fields 14 and 15, in clock ticks of 1/100 s). */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+const AUDIT_MODES: readonly AuditMode[] = ['none', 'ddl', 'all'];
+
+async function statementAudit(stack: Stack, o: BenchOptions, results: Results): Promise<void> {
+  const clients = o.auditClients;
+  const warm = o.quick ? 1 : 2;
+  for (const m of AUDIT_MODES) await pgbench({ endpoint: stack.auditEndpoint(m), clients, seconds: warm, mode: 'simple', sslmode: 'disable' });
+  for (const mode of o.modes) {
+    const samples: Record<AuditMode, number[]> = { none: [], ddl: [], all: [] };
+    const cpu: Record<AuditMode, number[]> = { none: [], ddl: [], all: [] };
+    for (let round = 0; round < o.rounds; round++) {
+      // Rotate the order each round (none, ddl, all / ddl, all, none / ...): no mode always runs first.
+      const order = AUDIT_MODES.map((_, i) => AUDIT_MODES[(i + round) % AUDIT_MODES.length]!);
+      for (const m of order) {
+        const cpuBefore = cpuSeconds(stack.proxy.pid);
+        const r = await pgbench({ endpoint: stack.auditEndpoint(m), clients, seconds: o.duration, mode, sslmode: 'disable' });
+        const transactions = Number(/actually processed: (\d+)/.exec(r.output)?.[1] ?? NaN);
+        const perTxn = ((cpuSeconds(stack.proxy.pid) - cpuBefore) / transactions) * 1e6;
+        samples[m].push(r.tps);
+        cpu[m].push(perTxn);
+        if (o.verbose) log(`  audit ${mode} ${m}: ${r.tps.toFixed(0)} tps, proxy CPU ${perTxn.toFixed(1)} µs/transaction (load ${loadAverage()})`);
+      }
+    }
+    results.audit[mode] = samples;
+    results.auditCpu[mode] = cpu;
+    log(`statement audit ${mode}: proxy CPU per transaction ${AUDIT_MODES.map((m) => `${m} ${median(cpu[m]).toFixed(1)} µs`).join(', ')}`);
+    const none = median(samples.none);
+    log(`statement audit ${mode} ${clients} clients: ${AUDIT_MODES.map((m) => `${m} ${median(samples[m]).toFixed(0)} (${(median(samples[m]) / none).toFixed(3)})`).join(', ')} tps`);
   }
 }
 
@@ -271,6 +314,15 @@ function extras(o: BenchOptions, r: Results): string[] {
       `tunnel, -S simple, ${o.tunnelClients} clients: straight to gprxy serve (TLS) ${s.toFixed(0)} tps, through gprxy connect ${t.toFixed(0)} tps, ratio ${(t / s).toFixed(2)}   target ≥0.90 ${t / s >= 0.9 ? '✓' : '✗'}`,
     );
   }
+  for (const [mode, s] of Object.entries(r.audit)) {
+    const none = median(s.none);
+    const ratio = (m: AuditMode) => median(s[m]) / none;
+    const c = r.auditCpu[mode]!;
+    lines.push(
+      `statement audit, -S ${mode}, ${o.auditClients} clients: none ${none.toFixed(0)} tps, ddl ${median(s.ddl).toFixed(0)} (${ratio('ddl').toFixed(3)}), all ${median(s.all).toFixed(0)} (${ratio('all').toFixed(3)})   target ddl ≥0.95 ${ratio('ddl') >= 0.95 ? '✓' : '✗'}, all ≥0.75 ${ratio('all') >= 0.75 ? '✓' : '✗'}; ` +
+        `proxy CPU per transaction none ${median(c.none).toFixed(1)} µs, ddl ${median(c.ddl).toFixed(1)} µs, all ${median(c.all).toFixed(1)} µs`,
+    );
+  }
   if (r.token) {
     lines.push(`token verification, RS256: cold ${Math.round(r.token.coldPerSecond).toLocaleString('en-US')}/s, cached ${Math.round(r.token.cachedPerSecond).toLocaleString('en-US')}/s   target cached ≥200,000/s ${r.token.cachedPerSecond >= 200_000 ? '✓' : '✗'}`);
   }
@@ -292,7 +344,7 @@ async function main(): Promise<number> {
   installSignalHandlers();
   if (o.waitIdleMinutes > 0) await waitForQuiet(o.waitIdleMinutes);
   const loadAtStart = loadAverage();
-  const results: Results = { relay: {}, latency: {}, connect: {}, tunnel: { straight: [], tunnel: [] }, memory: {} };
+  const results: Results = { relay: {}, audit: {}, auditCpu: {}, latency: {}, connect: {}, tunnel: { straight: [], tunnel: [] }, memory: {} };
   let stack: Stack | undefined;
   try {
     const profileDir = o.profileDir ? resolve(o.profileDir) : undefined;
@@ -307,6 +359,7 @@ async function main(): Promise<number> {
     });
     log(`PostgreSQL on ${stack.cluster.port}, PgBouncer on ${stack.pgbouncer.port}, gprxy on ${stack.proxy.port} (pid ${stack.proxy.pid}); pool size ${o.pool}`);
     if (o.sections.has('relay')) await relay(stack, o, results);
+    if (o.sections.has('audit')) await statementAudit(stack, o, results);
     if (o.sections.has('connect')) await connectRate(stack, o, results);
     if (o.sections.has('tunnel')) await tunnel(stack, o, results);
     if (o.sections.has('token')) await tokenVerification(stack, o, results);

@@ -40,6 +40,8 @@ export interface Stack {
   /** The bare Node.js relay in front of PostgreSQL, once started. */
   pipe: { port: number; pid: number } | undefined;
   endpoints(): { direct: Endpoint; pgbouncer: Endpoint; gprxy: Endpoint; pipe?: Endpoint };
+  /** gprxy with databases.<name>.audit.statements set to `mode` (same PostgreSQL database). */
+  auditEndpoint(mode: 'none' | 'ddl' | 'all'): Endpoint;
   startPipe(): Promise<void>;
   startPgBouncer(): Promise<PgBouncer>;
   startProxy(opts?: { execArgv?: string[] }): Promise<ProxyChild>;
@@ -110,7 +112,12 @@ export async function startStack(o: StackOptions): Promise<Stack> {
     providers: [{ issuer: provider.issuer, audience: 'https://gprxy.io', algorithms: ['RS256'], ca: files.providerCa }],
     role_mapping: [{ role: 'pg_writer', account: ACCOUNT }],
     accounts: { [ACCOUNT]: { password: ACCOUNT_PASSWORD } },
-    databases: { [DATABASE]: { host: cluster.host, port: cluster.port, dbname: DATABASE, pool: { size: o.pool } } },
+    // The same database three times for the statement-audit section: audit off (the default), ddl, all.
+    databases: {
+      [DATABASE]: { host: cluster.host, port: cluster.port, dbname: DATABASE, pool: { size: o.pool } },
+      [`${DATABASE}_audit_ddl`]: { host: cluster.host, port: cluster.port, dbname: DATABASE, pool: { size: o.pool }, audit: { statements: 'ddl' } },
+      [`${DATABASE}_audit_all`]: { host: cluster.host, port: cluster.port, dbname: DATABASE, pool: { size: o.pool }, audit: { statements: 'all' } },
+    },
     context: {
       secret: CONTEXT_SECRET,
       settings: { 'app.user_id': 'https://gprxy.io/user_id', 'app.tenant_id': 'https://gprxy.io/org_id', 'app.roles': 'https://gprxy.io/roles', 'app.email': 'https://gprxy.io/email' },
@@ -143,6 +150,9 @@ export async function startStack(o: StackOptions): Promise<Stack> {
         pgbouncer: { name: 'pgbouncer', host: '127.0.0.1', port: stack.pgbouncer.port, user: ACCOUNT, password: ACCOUNT_PASSWORD, database: DATABASE },
         gprxy: { name: 'gprxy', host: '127.0.0.1', port: stack.proxy.port, user: email, password: token, database: DATABASE },
       };
+    },
+    auditEndpoint(mode) {
+      return { name: `gprxy-audit-${mode}`, host: '127.0.0.1', port: stack.proxy.port, user: email, password: token, database: mode === 'none' ? DATABASE : `${DATABASE}_audit_${mode}` };
     },
     async startPgBouncer() {
       await stack.pgbouncer?.stop();

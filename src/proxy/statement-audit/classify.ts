@@ -11,11 +11,6 @@ import type { AuditStatements } from '../../config/proxy-config.js';
 
 export type StatementClass = 'ddl' | 'write' | 'read' | 'other';
 
-const DDL_FIRST_WORDS = new Set(['CREATE', 'ALTER', 'DROP', 'GRANT', 'REVOKE', 'COMMENT', 'SECURITY', 'IMPORT', 'REASSIGN']);
-// COPY is a write only FROM a client (direction known from CopyInResponse); see classify().
-const WRITE_FIRST_WORDS = new Set(['INSERT', 'UPDATE', 'DELETE', 'MERGE', 'TRUNCATE', 'CALL', 'DO', 'REFRESH']);
-const READ_FIRST_WORDS = new Set(['SELECT', 'FETCH', 'MOVE', 'SHOW', 'EXPLAIN', 'VALUES', 'TABLE']);
-
 export function firstWord(tag: string): string {
   const space = tag.indexOf(' ');
   return space < 0 ? tag : tag.slice(0, space);
@@ -23,15 +18,43 @@ export function firstWord(tag: string): string {
 
 /**
  * The class of one executed (or failed) statement. `word` is the first word of its command tag, or of its
- * text when it failed; `leading` is the text's leading keyword when the tag is SELECT (CREATE TABLE AS).
+ * text when it failed. (A switch: this runs for every statement of an audited session.)
  */
-export function classify(word: string, copy: 'in' | 'out' | 'both' | undefined, leading?: string): StatementClass {
-  if (DDL_FIRST_WORDS.has(word)) return 'ddl';
-  if (word === 'SELECT' && leading === 'CREATE') return 'ddl';
-  if (WRITE_FIRST_WORDS.has(word)) return 'write';
-  if (word === 'COPY') return copy === 'out' ? 'read' : 'write';
-  if (READ_FIRST_WORDS.has(word)) return 'read';
-  return 'other';
+export function classify(word: string, copy: 'in' | 'out' | 'both' | undefined): StatementClass {
+  switch (word) {
+    case 'CREATE':
+    case 'ALTER':
+    case 'DROP':
+    case 'GRANT':
+    case 'REVOKE':
+    case 'COMMENT':
+    case 'SECURITY':
+    case 'IMPORT':
+    case 'REASSIGN':
+      return 'ddl';
+    case 'INSERT':
+    case 'UPDATE':
+    case 'DELETE':
+    case 'MERGE':
+    case 'TRUNCATE':
+    case 'CALL':
+    case 'DO':
+    case 'REFRESH':
+      return 'write';
+    case 'COPY':
+      // A write only FROM a client (CopyInResponse); a failed COPY whose direction is unknown counts as one.
+      return copy === 'out' ? 'read' : 'write';
+    case 'SELECT':
+    case 'FETCH':
+    case 'MOVE':
+    case 'SHOW':
+    case 'EXPLAIN':
+    case 'VALUES':
+    case 'TABLE':
+      return 'read';
+    default:
+      return 'other';
+  }
 }
 
 /** Does `statements` keep a statement of this class? `write` includes DDL: both change the database. */

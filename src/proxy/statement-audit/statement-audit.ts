@@ -64,6 +64,9 @@ interface Reduced {
 }
 
 interface Statement {
+  /** The text as received (a view of the socket's chunk), decoded only when needed; undefined once decoded. */
+  buf: Buffer | undefined;
+  /** The decoded text ('' until decoded, and again once reduced). */
   raw: string;
   /** Bytes of the text as the client sent it. */
   readonly bytes: number;
@@ -168,7 +171,7 @@ export class StatementAudit {
       case Q: {
         const cut = length - 1 > body.length;
         const end = cut ? body.length : Math.max(0, body.length - 1);
-        this.enqueue({ k: 'query', statement: { raw: body.toString('utf8', 0, end), bytes: Math.max(0, length - 1), cut }, index: 0, started: this.clock() });
+        this.enqueue({ k: 'query', statement: { buf: body.subarray(0, end), raw: '', bytes: Math.max(0, length - 1), cut }, index: 0, started: this.clock() });
         return;
       }
       case P: {
@@ -177,8 +180,8 @@ export class StatementAudit {
         const textEnd = body.indexOf(0, nameEnd + 1);
         const cut = textEnd < 0;
         const bytes = cut ? length - nameEnd - 1 : textEnd - nameEnd - 1;
-        const raw = body.toString('utf8', nameEnd + 1, cut ? body.length : textEnd);
-        this.enqueue({ k: 'parse', name: body.toString('utf8', 0, nameEnd), statement: { raw, bytes, cut } });
+        const buf = body.subarray(nameEnd + 1, cut ? body.length : textEnd);
+        this.enqueue({ k: 'parse', name: name(body, 0, nameEnd), statement: { buf, raw: '', bytes, cut } });
         return;
       }
       case B: {
@@ -186,12 +189,12 @@ export class StatementAudit {
         const nameEnd = portalEnd < 0 ? -1 : body.indexOf(0, portalEnd + 1);
         if (nameEnd < 0) throw new StatementAuditError('Bind without portal and statement names');
         const params = this.config.bindValues ? bindValues(body, nameEnd + 1, length > body.length) : undefined;
-        this.enqueue({ k: 'bind', portal: body.toString('utf8', 0, portalEnd), statementName: body.toString('utf8', portalEnd + 1, nameEnd), ...(params ? { params } : {}) });
+        this.enqueue({ k: 'bind', portal: name(body, 0, portalEnd), statementName: name(body, portalEnd + 1, nameEnd), ...(params ? { params } : {}) });
         return;
       }
       case E: {
         const end = body.indexOf(0);
-        this.enqueue({ k: 'execute', portal: body.toString('utf8', 0, end < 0 ? body.length : end), started: this.clock() });
+        this.enqueue({ k: 'execute', portal: name(body, 0, end < 0 ? body.length : end), started: this.clock() });
         return;
       }
       case CLOSE: {
@@ -376,51 +379,59 @@ export class StatementAudit {
     copy: Copy | undefined,
     params: (string | null)[] | undefined,
   ): void {
-    // The text this event is about: one statement of a multi-statement Query, or the whole text. Split
-    // only when needed: deciding that a plain SELECT is not DDL needs the leading keyword, nothing more.
-    let piece: Statement | undefined | null = null;
-    const pieceOf = () => (piece === null ? (piece = where.query && statement ? this.piece(where.query) : statement) : piece);
-    const keyword = () => {
-      if (where.query && where.index === 0 && statement) return this.keyword(statement);
-      const p = pieceOf();
-      return p ? this.keyword(p) : '';
-    };
     const mode = this.config.statements;
     let cls: StatementClass;
     if (tag !== undefined) {
       const word = firstWord(tag);
-      cls = classify(word, copy, word === 'SELECT' && mode !== 'all' ? keyword() : undefined);
+      if (word === 'SELECT') {
+        // SELECT is DDL only as CREATE TABLE … AS; `all` keeps it anyway, so do not look.
+        const target = mode === 'all' || !statement ? undefined : where.query && where.index !== 0 ? this.piece(where.query) : statement;
+        cls = target && startsWithCreate(target) ? 'ddl' : 'read';
+      } else cls = classify(word, copy);
     } else {
-      cls = classify(keyword(), copy);
+      const target = where.query && statement ? this.piece(where.query) : statement;
+      cls = classify(target ? this.keyword(target) : '', copy);
     }
     if (!keeps(mode, cls)) return;
-    const target = pieceOf();
+    // The text this event is about: one statement of a multi-statement Query, or the whole text.
+    const target = where.query && statement ? this.piece(where.query) : statement;
     const reduced = target ? this.reduce(target) : undefined;
-    const rows = tag !== undefined ? rowsOf(tag) : undefined;
     this.events++;
-    this.log.info({
-      protocol,
-      ...(where.index !== undefined ? { statement_index: where.index } : {}),
-      ...(where.name !== undefined ? { statement_name: where.name } : {}),
-      ...(where.portal ? { portal: where.portal } : {}),
-      statement: reduced ? reduced.text : null,
-      ...(reduced?.truncated ? { statement_truncated: true, statement_length: reduced.length, statement_sha256: reduced.sha256 } : {}),
-      ...(protocol === 'extended' && !statement ? { statement_untracked: true } : {}),
-      class: cls,
-      ...(tag !== undefined ? { tag } : {}),
-      ...(rows !== undefined ? { rows } : {}),
-      ...(copy ? { copy } : {}),
-      ...(error ? { sqlstate: error.code, ...(this.config.redactLiterals ? {} : { error: error.message }) } : {}),
-      ...(params ? { params } : {}),
-      ...(this.application !== undefined ? { application: this.application } : {}),
-      duration_ms: Math.round((ended - started) * 1000) / 1000,
-    });
+    const e: Record<string, unknown> = { protocol };
+    if (where.index !== undefined) e.statement_index = where.index;
+    if (where.name !== undefined) e.statement_name = where.name;
+    if (where.portal) e.portal = where.portal;
+    e.statement = reduced ? reduced.text : null;
+    if (reduced?.truncated) {
+      e.statement_truncated = true;
+      e.statement_length = reduced.length;
+      e.statement_sha256 = reduced.sha256;
+    }
+    if (protocol === 'extended' && !statement) e.statement_untracked = true;
+    e.class = cls;
+    if (tag !== undefined) {
+      e.tag = tag;
+      const rows = rowsOf(tag);
+      if (rows !== undefined) e.rows = rows;
+    }
+    if (copy) e.copy = copy;
+    if (error) {
+      e.sqlstate = error.code;
+      if (!this.config.redactLiterals) e.error = error.message;
+    }
+    if (params) e.params = params;
+    if (this.application !== undefined) e.application = this.application;
+    e.duration_ms = Math.round((ended - started) * 1000) / 1000;
+    this.log.info(e);
   }
 
   /** The statement of a Query at its current index, split lazily (most Queries hold one statement). */
   private piece(q: Extract<Pending, { k: 'query' }>): Statement {
     if (!q.pieces) {
-      q.pieces = splitStatements(q.statement.raw, { standardConformingStrings: this.scs });
+      const t = textOf(q.statement);
+      const semi = t.indexOf(';');
+      // No semicolon but a trailing one: one statement, and the lexer is not needed to know it.
+      q.pieces = semi < 0 || t.slice(semi + 1).trim() === '' ? [t.slice(0, semi < 0 ? t.length : semi).trim()] : splitStatements(t, { standardConformingStrings: this.scs });
     }
     if (q.pieces.length <= 1) {
       if (q.pieces.length === 1 && q.statement.raw.length !== q.pieces[0]!.length && !q.statement.cut) {
@@ -428,20 +439,22 @@ export class StatementAudit {
       }
       return q.statement;
     }
-    const text = q.pieces[q.index];
+    const piece = q.pieces[q.index];
     // More completions than pieces: the split was wrong (it cannot be, short of a lexer bug); log it all.
-    if (text === undefined) return q.statement;
-    return { raw: text, bytes: Buffer.byteLength(text), cut: q.statement.cut && q.index === q.pieces.length - 1 };
+    if (piece === undefined) return q.statement;
+    return { buf: undefined, raw: piece, bytes: Buffer.byteLength(piece), cut: q.statement.cut && q.index === q.pieces.length - 1 };
   }
 
   private keyword(s: Statement): string {
-    s.keyword ??= leadingKeyword(s.raw);
+    s.keyword ??= leadingKeyword(textOf(s));
     return s.keyword;
   }
 
   private reduce(s: Statement): Reduced {
     if (s.reduced) return s.reduced;
-    let text = s.raw;
+    const original = textOf(s);
+    s.keyword ??= leadingKeyword(original);
+    let text = original;
     if (this.config.redactLiterals) text = redactLiterals(text, { standardConformingStrings: this.scs });
     const max = this.config.maxStatementLength;
     let reduced: Reduced;
@@ -451,11 +464,42 @@ export class StatementAudit {
       if (last >= 0xd800 && last <= 0xdbff) cutAt--;
       reduced = { text: text.slice(0, cutAt), truncated: true, length: s.bytes, sha256: createHash('sha256').update(text).digest('hex') };
     } else reduced = { text, truncated: false, length: s.bytes };
-    s.keyword ??= leadingKeyword(s.raw);
     s.reduced = reduced;
     s.raw = '';
     return reduced;
   }
+}
+
+/** A statement or portal name; most are unnamed (''), which needs no decoding. */
+function name(body: Buffer, start: number, end: number): string {
+  return end <= start ? '' : body.toString('utf8', start, end);
+}
+
+/** A statement's text, decoded on first use. */
+function textOf(s: Statement): string {
+  if (s.buf) {
+    s.raw = s.buf.toString('utf8');
+    s.buf = undefined;
+  }
+  return s.raw;
+}
+
+/**
+ * Does the text start with CREATE (after space and comments)? Decides, without decoding, whether a
+ * statement tagged SELECT is CREATE TABLE … AS: the one case where `ddl` needs more than the tag.
+ */
+function startsWithCreate(s: Statement): boolean {
+  const b = s.buf;
+  if (!b) return (s.keyword ??= leadingKeyword(s.raw)) === 'CREATE';
+  let i = 0;
+  while (i < b.length && (b[i] === 0x20 || (b[i]! >= 0x09 && b[i]! <= 0x0d))) i++;
+  const c = b[i];
+  // A leading comment or a non-ASCII start: the full lexer decides.
+  if (c === 0x2d || c === 0x2f || c === undefined || c >= 0x80) return (s.keyword ??= leadingKeyword(textOf(s))) === 'CREATE';
+  if ((c | 0x20) !== 0x63 || b.length < i + 7) return false;
+  for (let k = 1; k < 6; k++) if ((b[i + k]! | 0x20) !== 'create'.charCodeAt(k)) return false;
+  const next = b[i + 6]!;
+  return !((next | 0x20) >= 0x61 && (next | 0x20) <= 0x7a) && !(next >= 0x30 && next <= 0x39) && next !== 0x5f && next !== 0x24 && next < 0x80;
 }
 
 /** Bind's parameter values, text as text (capped), binary as hex, NULL as null. */
