@@ -32,12 +32,23 @@ const client = Buffer.concat([
   serialize.query('copy t from stdin'),
   serialize.copyData(Buffer.from('1\n2\n')),
   serialize.copyDone(),
+  // A portal fetched in two Executes (one event), then s1 closed and parsed again with another text.
+  serialize.parse({ name: 's2', text: 'select x from t' }),
+  serialize.bind({ portal: 'p1', statement: 's2' }),
+  serialize.execute({ portal: 'p1', rows: 1 }),
+  serialize.execute({ portal: 'p1', rows: 1 }),
+  serialize.close({ type: 'S', name: 's1' }),
+  serialize.parse({ name: 's1', text: 'delete from t' }),
+  serialize.bind({ statement: 's1' }),
+  serialize.execute(),
+  serialize.sync(),
 ]);
 const backend = Buffer.concat([
   msg('T', Buffer.alloc(2)), msg('D', Buffer.alloc(6)), msg('C', 'SELECT 1'), msg('T', Buffer.alloc(2)), msg('D', Buffer.alloc(6)), msg('C', 'SELECT 1'), ready,
   msg('1'), msg('2'), msg('C', 'INSERT 0 1'), msg('2'), msg('C', 'INSERT 0 1'), ready,
   error('42601'), ready,
   msg('G', Buffer.alloc(3)), msg('C', 'COPY 2'), ready,
+  msg('1'), msg('2'), msg('D', Buffer.alloc(6)), msg('s'), msg('D', Buffer.alloc(6)), msg('C', 'SELECT 1'), msg('3'), msg('1'), msg('2'), msg('C', 'DELETE 2'), msg('Z', Buffer.from('T')),
 ]);
 
 function run(clientChunks: Buffer[], backendChunks: Buffer[]): Record<string, unknown>[] {
@@ -75,6 +86,8 @@ const expected = [
   { statement: 'insert into t values ($1)', statement_name: 's1', tag: 'INSERT 0 1', params: ['v2'] },
   { statement: 'selec oops', statement_name: '', sqlstate: '42601' },
   { statement: 'copy t from stdin', statement_index: 0, tag: 'COPY 2', copy: 'in' },
+  { statement: 'select x from t', statement_name: 's2', tag: 'SELECT 1', params: [] },
+  { statement: 'delete from t', statement_name: 's1', tag: 'DELETE 2', params: [] },
 ].map((e) => ({ statement_index: undefined, statement_name: undefined, tag: undefined, sqlstate: undefined, copy: undefined, params: undefined, ...e }));
 
 describe('StatementAudit follows the protocol whatever the chunking', () => {
