@@ -123,7 +123,8 @@ export async function startStack(o: StackOptions): Promise<Stack> {
       settings: { 'app.user_id': 'https://gprxy.io/user_id', 'app.tenant_id': 'https://gprxy.io/org_id', 'app.roles': 'https://gprxy.io/roles', 'app.email': 'https://gprxy.io/email' },
     },
     // Thousands of idle clients wait for a backend in the memory measurement, as PgBouncer's do.
-    limits: { max_client_connections: 20_000, login_timeout: '10m', pool_wait_timeout: '10m' },
+    // One identity (alice) opens every benchmark connection: no per-identity limit here.
+    limits: { max_client_connections: 20_000, login_timeout: '10m', pool_wait_timeout: '10m', max_sessions_per_identity: 0 },
     log: { level: 'info', file: files.log },
   };
   writeFileSync(files.config, JSON.stringify(config, null, 2), { mode: 0o600 });

@@ -35,6 +35,25 @@ const hostPort = z.string().transform((v, ctx) => {
 
 const stringList = z.union([z.string(), z.array(z.string()).min(1)]).transform((v) => (Array.isArray(v) ? v : [v]));
 
+/**
+ * The claim settings a provider gets when its config does not say (also for ProviderConfig objects built
+ * by hand, where these fields are optional). E-mails are trusted only when `email_verified` is true.
+ */
+export const PROVIDER_CLAIM_DEFAULTS = Object.freeze({
+  userClaim: 'sub',
+  emailClaims: Object.freeze(['email', 'https://gprxy.io/email']),
+  tenantClaims: Object.freeze(['org_id', 'https://gprxy.io/org_id', 'tenant_id', 'https://gprxy.io/tenant_id', 'tid']),
+  emailVerifiedClaim: 'email_verified',
+  emailsVerified: false,
+});
+
+/**
+ * Sessions one identity may hold at once (0: no limit). Half of a default pool (pool.size 20): one person
+ * can never take a whole default-sized pool from the others mapped to the same account, and 10 leaves room
+ * for several psql windows, an IDE and a local app. Service identities that run pools raise it.
+ */
+export const DEFAULT_MAX_SESSIONS_PER_IDENTITY = 10;
+
 const providerSchema = z.strictObject({
   issuer: z.string().url(),
   audience: stringList,
@@ -47,6 +66,16 @@ const providerSchema = z.strictObject({
   username_claims: z.array(z.string().min(1)).min(1).default(['https://gprxy.io/email', 'email', 'sub']),
   required_scopes: z.array(z.string().min(1)).default([]),
   ca: z.string().optional(),
+  // Identity namespacing and claims (src/token/identity.ts; README "Several identity providers").
+  prefix: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/, 'a prefix is 1-32 letters, digits, "_", "." or "-" (no ":"; gprxy adds "prefix:" to user and tenant ids)')
+    .optional(),
+  user_claim: z.string().min(1).default(PROVIDER_CLAIM_DEFAULTS.userClaim),
+  email_claims: z.array(z.string().min(1)).default([...PROVIDER_CLAIM_DEFAULTS.emailClaims]),
+  tenant_claims: z.array(z.string().min(1)).default([...PROVIDER_CLAIM_DEFAULTS.tenantClaims]),
+  email_verified_claim: z.string().min(1).default(PROVIDER_CLAIM_DEFAULTS.emailVerifiedClaim),
+  emails_verified: z.boolean().default(PROVIDER_CLAIM_DEFAULTS.emailsVerified),
 });
 
 const poolSchema = z.strictObject({
@@ -113,8 +142,16 @@ const fileSchema = z.strictObject({
       pool_wait_timeout: duration.default(30_000),
       session_max_lifetime: duration.default(0),
       end_session_at_token_expiry: z.boolean().default(true),
+      max_sessions_per_identity: z.number().int().min(0).default(DEFAULT_MAX_SESSIONS_PER_IDENTITY),
     })
-    .default({ max_client_connections: 10_000, login_timeout: 10_000, pool_wait_timeout: 30_000, session_max_lifetime: 0, end_session_at_token_expiry: true }),
+    .default({
+      max_client_connections: 10_000,
+      login_timeout: 10_000,
+      pool_wait_timeout: 30_000,
+      session_max_lifetime: 0,
+      end_session_at_token_expiry: true,
+      max_sessions_per_identity: DEFAULT_MAX_SESSIONS_PER_IDENTITY,
+    }),
   log: z
     .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'), file: z.string().optional() })
     .default({ level: 'info' }),
@@ -137,6 +174,21 @@ export interface ProviderConfig {
   readonly requiredScopes: readonly string[];
   /** PEM of an extra CA to trust for discovery and JWKS fetches (a private provider). */
   readonly ca?: string;
+  /**
+   * Namespaces this provider's user and tenant ids as `prefix:value`; required and distinct when several
+   * providers are configured, so two providers can never produce the same identity.
+   */
+  readonly prefix?: string;
+  /** The claim that identifies the user (gprxy.user_id() before the prefix). */
+  readonly userClaim?: string;
+  /** Claims holding the e-mail address, first present wins; used only when the e-mail is verified. */
+  readonly emailClaims?: readonly string[];
+  /** Claims holding the tenant, first present wins (gprxy.tenant_id() before the prefix). */
+  readonly tenantClaims?: readonly string[];
+  /** The claim that must be `true` for the e-mail to be used (fail closed), unless emailsVerified. */
+  readonly emailVerifiedClaim?: string;
+  /** The operator declares every e-mail this provider issues verified. */
+  readonly emailsVerified?: boolean;
 }
 
 export interface DatabaseConfig {
@@ -195,6 +247,8 @@ export interface ProxyConfig {
     readonly sessionMaxLifetimeMs: number;
     /** End a session when the token it was opened with expires (the identity context expires then too). */
     readonly endSessionAtTokenExpiry: boolean;
+    /** Sessions one identity (issuer + user id) may hold at once; 0 means no limit. */
+    readonly maxSessionsPerIdentity: number;
   };
   readonly log: { readonly level: string; readonly file?: string };
   readonly metrics?: { readonly host: string; readonly port: number };
@@ -300,6 +354,24 @@ export function buildProxyConfig(
     problems.push('tls: clients must use TLS: set tls.cert and tls.key (or tls.allow_plaintext_loopback: true for local development)');
   }
 
+  // Several providers: each needs its own prefix, or one provider could mint another's user and tenant ids.
+  const issuers = new Map<string, number>();
+  const prefixes = new Map<string, number>();
+  for (const [i, p] of f.providers.entries()) {
+    const sameIssuer = issuers.get(p.issuer);
+    if (sameIssuer !== undefined) problems.push(`providers[${i}].issuer: "${p.issuer}" is already providers[${sameIssuer}]; list each issuer once`);
+    issuers.set(p.issuer, i);
+    if (f.providers.length > 1) {
+      if (p.prefix === undefined) {
+        problems.push(`providers[${i}].prefix: required when several providers are configured (e.g. prefix: corp), so that two providers can never produce the same user or tenant id`);
+        continue;
+      }
+      const key = p.prefix.toLowerCase();
+      const samePrefix = prefixes.get(key);
+      if (samePrefix !== undefined) problems.push(`providers[${i}].prefix: "${p.prefix}" is already the prefix of providers[${samePrefix}]; each provider needs a distinct prefix`);
+      prefixes.set(key, i);
+    }
+  }
   for (const [i, rule] of f.role_mapping.entries()) {
     if (!Object.hasOwn(f.accounts, rule.account)) problems.push(`role_mapping[${i}].account: "${rule.account}" is not a key of accounts`);
   }
@@ -347,6 +419,12 @@ export function buildProxyConfig(
       usernameClaims: p.username_claims,
       requiredScopes: p.required_scopes,
       ...(p.ca ? { ca: load(p.ca, `providers[${i}].ca`) } : {}),
+      ...(p.prefix !== undefined ? { prefix: p.prefix } : {}),
+      userClaim: p.user_claim,
+      emailClaims: p.email_claims,
+      tenantClaims: p.tenant_claims,
+      emailVerifiedClaim: p.email_verified_claim,
+      emailsVerified: p.emails_verified,
     })),
     jwks: { cacheTtlMs: f.jwks.cache_ttl, ...(f.jwks.cache_dir ? { cacheDir: resolve(baseDir, f.jwks.cache_dir) } : {}) },
     roleMapping: f.role_mapping,
@@ -359,6 +437,7 @@ export function buildProxyConfig(
       poolWaitTimeoutMs: f.limits.pool_wait_timeout,
       sessionMaxLifetimeMs: f.limits.session_max_lifetime,
       endSessionAtTokenExpiry: f.limits.end_session_at_token_expiry,
+      maxSessionsPerIdentity: f.limits.max_sessions_per_identity,
     },
     log: { level: f.log.level, ...(f.log.file ? { file: resolve(baseDir, f.log.file) } : {}) },
     ...(f.metrics ? { metrics: f.metrics.listen } : {}),

@@ -134,6 +134,7 @@ providers:
     algorithms: [RS256]
     roles_claim: "https://gprxy.io/roles"
     username_claims: ["https://gprxy.io/email", "email", "sub"]
+    email_verified_claim: "https://gprxy.io/email_verified"   # set by the provider (an Auth0 Action): e-mails are used only when verified
     ca: ca.pem                      # the demo provider's certificate comes from the demo CA
 role_mapping:
   - { role: pg_admin,  account: app_admin }

@@ -28,6 +28,8 @@ export interface DevUser {
   readonly name: string;
   readonly roles: readonly string[];
   readonly orgId?: string;
+  /** Whether the provider has verified the e-mail (default true); tokens carry it as email_verified. */
+  readonly emailVerified?: boolean;
 }
 
 export const DEV_USERS: readonly DevUser[] = Object.freeze([
@@ -216,7 +218,7 @@ export async function startDevProvider(opts: DevProviderOptions): Promise<DevPro
       if (!user) return undefined;
       return {
         accountId: user.sub,
-        claims: async () => ({ sub: user.sub, email: user.email, email_verified: true, name: user.name, nickname: user.username }),
+        claims: async () => ({ sub: user.sub, email: user.email, email_verified: user.emailVerified ?? true, name: user.name, nickname: user.username }),
       };
     },
     interactions: { url: (_ctx: unknown, interaction: { uid: string }) => `/interaction/${interaction.uid}` },
@@ -283,6 +285,9 @@ export async function startDevProvider(opts: DevProviderOptions): Promise<DevPro
           if (user) {
             p[`${DEV_CLAIM_NAMESPACE}roles`] = [...user.roles];
             p[`${DEV_CLAIM_NAMESPACE}email`] = user.email;
+            // As the README's Auth0 Action does: the proxy uses an e-mail only when it is verified.
+            p[`${DEV_CLAIM_NAMESPACE}email_verified`] = user.emailVerified ?? true;
+            p.email_verified = user.emailVerified ?? true;
             p[`${DEV_CLAIM_NAMESPACE}user_id`] = user.sub;
             if (user.orgId) p[`${DEV_CLAIM_NAMESPACE}org_id`] = user.orgId;
             p.email = user.email;

@@ -19,6 +19,7 @@ import type { CancelRegistry } from './cancel-registry.js';
 import { disconnect, Refusal, type Connection, type End } from './disconnect.js';
 import { Login } from './login.js';
 import { OAuthBearerDiscoveryEnd } from './oauthbearer-login.js';
+import type { IdentitySessions } from './identity-sessions.js';
 import type { ProxyMetrics } from './metrics.js';
 import { PoolClosedError, PoolTimeoutError } from './pool.js';
 import type { PoolManager } from './pools.js';
@@ -35,6 +36,8 @@ export interface SessionDeps {
   readonly now: () => number;
   readonly sessionId: number;
   readonly metrics?: ProxyMetrics;
+  /** limits.max_sessions_per_identity; absent: no limit. */
+  readonly identitySessions?: IdentitySessions;
 }
 
 export class ClientSession {
@@ -76,6 +79,8 @@ export class ClientSession {
     } catch (e) {
       loginTimer.clear();
       await disconnect(this.connection(), this.refusal(e));
+    } finally {
+      this.login.releaseIdentity();
     }
   }
 

@@ -87,6 +87,10 @@ export const END_REASONS = {
   token_scope: token,
   token_user_mismatch: token,
   token_no_role: token,
+  token_no_user_id: token,
+  token_email_unverified: token,
+  // limits.max_sessions_per_identity: the message names the limit and the user.
+  too_many_sessions_per_identity: authFailed(SqlState.TOO_MANY_CONNECTIONS),
   jwks_unavailable: token,
   backend_unavailable: authFailed(SqlState.CANNOT_CONNECT_NOW, unavailable),
   // PostgreSQL refused the service account itself (e.g. one of its users changed its password): not the

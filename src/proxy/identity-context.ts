@@ -9,7 +9,10 @@ import { createHmac } from 'node:crypto';
 import type { Identity } from '../token/identity.js';
 
 export interface ContextPayload {
+  /** The user id (namespaced `prefix:sub` when the provider has a prefix): gprxy.user_id(). */
   readonly sub: string;
+  /** The token's issuer: gprxy.issuer(). */
+  readonly iss: string | null;
   readonly email: string | null;
   readonly roles: readonly string[];
   readonly tenant: string | null;
@@ -34,6 +37,7 @@ export function buildContextPayload(
 ): ContextPayload {
   return {
     sub: identity.subject,
+    iss: identity.issuer ?? null,
     email: identity.email ?? null,
     roles: identity.roles,
     tenant,

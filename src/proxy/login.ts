@@ -23,6 +23,7 @@ import { oauthBearerLogin } from './oauthbearer-login.js';
 import { BackendError, type Backend } from './backend.js';
 import type { CancelRegistry } from './cancel-registry.js';
 import { Refusal } from './disconnect.js';
+import { identityKey, type IdentitySessions } from './identity-sessions.js';
 import { PoolClosedError, PoolTimeoutError, type BackendPool } from './pool.js';
 import type { PoolManager } from './pools.js';
 import { FrontendCode } from '../protocol/codes.js';
@@ -35,6 +36,8 @@ export interface LoginDeps {
   readonly pools: PoolManager;
   readonly cancels: CancelRegistry;
   readonly secureContext?: SecureContext | undefined;
+  /** limits.max_sessions_per_identity; absent: no limit. */
+  readonly identitySessions?: IdentitySessions | undefined;
 }
 
 export type LoginResult =
@@ -185,10 +188,36 @@ export class Login {
       identity = resolveIdentity(verified, this.user, config.roleMapping);
     }
     this.identity = identity;
+    this.countIdentity(identity);
     const account = config.accounts[identity.account]!;
     const pool = this.deps.pools.get(database, account);
     const backend = await this.acquire(pool);
     return { kind: 'authenticated', startup, database, identity, expiresAt: verified.expiresAt, tokenId: verified.tokenId, pool, backend };
+  }
+
+  private identitySlot: (() => void) | undefined;
+
+  /**
+   * Counts this connection against limits.max_sessions_per_identity from now (waiting for a backend
+   * included) until releaseIdentity(); refuses it when the identity is at its limit.
+   */
+  private countIdentity(identity: Identity): void {
+    const sessions = this.deps.identitySessions;
+    if (!sessions) return;
+    const release = sessions.tryAcquire(identityKey(identity));
+    if (!release) {
+      throw new Refusal(
+        'too_many_sessions_per_identity',
+        `too many sessions for user ${quote(identity.user, 63)}: limits.max_sessions_per_identity is ${sessions.limit}; close one of your other sessions (or ask the operator to raise the limit)`,
+      );
+    }
+    this.identitySlot = release;
+  }
+
+  /** Gives the identity's session slot back (the connection ended). Safe to call more than once. */
+  releaseIdentity(): void {
+    this.identitySlot?.();
+    this.identitySlot = undefined;
   }
 
   /** A backend from the pool; refused when the client left while it waited. */

@@ -11,6 +11,7 @@ import { TokenVerifier } from '../token/verifier.js';
 import type { Dialer } from './backend.js';
 import { CancelRegistry } from './cancel-registry.js';
 import { ClientSession } from './client-session.js';
+import { IdentitySessions } from './identity-sessions.js';
 import { disconnect } from './disconnect.js';
 import { ProxyMetrics } from './metrics.js';
 import { PoolManager } from './pools.js';
@@ -33,6 +34,8 @@ export class ProxyServer {
   /** Where /metrics, /healthz and /readyz are served, when metrics.listen is configured. */
   metricsAddress: { host: string; port: number } | undefined;
   private readonly cancels = new CancelRegistry();
+  /** limits.max_sessions_per_identity, across all databases of this process. */
+  readonly identitySessions: IdentitySessions;
   private readonly sessions = new Set<ClientSession>();
   private readonly sockets = new Set<Socket>();
   private server: Server | undefined;
@@ -48,6 +51,7 @@ export class ProxyServer {
   ) {
     this.log = deps.logger;
     this.now = deps.now ?? Date.now;
+    this.identitySessions = new IdentitySessions(config.limits.maxSessionsPerIdentity);
     this.verifier =
       deps.verifier ??
       new TokenVerifier({
@@ -134,6 +138,7 @@ export class ProxyServer {
       verifier: this.verifier,
       pools: this.pools,
       cancels: this.cancels,
+      identitySessions: this.identitySessions,
       logger: this.log,
       now: this.now,
       metrics: this.metrics,

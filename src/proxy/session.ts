@@ -115,6 +115,7 @@ export class Session {
         auth_method: client.authMethod ?? 'password',
         email: identity.email,
         sub: identity.subject,
+        issuer: identity.issuer,
         roles: identity.roles,
         tenant,
         token: login.tokenId,

@@ -4,7 +4,7 @@
  *
  * The context is base64url(payload) "." base64url(HMAC-SHA256(secret, <the base64url payload text>)),
  * set by the proxy as `gprxy.context` on each backend it hands out (src/proxy/identity-context.ts). The
- * payload is JSON: {sub, email, roles, tenant, account, exp, iat, pid, bst}; pid and bst (backend start,
+ * payload is JSON: {sub, iss, email, roles, tenant, account, exp, iat, pid, bst, epoch}; pid and bst (backend start,
  * microseconds since the epoch, as text) bind it to one backend.
  *
  * Trust model: the service accounts (and whoever holds their sessions) may SET anything, create functions
@@ -75,6 +75,8 @@ const PINNED = 'SET search_path = pg_catalog, pg_temp';
 const HELPERS: readonly { name: string; args: string; returns: string; strict?: boolean; body: string }[] = [
   { name: 'user_id', args: '', returns: 'text', body: `SELECT gprxy.claims() ->> 'sub'` },
   { name: 'tenant_id', args: '', returns: 'text', body: `SELECT gprxy.claims() ->> 'tenant'` },
+  // The issuer of the token the session was opened with (user_id and tenant_id are already namespaced by it).
+  { name: 'issuer', args: '', returns: 'text', body: `SELECT gprxy.claims() ->> 'iss'` },
   { name: 'email', args: '', returns: 'text', body: `SELECT gprxy.claims() ->> 'email'` },
   {
     name: 'roles',

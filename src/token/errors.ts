@@ -16,6 +16,8 @@ export type TokenErrorCode =
   | 'token_scope'
   | 'token_user_mismatch'
   | 'token_no_role'
+  | 'token_no_user_id'
+  | 'token_email_unverified'
   | 'jwks_unavailable'
   | 'token_too_large';
 

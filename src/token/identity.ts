@@ -2,19 +2,34 @@
  * From a verified token to who is connecting and as which service account: the startup user must be one
  * of the token's username claims (so `pg_stat_activity` and the audit log name the real person), and the
  * first role_mapping rule whose role the token holds picks the account (DESIGN.md 2.2).
+ *
+ * Identity namespacing (issue 11, items 9 and 10):
+ * - The user id is the provider's `user_claim` (default `sub`) and the tenant its first `tenant_claims`
+ *   value. With a `prefix` (required, distinct, when several providers are configured) both become
+ *   `prefix:value`. A prefix cannot contain ":", so the prefix part is unambiguous and two providers can
+ *   never produce the same user id or tenant id, whatever values one of them mints. A single provider
+ *   without a prefix keeps the raw values (existing RLS data still matches).
+ * - An e-mail is used (as a login name, in application_name, as gprxy.email()) only when the provider
+ *   says it is verified (`email_verified_claim` is true) or the operator declares all its e-mails verified
+ *   (`emails_verified`). Fail closed: Auth0 access tokens carry no `email_verified` unless an Action adds it.
  */
+import { PROVIDER_CLAIM_DEFAULTS, type ProviderConfig } from '../config/proxy-config.js';
 import { TokenError, quote } from './errors.js';
 import type { VerifiedToken } from './verifier.js';
 
 export interface Identity {
   /** The startup user that matched a username claim. */
   readonly user: string;
-  /** The `sub` claim ('' when the token has none). */
+  /** The user id policies see (gprxy.user_id()): the user claim, `prefix:`-namespaced when configured. */
   readonly subject: string;
+  /** The issuer (iss) of the token: gprxy.issuer(). Empty only for identities built outside a token. */
+  readonly issuer?: string;
+  /** A verified e-mail address (absent when the token has none, or the provider did not verify it). */
   readonly email?: string;
   readonly roles: string[];
   /** The PostgreSQL account (role_mapping[].account) this session runs as. */
   readonly account: string;
+  /** The tenant policies see (gprxy.tenant_id()), `prefix:`-namespaced when configured. */
   readonly tenantId?: string;
   readonly claims: Record<string, unknown>;
 }
@@ -24,29 +39,78 @@ export interface RoleRule {
   readonly account: string;
 }
 
-/** Where the email and tenant come from, in order: plain OIDC/Auth0 names, then namespaced custom claims. */
-const EMAIL_CLAIMS = ['email', 'https://gprxy.io/email'] as const;
-const TENANT_CLAIMS = ['org_id', 'https://gprxy.io/org_id', 'tenant_id', 'https://gprxy.io/tenant_id', 'tid'] as const;
-
 /** Roles as an array of strings, or one string separated by spaces or commas. */
 export function rolesFromClaim(value: unknown): string[] {
   const raw = typeof value === 'string' ? value.split(/[\s,]+/) : Array.isArray(value) ? value.filter((r): r is string => typeof r === 'string') : [];
   return [...new Set(raw.filter((r) => r.length > 0))];
 }
 
+/** An own, non-empty string claim (never something inherited from Object.prototype). */
+function stringClaim(claims: Record<string, unknown>, name: string): string | undefined {
+  if (!Object.hasOwn(claims, name)) return undefined;
+  const value = claims[name];
+  return typeof value === 'string' && value.length > 0 ? value : undefined;
+}
+
 function firstString(claims: Record<string, unknown>, names: readonly string[]): string | undefined {
   for (const name of names) {
-    const value = claims[name];
-    if (typeof value === 'string' && value.length > 0) return value;
+    const value = stringClaim(claims, name);
+    if (value !== undefined) return value;
   }
   return undefined;
 }
 
+/** `prefix:value` when the provider has a prefix, the value itself otherwise. */
+export function namespaced(provider: Pick<ProviderConfig, 'prefix'>, value: string): string {
+  return provider.prefix === undefined ? value : `${provider.prefix}:${value}`;
+}
+
+/** The provider's claim settings with defaults for hand-built configs. */
+function claimSettings(provider: ProviderConfig) {
+  return {
+    userClaim: provider.userClaim ?? PROVIDER_CLAIM_DEFAULTS.userClaim,
+    emailClaims: provider.emailClaims ?? PROVIDER_CLAIM_DEFAULTS.emailClaims,
+    tenantClaims: provider.tenantClaims ?? PROVIDER_CLAIM_DEFAULTS.tenantClaims,
+    emailVerifiedClaim: provider.emailVerifiedClaim ?? PROVIDER_CLAIM_DEFAULTS.emailVerifiedClaim,
+    emailsVerified: provider.emailsVerified ?? PROVIDER_CLAIM_DEFAULTS.emailsVerified,
+  };
+}
+
+/** Whether the provider vouches for the token's e-mail: the verified claim is true (or the string "true"). */
+export function emailVerified(provider: ProviderConfig, claims: Record<string, unknown>): boolean {
+  const settings = claimSettings(provider);
+  if (settings.emailsVerified) return true;
+  const value = Object.hasOwn(claims, settings.emailVerifiedClaim) ? claims[settings.emailVerifiedClaim] : undefined;
+  return value === true || value === 'true';
+}
+
+/** A username claim that holds an e-mail: one of email_claims, or any claim named like one (fail closed). */
+function isEmailClaim(name: string, emailClaims: readonly string[]): boolean {
+  return emailClaims.includes(name) || /e-?mail/i.test(name);
+}
+
 export function resolveIdentity(token: VerifiedToken, startupUser: string, roleMapping: readonly RoleRule[]): Identity {
   const claims = token.claims as Record<string, unknown>;
-  const { usernameClaims, rolesClaim } = token.provider;
-  const names = usernameClaims.flatMap((c) => (typeof claims[c] === 'string' && claims[c] !== '' ? [claims[c] as string] : []));
-  if (!names.includes(startupUser)) {
+  const provider = token.provider;
+  const { usernameClaims, rolesClaim } = provider;
+  const settings = claimSettings(provider);
+  const verified = emailVerified(provider, claims);
+
+  const matching = usernameClaims.filter((c) => stringClaim(claims, c) === startupUser);
+  const usable = matching.filter((c) => verified || !isEmailClaim(c, settings.emailClaims));
+  if (usable.length === 0) {
+    if (matching.length > 0) {
+      const other = usernameClaims.find((c) => !isEmailClaim(c, settings.emailClaims) && stringClaim(claims, c) !== undefined);
+      throw new TokenError(
+        'token_email_unverified',
+        `connected as user ${quote(startupUser)}, an e-mail address the provider has not verified (claim ${quote(settings.emailVerifiedClaim)} is not true); ` +
+          (other ? `verify it with the provider, or connect with user=${stringClaim(claims, other)}` : 'verify it with the provider and log in again'),
+      );
+    }
+    const names = usernameClaims.flatMap((c) => {
+      const v = stringClaim(claims, c);
+      return v !== undefined && (verified || !isEmailClaim(c, settings.emailClaims)) ? [v] : [];
+    });
     const owner = names[0];
     throw new TokenError(
       'token_user_mismatch',
@@ -56,7 +120,12 @@ export function resolveIdentity(token: VerifiedToken, startupUser: string, roleM
     );
   }
 
-  const roles = rolesFromClaim(claims[rolesClaim]);
+  const userId = stringClaim(claims, settings.userClaim);
+  if (userId === undefined) {
+    throw new TokenError('token_no_user_id', `the token has no ${quote(settings.userClaim)} claim to identify the user; configure the provider's user_claim`);
+  }
+
+  const roles = rolesFromClaim(Object.hasOwn(claims, rolesClaim) ? claims[rolesClaim] : undefined);
   const rule = roleMapping.find((r) => roles.includes(r.role));
   if (!rule) {
     throw new TokenError(
@@ -67,16 +136,19 @@ export function resolveIdentity(token: VerifiedToken, startupUser: string, roleM
     );
   }
 
-  const email = firstString(claims, EMAIL_CLAIMS);
-  const tenantId = firstString(claims, TENANT_CLAIMS);
+  const email = verified ? firstString(claims, settings.emailClaims) : undefined;
+  const tenant = firstString(claims, settings.tenantClaims);
+  // An unverified e-mail reaches nothing the session sets either (context.settings are filled from these).
+  const usableClaims = verified ? claims : Object.freeze(Object.fromEntries(Object.entries(claims).filter(([name]) => !isEmailClaim(name, settings.emailClaims))));
   return {
     user: startupUser,
-    subject: typeof claims.sub === 'string' ? claims.sub : '',
+    subject: namespaced(provider, userId),
+    issuer: token.issuer,
     ...(email !== undefined ? { email } : {}),
     roles,
     account: rule.account,
-    ...(tenantId !== undefined ? { tenantId } : {}),
-    claims,
+    ...(tenant !== undefined ? { tenantId: namespaced(provider, tenant) } : {}),
+    claims: usableClaims,
   };
 }
 

@@ -80,7 +80,7 @@ describe('gprxy db init against a real server', () => {
       [],
       'mydb',
     );
-    expect(fns.rows.map((r) => r.proname)).toEqual(['begin_session', 'claims', 'email', 'has_role', 'hmac_sha256', 'roles', 'tenant_id', 'user_id']);
+    expect(fns.rows.map((r) => r.proname)).toEqual(['begin_session', 'claims', 'email', 'has_role', 'hmac_sha256', 'issuer', 'roles', 'tenant_id', 'user_id']);
     for (const f of fns.rows) {
       expect(f.owner).toBe('gprxy_owner');
       expect(f.proconfig).toBe('{"search_path=pg_catalog, pg_temp"}');

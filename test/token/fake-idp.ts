@@ -113,6 +113,7 @@ export class FakeIdp extends EventEmitter {
       aud: AUDIENCE,
       sub: 'auth0|alice',
       email: 'alice@example.com',
+      email_verified: true,
       [ROLES_CLAIM]: ['pg_reader'],
       iat,
       exp: iat + 3600,

@@ -31,6 +31,7 @@ describe('resolveIdentity (tokens verified by a real TokenVerifier)', () => {
     expect(identity).toEqual({
       user: 'alice@example.com',
       subject: 'auth0|alice',
+      issuer: idp.issuer,
       email: 'alice@example.com',
       roles: ['pg_reader', 'pg_writer'],
       account: 'app_writer', // rule order wins, not claim order
@@ -93,6 +94,90 @@ describe('resolveIdentity (tokens verified by a real TokenVerifier)', () => {
 
   it('an empty role mapping refuses every token', async () => {
     await refused(Promise.resolve().then(async () => resolveIdentity(await verified(), 'alice@example.com', [])), 'token_no_role');
+  });
+});
+
+describe('e-mail verification and issuer namespacing (issue 11, items 9 and 10)', () => {
+  let idp: FakeIdp;
+  const now = (): number => Date.parse('2026-11-25T16:00:00Z');
+  const verifiers: TokenVerifier[] = [];
+  async function verifierFor(over: Parameters<FakeIdp['providerConfig']>[0] = {}): Promise<TokenVerifier> {
+    const v = new TokenVerifier({ providers: [idp.providerConfig(over)], jwks: { cacheTtlMs: 3_600_000 }, now });
+    await v.start();
+    verifiers.push(v);
+    return v;
+  }
+
+  beforeAll(async () => {
+    idp = await FakeIdp.start();
+  });
+  afterAll(async () => {
+    for (const v of verifiers) v.close();
+    await idp.close();
+  });
+
+  it('an unverified e-mail cannot be the login name (token_email_unverified, 28000) and is not the identity', async () => {
+    const v = await verifierFor();
+    for (const flag of [false, undefined, 'yes', 1, null]) {
+      const token = await v.verify(await idp.sign(now(), { email_verified: flag, 'https://gprxy.io/email': 'alice@example.com' }));
+      const e = await refused(Promise.resolve().then(() => resolveIdentity(token, 'alice@example.com', MAPPING)), 'token_email_unverified');
+      expect(e.sqlstate).toBe('28000');
+      expect(e.message).toContain('connect with user=auth0|alice');
+      const bySub = resolveIdentity(token, 'auth0|alice', MAPPING);
+      expect(bySub.email).toBeUndefined();
+      expect(bySub.subject).toBe('auth0|alice');
+    }
+  });
+
+  it('a verified e-mail (true or "true") is used', async () => {
+    const v = await verifierFor();
+    for (const flag of [true, 'true']) {
+      const token = await v.verify(await idp.sign(now(), { email_verified: flag }));
+      expect(resolveIdentity(token, 'alice@example.com', MAPPING).email).toBe('alice@example.com');
+    }
+  });
+
+  it('email_verified_claim names the claim (Auth0: a namespaced claim set by the Action); emails_verified trusts all', async () => {
+    const auth0 = await verifierFor({ emailVerifiedClaim: 'https://gprxy.io/email_verified' });
+    const plainOnly = await auth0.verify(await idp.sign(now(), { email_verified: true }));
+    await refused(Promise.resolve().then(() => resolveIdentity(plainOnly, 'alice@example.com', MAPPING)), 'token_email_unverified');
+    const namespacedFlag = await auth0.verify(await idp.sign(now(), { email_verified: undefined, 'https://gprxy.io/email_verified': true }));
+    expect(resolveIdentity(namespacedFlag, 'alice@example.com', MAPPING).email).toBe('alice@example.com');
+    const trusting = await verifierFor({ emailsVerified: true });
+    const noFlag = await trusting.verify(await idp.sign(now(), { email_verified: undefined }));
+    expect(resolveIdentity(noFlag, 'alice@example.com', MAPPING).email).toBe('alice@example.com');
+  });
+
+  it('a username claim named like an e-mail but not listed in email_claims needs verification too (fail closed)', async () => {
+    const v = await verifierFor({ usernameClaims: ['preferred_email', 'sub'] });
+    const token = await v.verify(await idp.sign(now(), { email_verified: false, preferred_email: 'alice@example.com' }));
+    await refused(Promise.resolve().then(() => resolveIdentity(token, 'alice@example.com', MAPPING)), 'token_email_unverified');
+  });
+
+  it('with a prefix, user and tenant ids are namespaced; without one they stay as they are', async () => {
+    const plain = await verifierFor();
+    const claims = { 'https://gprxy.io/org_id': 'tenant-a' };
+    const a = resolveIdentity(await plain.verify(await idp.sign(now(), claims)), 'auth0|alice', MAPPING);
+    expect([a.subject, a.tenantId, a.issuer]).toEqual(['auth0|alice', 'tenant-a', idp.issuer]);
+    const prefixed = await verifierFor({ prefix: 'partner' });
+    const b = resolveIdentity(await prefixed.verify(await idp.sign(now(), claims)), 'auth0|alice', MAPPING);
+    expect([b.subject, b.tenantId]).toEqual(['partner:auth0|alice', 'partner:tenant-a']);
+  });
+
+  it('user_claim and tenant_claims are per provider; a token without the user claim is refused', async () => {
+    const v = await verifierFor({ userClaim: 'oid', tenantClaims: ['tid'] });
+    const token = await v.verify(await idp.sign(now(), { oid: 'object-1', tid: 'dir-1', org_id: 'ignored' }));
+    const id = resolveIdentity(token, 'auth0|alice', MAPPING);
+    expect([id.subject, id.tenantId]).toEqual(['object-1', 'dir-1']);
+    const without = await v.verify(await idp.sign(now(), {}));
+    await refused(Promise.resolve().then(() => resolveIdentity(without, 'auth0|alice', MAPPING)), 'token_no_user_id');
+  });
+
+  it('inherited names are never claims: a username or roles claim called constructor finds nothing', async () => {
+    const v = await verifierFor({ usernameClaims: ['constructor', 'sub'], rolesClaim: 'toString' });
+    const token = await v.verify(await idp.sign(now(), {}));
+    await refused(Promise.resolve().then(() => resolveIdentity(token, 'function Object() { [native code] }', MAPPING)), 'token_user_mismatch');
+    await refused(Promise.resolve().then(() => resolveIdentity(token, 'auth0|alice', MAPPING)), 'token_no_role');
   });
 });
 

@@ -116,8 +116,12 @@ describe('gprxy connect tunnel', () => {
   });
 
   it('serves several databases on consecutive ports and many concurrent sessions', async () => {
-    // Session pooling: 20 concurrent sessions need 20 backends behind the proxy.
-    await stack.startProxy({ databases: { mydb: { host: stack.cluster.host, port: stack.cluster.port, dbname: 'mydb', pool: { size: 20 } } } });
+    // Session pooling: 20 concurrent sessions need 20 backends behind the proxy, and one identity holds
+    // them all (above the default limits.max_sessions_per_identity).
+    await stack.startProxy({
+      databases: { mydb: { host: stack.cluster.host, port: stack.cluster.port, dbname: 'mydb', pool: { size: 20 } } },
+      limits: { login_timeout: '5s', pool_wait_timeout: '5s', max_sessions_per_identity: 20 },
+    });
     const tunnel = await startTunnel(fixedTokens(aliceToken), { databases: ['mydb', 'mydb'], port: 0 });
     try {
       expect(tunnel.listeners).toHaveLength(2);

@@ -1,0 +1,42 @@
+/**
+ * limits.max_sessions_per_identity: how many sessions one identity may hold at once (issue 11, item 6),
+ * so one user cannot take a whole pool from everyone mapped to the same account. A session counts from the
+ * moment its token is accepted (waiting for a backend included: a queue of waiting logins is also how one
+ * identity starves the others) until it ends. An identity is the issuer plus the namespaced user id.
+ */
+
+export class IdentitySessions {
+  private readonly counts = new Map<string, number>();
+
+  /** `max` 0 means no limit. */
+  constructor(private readonly max: number) {}
+
+  get limit(): number {
+    return this.max;
+  }
+
+  /** Counts one more session of `key`; returns its release, or undefined when the identity is at its limit. */
+  tryAcquire(key: string): (() => void) | undefined {
+    const held = this.counts.get(key) ?? 0;
+    if (this.max > 0 && held >= this.max) return undefined;
+    this.counts.set(key, held + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const now = (this.counts.get(key) ?? 1) - 1;
+      if (now <= 0) this.counts.delete(key);
+      else this.counts.set(key, now);
+    };
+  }
+
+  /** Sessions `key` holds now (for tests and metrics). */
+  held(key: string): number {
+    return this.counts.get(key) ?? 0;
+  }
+}
+
+/** The key of an identity: two providers never share one (user ids are namespaced, issuers differ). */
+export function identityKey(identity: { readonly issuer?: string; readonly subject: string }): string {
+  return `${identity.issuer ?? ''}\n${identity.subject}`;
+}
