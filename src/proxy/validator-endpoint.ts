@@ -12,6 +12,7 @@ import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { TokenError } from '../token/errors.js';
+import { matchesUsername } from '../token/identity.js';
 import type { TokenVerifier, VerifiedToken } from '../token/verifier.js';
 
 /** role (NAMEDATALEN-bounded in PostgreSQL, generous here) + token (the verifier refuses > 16 KiB) + NULs. */
@@ -30,10 +31,12 @@ export class ValidatorEndpointError extends Error {
   readonly code = 'validator_socket_failed' as const;
 }
 
-/** The username rule of the proxy's logins: `role` must be the value of one of the provider's username claims. */
+/**
+ * The username rule of the proxy's logins: `role` must be the value of one of the provider's username claims
+ * (an e-mail only when the provider verified it: src/token/identity.ts).
+ */
 export function roleMatchesToken(token: VerifiedToken, role: string): boolean {
-  const claims = token.claims as Record<string, unknown>;
-  return token.provider.usernameClaims.some((c) => typeof claims[c] === 'string' && claims[c] !== '' && claims[c] === role);
+  return matchesUsername(token, role);
 }
 
 export class ValidatorEndpoint {

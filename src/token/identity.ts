@@ -89,6 +89,17 @@ function isEmailClaim(name: string, emailClaims: readonly string[]): boolean {
   return emailClaims.includes(name) || /e-?mail/i.test(name);
 }
 
+/**
+ * The username rule alone: `user` is the value of one of the provider's username claims, an e-mail claim
+ * counting only when the e-mail is verified. (PostgreSQL 18's validator endpoint asks just this.)
+ */
+export function matchesUsername(token: VerifiedToken, user: string): boolean {
+  const claims = token.claims as Record<string, unknown>;
+  const settings = claimSettings(token.provider);
+  const verified = emailVerified(token.provider, claims);
+  return token.provider.usernameClaims.some((c) => stringClaim(claims, c) === user && (verified || !isEmailClaim(c, settings.emailClaims)));
+}
+
 export function resolveIdentity(token: VerifiedToken, startupUser: string, roleMapping: readonly RoleRule[]): Identity {
   const claims = token.claims as Record<string, unknown>;
   const provider = token.provider;

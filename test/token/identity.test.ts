@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { claimAsSettingValue, resolveIdentity, rolesFromClaim } from '../../src/token/identity.js';
+import { claimAsSettingValue, matchesUsername, resolveIdentity, rolesFromClaim } from '../../src/token/identity.js';
 import { TokenVerifier, type VerifiedToken } from '../../src/token/verifier.js';
 import { FakeIdp, refused, ROLES_CLAIM } from './fake-idp.js';
 
@@ -201,5 +201,24 @@ describe('claimAsSettingValue', () => {
     expect(claimAsSettingValue(42)).toBe('42');
     expect(claimAsSettingValue(false)).toBe('false');
     expect(claimAsSettingValue('a\0b')).toBe('ab');
+  });
+});
+
+describe('matchesUsername (the rule PostgreSQL 18 validator endpoint asks)', () => {
+  it('an unverified e-mail never matches; sub does', async () => {
+    const idp = await FakeIdp.start();
+    const now = (): number => Date.parse('2026-11-25T16:00:00Z');
+    const v = new TokenVerifier({ providers: [idp.providerConfig()], jwks: { cacheTtlMs: 3_600_000 }, now });
+    await v.start();
+    try {
+      const unverified = await v.verify(await idp.sign(now(), { email_verified: false }));
+      expect(matchesUsername(unverified, 'alice@example.com')).toBe(false);
+      expect(matchesUsername(unverified, 'auth0|alice')).toBe(true);
+      const verifiedToken = await v.verify(await idp.sign(now(), { email_verified: true, jti: 'v' }));
+      expect(matchesUsername(verifiedToken, 'alice@example.com')).toBe(true);
+    } finally {
+      v.close();
+      await idp.close();
+    }
   });
 });
