@@ -61,7 +61,7 @@ async function refusal(user: string, token: string): Promise<{ code?: string; me
 async function whoAmI(c: pg.Client): Promise<Record<string, unknown>> {
   const r = await c.query(
     `select gprxy.user_id() as user_id, gprxy.tenant_id() as tenant, gprxy.issuer() as issuer, gprxy.email() as email,
-            (select application_name from pg_stat_activity where pid = pg_backend_pid()) as app,
+            current_setting('application_name') as app,
             current_setting('app.email', true) as plain_email`,
   );
   return r.rows[0] as Record<string, unknown>;
