@@ -29,6 +29,9 @@ import type { PoolManager } from './pools.js';
 import { FrontendCode } from '../protocol/codes.js';
 
 export const MAX_PREAUTH_MESSAGE = 64 * 1024;
+/** The ALPN protocol name PostgreSQL 17+ registers and requires for direct TLS. */
+export const PG_ALPN = 'postgresql';
+const TLS_HANDSHAKE_RECORD = 0x16;
 
 export interface LoginDeps {
   readonly config: Pick<ProxyConfig, 'databases' | 'accounts' | 'roleMapping' | 'allowPlaintextLoopback'>;
@@ -278,6 +281,11 @@ export class Login {
 
   /** SSLRequest / GSSENCRequest / CancelRequest handling until a StartupMessage arrives. */
   private async negotiate(): Promise<StartupMessagePacket | undefined> {
+    // PostgreSQL 17+ clients with sslnegotiation=direct start the TLS handshake at once, no SSLRequest.
+    if (await this.startsWithTlsHandshake()) {
+      if (!this.deps.secureContext) throw new Refusal('protocol_violation', 'direct TLS connection (sslnegotiation=direct), but this proxy has no TLS configured');
+      await this.upgradeToTls(this.deps.secureContext, true);
+    }
     for (let round = 0; round < 3; round++) {
       const packet = parseStartupPacket(await this.next(() => this.reader.nextStartupFrame()));
       switch (packet.kind) {
@@ -313,11 +321,28 @@ export class Login {
     throw new Refusal('protocol_violation', 'too many negotiation requests before the startup packet');
   }
 
-  private async upgradeToTls(secureContext: SecureContext): Promise<void> {
+  /**
+   * Whether the first byte is a TLS handshake record (22): a length-prefixed startup packet cannot start with
+   * it, as its first byte would mean a packet of over 350 MB. The byte stays in the reader either way.
+   */
+  private async startsWithTlsHandshake(): Promise<boolean> {
+    await this.next(() => (this.reader.buffered > 0 ? true : null));
+    const ahead = Buffer.from(this.reader.takeRemaining());
+    this.reader.push(ahead);
+    return ahead[0] === TLS_HANDSHAKE_RECORD;
+  }
+
+  /**
+   * TLS on the client socket, after an SSLRequest ('S' answered) or directly (the ClientHello already read is
+   * handed back to the TLS layer). ALPN as PostgreSQL 17+ does: "postgresql" is the only protocol offered, a
+   * client offering others only gets a fatal alert, and a direct connection must have negotiated it.
+   */
+  private async upgradeToTls(secureContext: SecureContext, direct = false): Promise<void> {
     const raw = this.currentSocket;
     this.unlisten(raw);
-    raw.write(sslResponse(true));
-    const secure = new TLSSocket(raw, { isServer: true, secureContext });
+    if (direct) raw.unshift(this.reader.takeRemaining()); // TLSSocket reads what the socket holds first
+    else raw.write(sslResponse(true));
+    const secure = new TLSSocket(raw, { isServer: true, secureContext, ALPNProtocols: [PG_ALPN] });
     this.currentSocket = secure;
     this.listen(secure);
     secure.on('secure', () => {
@@ -328,6 +353,9 @@ export class Login {
       if (this.readError) throw this.readError;
       if (this.closed) throw new Refusal(this.shuttingDown ? 'server_shutdown' : 'tls_handshake_failed', 'TLS handshake failed');
       await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+    if (direct && secure.alpnProtocol !== PG_ALPN) {
+      throw new Refusal('protocol_violation', 'received direct TLS connection request without ALPN protocol negotiation extension "postgresql"');
     }
   }
 }
