@@ -7,6 +7,7 @@ export default class Configure extends BaseCommand {
   static override examples = [
     'gprxy configure --issuer https://your-tenant.us.auth0.com/ --client-id abc123 --audience https://gprxy.io --proxy proxy.example.com:6432',
     'gprxy configure --profile staging --proxy staging-proxy.example.com:6432 --ca ./staging-ca.pem',
+    'gprxy configure --ca ./issuer-ca.pem --ca ./proxy-ca.pem',
   ];
   static override flags = {
     profile: Flags.string({ char: 'p', description: 'profile to write (default: GPRXY_PROFILE or "default")' }),
@@ -15,7 +16,7 @@ export default class Configure extends BaseCommand {
     audience: Flags.string({ description: 'API audience the access tokens are for, e.g. https://gprxy.io' }),
     scopes: Flags.string({ description: 'scopes to request (default "openid profile email offline_access")' }),
     proxy: Flags.string({ description: 'central proxy address, HOST:PORT' }),
-    ca: Flags.string({ description: 'PEM file of a CA to trust for the issuer and the proxy' }),
+    ca: Flags.string({ description: 'PEM file of a CA to trust for the issuer and the proxy; repeat it for several (e.g. the issuer\'s and the proxy\'s private CAs)', multiple: true }),
   };
 
   async run(): Promise<void> {
@@ -35,7 +36,7 @@ export default class Configure extends BaseCommand {
     this.log(`  audience  ${stored.audience ?? '(none)'}`);
     this.log(`  scopes    ${stored.scopes}`);
     this.log(`  proxy     ${stored.proxy ?? '(none)'}`);
-    if (stored.ca) this.log(`  ca        ${stored.ca}`);
+    if (stored.ca) this.log(`  ca        ${typeof stored.ca === 'string' ? stored.ca : stored.ca.join(', ')}`);
     this.log(`Next: gprxy login${profile === 'default' ? '' : ` --profile ${profile}`}`);
   }
 }

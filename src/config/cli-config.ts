@@ -38,7 +38,8 @@ const storedProfileSchema = z.object({
   audience: z.string().min(1).optional(),
   scopes: z.string().min(1).default(DEFAULT_SCOPES),
   proxy: proxyAddress.optional(),
-  ca: z.string().min(1).optional(),
+  /** One PEM file, or several (several private CAs: the issuer's and the proxy's, say). */
+  ca: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).optional(),
 });
 
 export type StoredProfile = z.infer<typeof storedProfileSchema>;
@@ -157,8 +158,8 @@ export interface ConfigureInput {
   readonly audience?: string;
   readonly scopes?: string;
   readonly proxy?: string;
-  /** Path to a PEM file; stored absolute. */
-  readonly ca?: string;
+  /** Path(s) to PEM files; stored absolute. Several are trusted together (for the issuer and the proxy). */
+  readonly ca?: string | readonly string[];
 }
 
 /**
@@ -182,8 +183,9 @@ export function configureProfile(input: ConfigureInput, opts: ProfileStoreOption
   if (input.proxy !== undefined) parseProxyAddress(input.proxy);
   let ca = existing?.ca;
   if (input.ca !== undefined) {
-    ca = path.resolve(opts.cwd ?? process.cwd(), input.ca);
-    readCa(ca);
+    const files = (typeof input.ca === 'string' ? [input.ca] : [...input.ca]).map((f) => path.resolve(opts.cwd ?? process.cwd(), f));
+    readCaFiles(files);
+    ca = files.length === 1 ? files[0] : files;
   }
   const stored = store.set(name, {
     issuer,
@@ -194,6 +196,23 @@ export function configureProfile(input: ConfigureInput, opts: ProfileStoreOption
     ca,
   });
   return { profile: name, stored, path: store.path };
+}
+
+/**
+ * Several PEM files as one bundle. Each is ended with a newline before the next: a file without a trailing
+ * newline would otherwise glue its END line to the next BEGIN line and hide that certificate.
+ */
+function readCaFiles(files: readonly string[]): string {
+  return files.map((f) => readCa(f).trimEnd() + '\n').join('');
+}
+
+/** GPRXY_CA holds one path, or several separated like PATH (':' on Unix). */
+function caFilesFromEnv(value: string): string[] {
+  return value
+    .split(path.delimiter)
+    .map((f) => f.trim())
+    .filter(Boolean)
+    .map((f) => path.resolve(f));
 }
 
 function readCa(file: string): string {
@@ -215,8 +234,10 @@ export interface CliSettings {
   readonly audience: string | undefined;
   readonly scopes: string;
   readonly proxy: ProxyAddress | undefined;
+  /** The CA file(s), for messages: several are joined with ", ". */
   readonly caPath: string | undefined;
-  /** The CA PEM, read from caPath. */
+  readonly caPaths: readonly string[];
+  /** The CA PEM bundle, read from caPaths. */
   readonly caPem: string | undefined;
   /** GPRXY_CLIENT_ID + GPRXY_CLIENT_SECRET: client credentials, nothing stored. */
   readonly clientCredentials: { readonly clientId: string; readonly clientSecret: string } | undefined;
@@ -256,7 +277,8 @@ export function resolveCliSettings(opts: ResolveOptions = {}): Readonly<CliSetti
     throw new CliConfigError('invalid_config', 'GPRXY_CLIENT_SECRET is set without GPRXY_CLIENT_ID: set both for the client credentials grant');
   }
   const proxyText = nonEmpty(env.GPRXY_PROXY) ?? stored?.proxy;
-  const caPath = nonEmpty(env.GPRXY_CA) ? path.resolve(nonEmpty(env.GPRXY_CA) as string) : stored?.ca;
+  const envCa = nonEmpty(env.GPRXY_CA);
+  const caPaths = envCa ? caFilesFromEnv(envCa) : stored?.ca === undefined ? [] : typeof stored.ca === 'string' ? [stored.ca] : stored.ca;
 
   return Object.freeze({
     profile: name,
@@ -266,8 +288,9 @@ export function resolveCliSettings(opts: ResolveOptions = {}): Readonly<CliSetti
     audience: nonEmpty(env.GPRXY_AUDIENCE) ?? stored?.audience,
     scopes: stored?.scopes ?? DEFAULT_SCOPES,
     proxy: proxyText ? parseProxyAddress(proxyText) : undefined,
-    caPath,
-    caPem: caPath ? readCa(caPath) : undefined,
+    caPath: caPaths.length ? caPaths.join(', ') : undefined,
+    caPaths: Object.freeze([...caPaths]),
+    caPem: caPaths.length ? readCaFiles(caPaths) : undefined,
     clientCredentials: ciId && ciSecret ? Object.freeze({ clientId: ciId, clientSecret: ciSecret }) : undefined,
     staticToken: nonEmpty(env.GPRXY_TOKEN),
     configPath: store.path,

@@ -32,7 +32,7 @@ afterAll(async () => {
 });
 
 /** A direct TLS connection from Node: ClientHello first, then a StartupMessage; resolves with the first reply. */
-function directTls(alpn: string[] | undefined): Promise<{ socket: TLSSocket; alpn: string | false; reply: Buffer }> {
+function directTls(alpn: string[] | undefined): Promise<{ socket: TLSSocket; alpn: string | false | null; reply: Buffer }> {
   return new Promise((resolve, reject) => {
     const socket = tlsConnect({ host: '127.0.0.1', port: stack.port, servername: stack.ssl.servername, ca: stack.ssl.ca, ...(alpn ? { ALPNProtocols: alpn } : {}) });
     socket.once('error', reject);
