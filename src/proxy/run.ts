@@ -3,6 +3,7 @@
  * SIGINT stop the same way (exit 130), as cloud-sql-proxy and other well-behaved daemons do.
  */
 import type { ProxyConfig } from '../config/proxy-config.js';
+import { checkBackends, describeCheck } from './backend-check.js';
 import { createLogger } from './logger.js';
 import { ProxyServer } from './server.js';
 
@@ -10,6 +11,15 @@ export async function runProxy(config: ProxyConfig, options: { drainMs: number }
   const logger = createLogger({ level: config.log.level, ...(config.log.file ? { file: config.log.file } : {}) });
   const proxy = new ProxyServer(config, { logger });
   await proxy.start();
+  // Every database × account is tried once now: a wrong password or a database that is down shows in the
+  // log at start, not at the first client's login. Failures are warnings; the proxy serves the others.
+  void checkBackends(config).then((checks) => {
+    for (const c of checks) {
+      const fields = { event: 'backend_check', database: c.database, account: c.account, target: c.target, outcome: c.outcome, ...(c.sqlstate ? { sqlstate: c.sqlstate } : {}) };
+      if (c.outcome === 'ok') logger.info(fields, describeCheck(c));
+      else logger.warn(fields, describeCheck(c));
+    }
+  });
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));
