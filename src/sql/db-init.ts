@@ -20,7 +20,7 @@ import { PEER_FUNCTION_GROUPS, peerIsolationStatements, publicPeerFunctions, typ
 import { inspectPublicCreate, revokePublicCreateStatement } from './public-schema.js';
 import { GPRXY_SCHEMA, identitySchemaStatements, OWNER_ROLE, secretStatements } from './identity-schema.js';
 import { resolveAccountLevels, type AccessLevel } from './levels.js';
-import { databaseGrants, ensureLoginRole, ensureNologinRole, GROUP_ROLES, groupMembership, schemaGrants, setPassword } from './roles.js';
+import { clearPassword, databaseGrants, ensureLoginRole, ensureNologinRole, GROUP_ROLES, groupMembership, schemaGrants, setPassword } from './roles.js';
 import { scramVerifier, scramVerifierMatches } from './scram.js';
 import { catalogSnapshot, changedSections } from './snapshot.js';
 
@@ -135,8 +135,12 @@ export function planDbInit(config: ProxyConfig, database: DatabaseConfig, option
   for (const group of Object.values(GROUP_ROLES)) add(ensureNologinRole(group));
   for (const [account, level] of levels) {
     add(ensureLoginRole(account));
-    if (!state?.passwordsCurrent.has(account)) {
-      add(setPassword(account, scramVerifier(config.accounts[account]!.password)));
+    const password = accountPassword(config, account);
+    if (password === undefined) {
+      // Certificate authentication (accounts.<name>.sslcert): no password the proxy needs, none to keep.
+      add(clearPassword(account));
+    } else if (!state?.passwordsCurrent.has(account)) {
+      add(setPassword(account, scramVerifier(password)));
       if (state) notes.push(state.existingRoles.has(account) ? `password of ${account} set (the stored one differs from the config's, or could not be checked)` : `account ${account} created (${level})`);
     }
     add(groupMembership(account, level));
@@ -218,6 +222,12 @@ function roleSettingNotes(state: DatabaseState, accounts: readonly string[]): st
   return notes;
 }
 
+/** The account's password in the config; none when it authenticates with a client certificate. */
+function accountPassword(config: Pick<ProxyConfig, 'accounts'>, account: string): string | undefined {
+  const entry: { password?: string | undefined } = config.accounts[account]!;
+  return entry.password || undefined;
+}
+
 /** Reads what planning needs to know. `probeLogin` checks a password by logging in when pg_authid is unreadable. */
 export async function inspectDatabase(
   client: Queryable,
@@ -235,10 +245,14 @@ export async function inspectDatabase(
     const stored = await client.query(`SELECT rolname, rolpassword FROM pg_catalog.pg_authid WHERE rolname = ANY($1)`, [accounts]);
     for (const row of stored.rows) {
       const name = String(row.rolname);
-      if (scramVerifierMatches(row.rolpassword as string | null, config.accounts[name]!.password)) passwordsCurrent.add(name);
+      const password = accountPassword(config, name);
+      if (password !== undefined && scramVerifierMatches(row.rolpassword as string | null, password)) passwordsCurrent.add(name);
     }
   } else if (probeLogin) {
-    for (const name of accounts) if (await probeLogin(name, config.accounts[name]!.password)) passwordsCurrent.add(name);
+    for (const name of accounts) {
+      const password = accountPassword(config, name);
+      if (password !== undefined && (await probeLogin(name, password))) passwordsCurrent.add(name);
+    }
   }
 
   let secret: DatabaseState['secret'] = { current: 'absent', previous: false };

@@ -64,6 +64,22 @@ export function setPassword(name: string, verifier: string): string {
   return `ALTER ROLE ${ident(name)} PASSWORD ${literal(verifier)};`;
 }
 
+/**
+ * No password for an account that logs in with a certificate, so no one can log in with one the proxy
+ * once had. Only where the admin can see that one is set (pg_authid): changes nothing otherwise.
+ */
+export function clearPassword(name: string): string {
+  return doBlock(
+    [
+      `  IF pg_catalog.has_table_privilege('pg_catalog.pg_authid', 'SELECT') THEN`,
+      `    IF EXISTS (SELECT FROM pg_catalog.pg_authid WHERE rolname = ${literal(name)} AND rolpassword IS NOT NULL) THEN`,
+      `      ALTER ROLE ${ident(name)} PASSWORD NULL;`,
+      `    END IF;`,
+      `  END IF;`,
+    ].join('\n'),
+  );
+}
+
 const isMember = (group: string, member: string) =>
   `EXISTS (SELECT FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles g ON g.oid = m.roleid JOIN pg_catalog.pg_roles u ON u.oid = m.member WHERE g.rolname = ${literal(group)} AND u.rolname = ${literal(member)})`;
 

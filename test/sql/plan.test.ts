@@ -85,6 +85,16 @@ describe('planning and printing db init', () => {
     expect(rotation.statements.filter((s) => s.usesSecret).map((s) => s.sql.split(' ')[0])).toEqual(['DELETE', 'UPDATE', 'INSERT']);
   });
 
+  it('an account without a password (certificate authentication) gets none: PASSWORD NULL where one is set', () => {
+    const base = config();
+    // The config keys for certificates come with the proxy side (accounts.<name>.sslcert/sslkey).
+    const certOnly = { ...base, accounts: { ...base.accounts, app_reader: { name: 'app_reader' } } } as unknown as ProxyConfig;
+    const sql = planDbInit(certOnly, base.databases.main!).statements.map((s) => s.sql).join('\n');
+    expect(sql).not.toContain('ALTER ROLE "app_reader" PASSWORD \'');
+    expect(sql).toContain('ALTER ROLE "app_reader" PASSWORD NULL;');
+    expect(sql).toContain('ALTER ROLE "app_admin" PASSWORD \'SCRAM-SHA-256');
+  });
+
   it('without context.secret still installs the functions (they return NULL) and says so', () => {
     const plan = planDbInit(config({ context: {} }), config().databases.main!);
     expect(plan.statements.some((s) => s.usesSecret)).toBe(false);

@@ -272,6 +272,21 @@ describe('item 16: row-level security an account skips', () => {
 });
 
 describe('item 3: certificate authentication of the accounts', () => {
+  it('an account configured without a password (certificate only) keeps none a user could have set: nothing logs in with one', async () => {
+    await init();
+    const attacker = await as('app_reader');
+    await attacker.query(`alter role current_user password 'attacker-chosen-pw-42'`); // harmless only with cert auth
+    const base = testConfig(cluster);
+    const certOnly = { ...base, accounts: { ...base.accounts, app_reader: { name: 'app_reader' } } } as unknown as typeof base;
+    await runDbInit(certOnly, { adminUrl: cluster.url(), out: () => {} });
+    await expect(connect(cluster, 'app_reader', 'attacker-chosen-pw-42')).rejects.toMatchObject({ code: '28P01' });
+    expect((await cluster.query(`select rolpassword from pg_authid where rolname = 'app_reader'`)).rows[0]!.rolpassword).toBeNull();
+    let second = '';
+    await runDbInit(certOnly, { adminUrl: cluster.url(), out: (t) => (second += `${t}\n`) });
+    expect(second.split('\n')[0]).toBe('mydb: up to date, nothing changed');
+    await init(); // the password back for the other tests
+  });
+
   it('db init prints the pg_hba lines that make the accounts log in with certificates only', async () => {
     const { output } = await init();
     expect(output).toContain('hostssl mydb app_admin,app_writer,app_reader PROXY_ADDRESS/32 cert');
