@@ -100,13 +100,25 @@ function usableKeys(document: unknown): JWK[] {
   });
 }
 
+/** OpenSSL's verification failures that a trusted CA (providers[].ca) would fix. */
+const UNTRUSTED_CERT_CODES = new Set([
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_UNTRUSTED',
+]);
+
 function describe(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
   const cause = (error as { cause?: unknown }).cause;
   if (cause instanceof Error) {
     // undici says only "fetch failed"; the cause has the reason (ECONNREFUSED, a TLS verification error...).
     const code = (cause as NodeJS.ErrnoException).code;
-    return `${error.message} (${code && !cause.message.includes(code) ? `${code}: ` : ''}${cause.message})`;
+    // A private provider's certificate: say which setting fixes it.
+    const hint = code && UNTRUSTED_CERT_CODES.has(code) ? "; the provider's certificate is not trusted: set providers[].ca to the PEM file of its CA" : '';
+    return `${error.message} (${code && !cause.message.includes(code) ? `${code}: ` : ''}${cause.message})${hint}`;
   }
   return error.message;
 }

@@ -5,7 +5,7 @@
  * here the list is a temporary one naming a program no machine has, so nothing is installed.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,10 +21,8 @@ function list(name: string, lines: string[]): string {
   return file;
 }
 
-function run(args: string[], env: Record<string, string>, asUser?: string) {
-  const cmd = asUser ? 'runuser' : 'sh';
-  const argv = asUser ? ['-u', asUser, '--', 'sh', SCRIPT, ...args] : [SCRIPT, ...args];
-  const r = spawnSync(cmd, argv, { env: { PATH: process.env.PATH!, ...env }, encoding: 'utf8' });
+function run(args: string[], env: Record<string, string>) {
+  const r = spawnSync('sh', [SCRIPT, ...args], { env: { PATH: process.env.PATH!, ...env }, encoding: 'utf8' });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -55,9 +53,13 @@ describe('scripts/system-deps.sh', () => {
 
   it.runIf(process.getuid?.() === 0)('not root: stops before installing, with the sudo command to run', () => {
     const file = list('not-root', ['gprxy-no-such-program gprxy-absent-pkg']);
+    // A copy the other user can read: a fresh clone may sit in a 0700 directory.
+    const script = join(dir, 'system-deps.sh');
+    copyFileSync(SCRIPT, script);
     spawnSync('chmod', ['-R', 'a+rX', dir]);
-    const r = run([], { GPRXY_SYSTEM_PACKAGES: file }, 'nobody');
-    expect(r.code).toBe(1);
+    const r = spawnSync('runuser', ['-u', 'nobody', '--', 'sh', script], { env: { PATH: process.env.PATH!, GPRXY_SYSTEM_PACKAGES: file }, encoding: 'utf8' });
+    expect(r.stderr).not.toContain('Permission denied');
+    expect(r.status).toBe(1);
     expect(r.stdout).toBe('');
     expect(r.stderr).toContain("run this, then npm test again: sudo sh -c 'apt-get update && apt-get install -y --no-install-recommends gprxy-absent-pkg'");
   });
