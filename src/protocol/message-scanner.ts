@@ -6,10 +6,22 @@
  * Works with any chunking: a header, or the ReadyForQuery status byte, may arrive split across
  * chunks. Per chunk it allocates nothing; a chunk full of body bytes costs one comparison.
  * Direction-agnostic: 'Z' is only sent by servers and 'X' only by clients.
+ * Optionally copies out the bodies of a few rare message types (CaptureOptions).
  */
 import { BackendCode, FrontendCode } from './codes.js';
 const READY_FOR_QUERY = BackendCode.READY_FOR_QUERY;
 const TERMINATE = FrontendCode.TERMINATE;
+
+/**
+ * Messages of a few rare types whose bodies the owner needs (the relay: the server's ParameterStatus, to
+ * see application_name changes). Only those bodies are copied, into a buffer of their exact size; every
+ * other message stays header-only. Bodies longer than maxBodyLength are skipped, not copied.
+ */
+export interface CaptureOptions {
+  readonly types: readonly number[];
+  readonly maxBodyLength: number;
+  onMessage(type: number, body: Buffer): void;
+}
 
 export class MessageScanner {
   /** Status byte ('I', 'T', 'E' as a char code) of the last ReadyForQuery seen; 0 before the first. */
@@ -29,9 +41,23 @@ export class MessageScanner {
   syncCount = 0;
   private readonly isSync: Uint8Array;
 
-  constructor(syncTypes: readonly number[] = []) {
+  /** Message types whose bodies are copied out (see CaptureOptions); undefined when nothing is. */
+  private readonly isCaptured: Uint8Array | undefined;
+  /** The body being copied, while inside a captured message. */
+  private captureBuffer: Buffer | undefined;
+  private captureFill = 0;
+  private captureType = 0;
+
+  constructor(
+    syncTypes: readonly number[] = [],
+    private readonly capture?: CaptureOptions,
+  ) {
     this.isSync = new Uint8Array(256);
     for (const t of syncTypes) this.isSync[t & 0xff] = 1;
+    if (capture) {
+      this.isCaptured = new Uint8Array(256);
+      for (const t of capture.types) this.isCaptured[t & 0xff] = 1;
+    }
   }
 
   /** Body bytes of the current message still to skip. */
@@ -63,9 +89,11 @@ export class MessageScanner {
         }
         const available = n - i;
         if (remaining >= available) {
+          if (this.captureBuffer) this.copyBody(chunk, i, n, remaining === available);
           remaining -= available;
           break;
         }
+        if (this.captureBuffer) this.copyBody(chunk, i, i + remaining, true);
         i += remaining;
         remaining = 0;
         continue;
@@ -108,9 +136,25 @@ export class MessageScanner {
       this.syncCount += this.isSync[type]!;
       remaining = length - 4;
       if (type === READY_FOR_QUERY && remaining > 0) this.statusPending = true;
+      if (this.isCaptured?.[type] && remaining <= this.capture!.maxBodyLength) {
+        if (remaining === 0) this.capture!.onMessage(type, Buffer.alloc(0));
+        else {
+          this.captureBuffer = Buffer.allocUnsafe(remaining);
+          this.captureFill = 0;
+          this.captureType = type;
+        }
+      }
     }
 
     this.remaining = remaining;
+  }
+
+  private copyBody(chunk: Buffer, from: number, to: number, last: boolean): void {
+    const buffer = this.captureBuffer!;
+    this.captureFill += chunk.copy(buffer, this.captureFill, from, to);
+    if (!last) return;
+    this.captureBuffer = undefined;
+    this.capture!.onMessage(this.captureType, buffer);
   }
 
   private markTerminate(offset: number): void {

@@ -43,6 +43,7 @@ export class ProxyMetrics {
         for (const [pool, s] of Object.entries(sources.pools.stats())) {
           this.set({ pool, state: 'idle' }, s.idle);
           this.set({ pool, state: 'active' }, s.active);
+          this.set({ pool, state: 'draining' }, s.draining);
           this.set({ pool, state: 'waiting_clients' }, s.waiting);
           this.set({ pool, state: 'max' }, s.size);
         }

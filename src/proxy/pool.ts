@@ -38,7 +38,18 @@ export interface PoolOptions {
   readonly prepare?: (backend: Backend) => Promise<void>;
   /** The database refused the service account's credentials (for the metric). */
   readonly onLoginFailed?: (pool: string) => void;
+  /** Sends a CancelRequest for a backend (PoolManager.cancel). */
+  readonly cancel?: (backend: Backend) => void;
+  /** How long a backend released mid-query may take to end after its cancel (default 10 s). */
+  readonly drainTimeoutMs?: number;
 }
+
+/**
+ * After the drain timeout the proxy cuts its connection; a server that checks its clients
+ * (client_connection_check_interval, which db init sets to 10 s on PostgreSQL 14+) ends the backend within
+ * that interval. The slot stays counted this much longer, so the pool never outgrows `size` meanwhile.
+ */
+const AFTER_CUT_GRACE_MS = 12_000;
 
 interface Waiter {
   /** Wants a newly opened backend, not one that served someone before (see acquireFresh). */
@@ -53,6 +64,8 @@ export class BackendPool {
   private readonly waiters: Waiter[] = [];
   private total = 0;
   private active = 0;
+  /** Backends released mid-query, still counted in `total` until their server process is gone. */
+  private readonly draining = new Set<Backend>();
   private closed = false;
   private readonly sweeper: NodeJS.Timeout;
   private readonly now: () => number;
@@ -67,8 +80,8 @@ export class BackendPool {
     return this.options.name;
   }
 
-  stats(): { size: number; total: number; idle: number; active: number; waiting: number } {
-    return { size: this.options.size, total: this.total, idle: this.idle.length, active: this.active, waiting: this.waiters.length };
+  stats(): { size: number; total: number; idle: number; active: number; waiting: number; draining: number } {
+    return { size: this.options.size, total: this.total, idle: this.idle.length, active: this.active, waiting: this.waiters.length, draining: this.draining.size };
   }
 
   async acquire(): Promise<Backend> {
@@ -115,8 +128,11 @@ export class BackendPool {
     });
   }
 
-  /** Gives a backend back. `reusable` is false when the client left mid-transaction or the relay broke. */
-  async release(backend: Backend, reusable: boolean): Promise<void> {
+  /**
+   * Gives a backend back. `reusable` is false when the client left mid-transaction or the relay broke;
+   * `busy` when it is still running something (the client vanished mid-query): then it is drained.
+   */
+  async release(backend: Backend, reusable: boolean, busy = false): Promise<void> {
     this.active--;
     backend.lastUsedAt = this.now();
     let keep = reusable && !backend.broken && !this.closed && !this.expired(backend) && backend.cancelsInFlight === 0;
@@ -132,7 +148,8 @@ export class BackendPool {
       }
     }
     if (!keep) {
-      this.discard(backend, reusable ? 'reset failed or expired' : 'not reusable');
+      if (busy && !reusable && !backend.broken) this.drain(backend);
+      else this.discard(backend, reusable ? 'reset failed or expired' : 'not reusable');
       return;
     }
     const waiter = this.waiters[0];
@@ -238,6 +255,53 @@ export class BackendPool {
     backend.close();
     this.options.logger.debug({ event: 'backend_close', pool: this.name, pid: backend.processId, reason }, 'backend closed');
     if (serve) this.serveWaiters();
+  }
+
+  /**
+   * A backend whose client vanished mid-query (issue 11 item 5): closing our socket alone leaves the server
+   * process running the query (pg_sleep(3600) runs for an hour) while the pool, had it forgotten it, opens
+   * more, until max_connections is full. So: a CancelRequest (protocol-level, keyed by the backend's secret:
+   * it works even when the accounts may not signal each other), our side half-closed (the server reads EOF
+   * once the query stops, and exits), whatever it still sends read and dropped (a server blocked writing a
+   * big result never sees a cancel). It stays counted in `total` until the server closes the connection;
+   * if that does not happen in time the connection is cut, and the slot is kept a little longer for the
+   * server's own client check (client_connection_check_interval) to end it.
+   */
+  private drain(backend: Backend): void {
+    this.draining.add(backend);
+    const socket = backend.socket;
+    const started = this.now();
+    let grace: NodeJS.Timeout | undefined;
+    const gone = (reason: string) => {
+      if (!this.draining.delete(backend)) return;
+      clearTimeout(cut);
+      clearTimeout(grace);
+      this.total--;
+      this.options.logger.info({ event: 'backend_close', pool: this.name, pid: backend.processId, reason, duration_ms: this.now() - started }, 'busy backend ended');
+      this.serveWaiters();
+    };
+    socket.removeAllListeners('close');
+    socket.on('data', () => undefined);
+    socket.on('error', () => undefined);
+    socket.once('close', () => gone('ended after cancel'));
+    socket.resume();
+    this.options.cancel?.(backend);
+    socket.end();
+    const cut = setTimeout(() => {
+      socket.removeAllListeners('close');
+      socket.destroy();
+      this.options.logger.warn(
+        { event: 'backend_drain_timeout', pool: this.name, pid: backend.processId },
+        `backend ${backend.processId} did not end within ${this.drainTimeoutMs} ms of its cancel; connection cut, slot kept for ${AFTER_CUT_GRACE_MS} ms`,
+      );
+      grace = setTimeout(() => gone('connection cut after drain timeout'), AFTER_CUT_GRACE_MS);
+      grace.unref();
+    }, this.drainTimeoutMs);
+    cut.unref();
+  }
+
+  private get drainTimeoutMs(): number {
+    return this.options.drainTimeoutMs ?? 10_000;
   }
 
   /** Capacity freed up: open a backend for the first waiter. */

@@ -70,6 +70,7 @@ export class PoolManager {
         logger: this.options.logger,
         ...(this.options.dialer ? { dialer: this.options.dialer } : {}),
         prepare: this.preparer(key, target),
+        cancel: (backend: Backend) => this.cancel(backend),
         ...(this.options.events ? { onLoginFailed: (pool: string) => this.options.events!.serviceAccountLoginFailed(pool) } : {}),
       });
       this.pools.set(key, pool);

@@ -2,7 +2,9 @@
  * The hot path: after authentication, bytes flow client ⇄ backend untouched. Per chunk we read message
  * headers only (MessageScanner) to know (a) when the client sends Terminate, which we swallow so the
  * backend can return to the pool, and (b) whether the backend is idle (ReadyForQuery 'I' with no request
- * outstanding) when the client leaves, which decides whether the backend may be reused.
+ * outstanding) when the client leaves, which decides whether the backend may be reused; (c) the server's
+ * ParameterStatus messages, the only bodies read (rare: sent when a reported setting such as
+ * application_name changes), so the proxy can audit who renames their session.
  * Backpressure: when one side's write buffer is full we pause the other side until 'drain'.
  * A session of an audited database (audit.statements ≠ none) passes a RelayTap: then other handlers, which
  * show each chunk to the tap first, are attached instead; the header-only handlers stay as they are.
@@ -33,9 +35,17 @@ const READY_STATUS_IDLE = ReadyStatus.IDLE;
 const CLIENT_SYNC_TYPES = [FrontendCode.QUERY, FrontendCode.SYNC, FrontendCode.FUNCTION_CALL];
 const SERVER_SYNC_TYPES = [BackendCode.READY_FOR_QUERY];
 
+/** ParameterStatus bodies are two short C strings; anything bigger is not worth copying. */
+const MAX_PARAMETER_STATUS = 4096;
+
+export interface RelayOptions {
+  /** The server reported a changed setting (ParameterStatus), e.g. after `SET application_name`. */
+  readonly onParameterStatus?: (name: string, value: string) => void;
+}
+
 export class Relay {
   private readonly fromClient = new MessageScanner(CLIENT_SYNC_TYPES);
-  private readonly fromBackend = new MessageScanner(SERVER_SYNC_TYPES);
+  private readonly fromBackend: MessageScanner;
   private bytesFromClient = 0;
   private bytesFromBackend = 0;
   private ended = false;
@@ -101,7 +111,24 @@ export class Relay {
     private readonly client: Socket,
     private readonly backend: Socket,
     private readonly tap?: RelayTap,
+    options: RelayOptions = {},
   ) {
+    const onParameterStatus = options.onParameterStatus;
+    this.fromBackend = new MessageScanner(
+      SERVER_SYNC_TYPES,
+      onParameterStatus
+        ? {
+            types: [BackendCode.PARAMETER_STATUS],
+            maxBodyLength: MAX_PARAMETER_STATUS,
+            onMessage: (_type, body) => {
+              const end = body.indexOf(0);
+              if (end < 0) return;
+              const valueEnd = body.indexOf(0, end + 1);
+              onParameterStatus(body.toString('utf8', 0, end), body.toString('utf8', end + 1, valueEnd < 0 ? body.length : valueEnd));
+            },
+          }
+        : undefined,
+    );
     // The backend is idle when the relay starts: its last ReadyForQuery (after setup) said so.
     this.fromBackend.lastReadyStatus = READY_STATUS_IDLE;
   }

@@ -126,7 +126,17 @@ export class Session {
     );
 
     const audit = statementAuditFor(database, { session: this.deps.sessionId, client: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`, issuer: String(identity.claims.iss ?? ''), user: identity.user, email: identity.email, tenant, account: identity.account, database: database.name, backendPid: backend.processId }, backend.parameters, this.deps.logger);
-    const relay = new Relay(socket, backendSocket, audit);
+    // application_name is what a DBA sees in pg_stat_activity; a user may SET it to anything (another
+    // user's name): the audit log records every change with the real identity (issue 11 item 13).
+    const relay = new Relay(socket, backendSocket, audit, {
+      onParameterStatus: (name, value) => {
+        if (name !== 'application_name') return;
+        this.log.warn(
+          { event: 'application_name_changed', email: identity.email, sub: identity.subject, backend_pid: backend.processId, application_name: value },
+          `${identity.user} set application_name to "${value}"`,
+        );
+      },
+    });
     this.relay = relay;
     let lifetimeTimer: LongTimer | undefined;
     if (Number.isFinite(endsAt)) {
@@ -218,7 +228,7 @@ export class Session {
       detail: { ...(result.error ? { text: result.error } : {}), tokenExpiresAt },
       forced: this.forcedStop,
       user: identity.user,
-      release: () => pool.release(backend, result.backendIdle && result.reason !== 'protocol_error' && !this.forcedStop),
+      release: () => pool.release(backend, result.backendIdle && result.reason !== 'protocol_error' && !this.forcedStop, !result.backendIdle),
       fields: {
         bytes_in: result.bytesFromClient,
         bytes_out: result.bytesFromBackend,

@@ -164,3 +164,42 @@ describe('MessageScanner', () => {
     expect(scanner.terminateOffset).toBe(-1);
   });
 });
+
+describe('MessageScanner body capture', () => {
+  const stream = Buffer.concat([
+    server.parameterStatus('application_name', 'carol@example.com via psql'),
+    tagged('D', 4 + 3000, Buffer.alloc(3000, 0x53)), // 'S' bytes inside a body are not headers
+    server.readyForQuery('I'),
+    server.parameterStatus('TimeZone', 'UTC'),
+    tagged('S', 4), // an empty body
+    tagged('S', 4 + 5000, Buffer.alloc(5000, 0x41)), // over the limit: skipped, not copied
+    server.parameterStatus('application_name', 'x'),
+  ]);
+  const expected = [
+    'application_name=carol@example.com via psql',
+    'TimeZone=UTC',
+    '',
+    'application_name=x',
+  ];
+  const scanWith = (chunks: Buffer[]): string[] => {
+    const seen: string[] = [];
+    const scanner = new MessageScanner([0x5a], {
+      types: [0x53],
+      maxBodyLength: 4096,
+      onMessage: (_type, body) => seen.push(body.length ? body.toString('utf8').replace(/\0$/, '').replace('\0', '=') : ''),
+    });
+    for (const c of chunks) scanner.scan(c);
+    expect(scanner.atMessageBoundary).toBe(true);
+    expect(scanner.lastReadyStatus).toBe(0x49);
+    return seen;
+  };
+
+  it('copies only the bodies of the chosen types, whole, in one chunk or split at every byte', () => {
+    expect(scanWith([stream])).toEqual(expected);
+    for (let at = 0; at <= stream.length; at++) expect(scanWith([stream.subarray(0, at), stream.subarray(at)])).toEqual(expected);
+  });
+
+  it('copies the same bodies byte by byte', () => {
+    expect(scanWith([...stream].map((b) => Buffer.from([b])))).toEqual(expected);
+  });
+});

@@ -205,4 +205,36 @@ describe('a hostile user of a shared service account', () => {
     const entries = await stack.cluster.query(`select unnest(setconfig) as entry from pg_db_role_setting where setrole = 'app_writer'::regrole`);
     expect(entries.rows.map((r) => r.entry)).toContain('client_connection_check_interval=10s');
   });
+  it('cannot fill max_connections with queries left running: a busy backend is cancelled and counted until it is gone', async () => {
+    // No client_connection_check_interval (PostgreSQL 13, or db init not re-run): the cancel alone must do it.
+    await stack.cluster.query('ALTER ROLE app_writer RESET ALL');
+    await stack.startProxy({ ...ALL_ON_WRITER, databases: { mydb: { host: stack.cluster.host, port: stack.cluster.port, dbname: 'mydb', pool: { size: 2 } } } });
+    const backends = async (): Promise<number> => (await stack.cluster.query(`select count(*)::int as n from pg_stat_activity where usename = 'app_writer'`)).rows[0]!.n as number;
+    for (let i = 0; i < 5; i++) {
+      const bob = await connectAs('bob');
+      const pid = (await bob.query('select pg_backend_pid() as pid')).rows[0].pid as number;
+      void bob.query('select pg_sleep(3600)').catch(() => {});
+      await waitUntil(async () => (await stack.cluster.query(`select query from pg_stat_activity where pid = $1 and state = 'active'`, [pid])).rows[0]?.query === 'select pg_sleep(3600)');
+      // Bob vanishes: his TCP connection is cut, no Terminate.
+      (bob as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
+      open.delete(bob);
+      expect(await backends()).toBeLessThanOrEqual(2);
+    }
+    await waitUntil(async () => (await stack.cluster.query(`select count(*)::int as n from pg_stat_activity where query = 'select pg_sleep(3600)' and state = 'active'`)).rows[0]!.n === 0);
+    expect(await backends()).toBeLessThanOrEqual(2);
+    const alice = await connectAs('alice');
+    expect((await whoAmI(alice)).sub).toBe('auth0|alice0001');
+    expect(stack.proxy.pools.stats()['mydb/app_writer']!.total).toBeLessThanOrEqual(2);
+  });
+
+  it('cannot pass as someone else in pg_stat_activity unseen: application_name changes are audited with the real user', async () => {
+    await stack.startProxy(ALL_ON_WRITER);
+    const mark = stack.logs.lines.length;
+    const bob = await connectAs('bob', { application_name: 'psql' });
+    expect(stack.logs.lines.slice(mark).filter((l) => l.event === 'application_name_changed')).toEqual([]);
+    await bob.query(`set application_name = 'carol@example.com via psql'`);
+    const event = await stack.logs.waitFor((l) => l.event === 'application_name_changed' && l.application_name === 'carol@example.com via psql');
+    expect(event).toMatchObject({ user: 'bob@example.com', email: 'bob@example.com', sub: 'auth0|bob00002', account: 'app_writer', database: 'mydb' });
+    await end(bob);
+  });
 });
