@@ -2,7 +2,7 @@ import { Flags } from '@oclif/core';
 import { BaseCommand } from '../cli/base-command.js';
 import { exitCodeForSignal as exitCodeFor } from '../cli/exit-codes.js';
 import type { Demo as RunningDemo } from '../demo/demo.js';
-import { DEMO_PACKAGES, requireDemoPackages } from '../demo/optional-deps.js';
+import { DEMO_PACKAGES, PROVIDER_PACKAGES, requireDemoPackages } from '../demo/optional-deps.js';
 import { watchParent } from '../demo/parent-watch.js';
 
 export default class Demo extends BaseCommand {
@@ -21,11 +21,14 @@ The demo never touches your OS keychain or your gprxy profiles: it keeps its own
       description: 'also show Option 1: PostgreSQL 18 native OAuth (oauth in pg_hba, the gprxy validator module built with gcc) and a tunnel straight to it',
       default: false,
     }),
+    'provider-only': Flags.boolean({ description: 'start only the local OIDC provider (HTTPS), to try your own PostgreSQL and gprxy serve; prints issuer, CA file, client ids', default: false, exclusive: ['script', 'yes'] }),
+    'provider-port': Flags.integer({ description: 'with --provider-only: the provider\'s port (default: a free one)', min: 1, max: 65535, dependsOn: ['provider-only'] }),
     port: Flags.integer({ description: 'local port of the tunnel (default 5432, or the next free one)', min: 0, max: 65535 }),
   };
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Demo);
+    if (flags['provider-only']) return this.providerOnly(flags['provider-port']);
     // The demo's packages are optional dependencies: check them before loading any module that imports them.
     requireDemoPackages(DEMO_PACKAGES);
     const { describeDemo, runTour, startDemo } = await import('../demo/demo.js');
@@ -127,5 +130,21 @@ The demo never touches your OS keychain or your gprxy profiles: it keeps its own
     await demo.stop();
     this.log('Stopped everything and removed the temporary files.');
     return this.exit(exitCodeFor(received ?? 'SIGINT'));
+  }
+
+  /** --provider-only: the provider alone, until a signal (or the parent's exit). */
+  private async providerOnly(port: number | undefined): Promise<void> {
+    requireDemoPackages(PROVIDER_PACKAGES);
+    const { describeProviderOnly, startProviderOnly } = await import('../demo/provider-only.js');
+    const provider = await startProviderOnly(port ? { port } : {});
+    for (const line of describeProviderOnly(provider)) this.log(line);
+    const signal = await new Promise<NodeJS.Signals>((resolve) => {
+      process.once('SIGINT', () => resolve('SIGINT'));
+      process.once('SIGTERM', () => resolve('SIGTERM'));
+      watchParent(() => resolve('SIGTERM'));
+    });
+    await provider.stop();
+    this.log('Stopped the provider and removed its files.');
+    return this.exit(exitCodeFor(signal));
   }
 }
