@@ -1,6 +1,10 @@
 // Issue 11, the db init side: a user of a shared service account is hostile to its other users. Every test
 // logs in as the account with its password (what the proxy does for each backend), does the attack, and
 // shows what the next user of the account (the victim, on a new backend) gets after `gprxy db init`.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BACKEND_PREPARE_SQL, BACKEND_START_SQL } from '../../src/proxy/identity-context.js';
@@ -172,13 +176,25 @@ describe('item 4: peers of an account cannot read, signal or share with each oth
     const victim = await as('app_writer');
     const oid = (await victim.query(`select lo_from_bytea(0, 'alice private file') as oid`)).rows[0].oid as number;
     const { output } = await init();
-    expect(output).toMatch(/revoked EXECUTE on lo_from_bytea\(oid,bytea\), lo_get\(oid\) from PUBLIC/);
+    expect(output).toMatch(/revoked EXECUTE on [^\n]*lo_from_bytea\(oid,bytea\), lo_get\(oid\)[^\n]* from PUBLIC/);
     const attacker = await as('app_writer');
     await expect(attacker.query('select lo_get($1)', [oid])).rejects.toMatchObject({ code: '42501' });
     await expect(attacker.query('select lo_open($1, 262144)', [oid])).rejects.toMatchObject({ code: '42501' });
     await expect(attacker.query('select lo_unlink($1)', [oid])).rejects.toMatchObject({ code: '42501' });
     await expect(attacker.query('select lo_put($1, 0, $2)', [oid, Buffer.from('x')])).rejects.toMatchObject({ code: '42501' });
     expect((await cluster.query('select convert_from(lo_get($1), $2) as t', [oid, 'UTF8'], 'mydb')).rows[0]!.t).toBe('alice private file');
+    // libpq's large-object client calls (psql's \lo_export) go through the fast-path protocol: refused too.
+    const psql = ['/usr/lib/postgresql/15/bin/psql', '/usr/bin/psql'].find((p) => existsSync(p));
+    if (psql) {
+      const dir = mkdtempSync(join(tmpdir(), 'gprxy-lo-'));
+      try {
+        const r = spawnSync(psql, ['-X', '-c', `\\lo_export ${oid} ${join(dir, 'stolen')}`, cluster.url('mydb', 'app_writer', PASSWORDS.app_writer)], { encoding: 'utf8' });
+        expect(r.stderr).toContain('permission denied for function lo_open');
+        expect(existsSync(join(dir, 'stolen'))).toBe(false);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }
   });
 
   it('db init says what it changed in the catalog, why and what it breaks; --keep-peer-access leaves PUBLIC its EXECUTE', async () => {
