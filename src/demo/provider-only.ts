@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createCertificateAuthority } from './certificates.js';
-import { DEV_AUDIENCE, DEV_CI_CLIENT_ID, DEV_CI_ROLES, DEV_CLAIM_NAMESPACE, DEV_CLI_CLIENT_ID, DEV_USERS, startDevProvider } from './oidc-provider.js';
+import { DEV_AUDIENCE, DEV_CI_ROLES, DEV_CLAIM_NAMESPACE, DEV_CLI_CLIENT_ID, DEV_USERS, startDevProvider } from './oidc-provider.js';
 
 export interface ProviderOnly {
   readonly issuer: string;
