@@ -109,7 +109,10 @@ const databaseSchema = z.strictObject({
 });
 
 const accountSchema = z.strictObject({
-  password: z.string().min(1),
+  password: z.string().min(1).optional(),
+  /** A TLS client certificate and its key (files) for PostgreSQL `cert` authentication (DESIGN.md 2.6). */
+  sslcert: z.string().min(1).optional(),
+  sslkey: z.string().min(1).optional(),
   pool_size: z.number().int().min(1).max(10_000).optional(),
 });
 
@@ -225,7 +228,11 @@ export interface StatementAuditConfig {
 
 export interface AccountConfig {
   readonly name: string;
-  readonly password: string;
+  /** Absent when the account authenticates with a client certificate only. */
+  readonly password?: string;
+  /** PEM contents of the account's client certificate and key (PostgreSQL `cert` authentication). */
+  readonly sslcert?: string;
+  readonly sslkey?: string;
   readonly poolSize?: number;
 }
 
@@ -402,7 +409,20 @@ export function buildProxyConfig(
   const accounts = dictionary<AccountConfig>();
   for (const [name, a] of Object.entries(f.accounts)) {
     if (/^pg_/.test(name)) problems.push(`accounts.${name}: PostgreSQL reserves role names beginning with pg_; use e.g. app_${name.slice(3)}`);
-    accounts[name] = { name, password: a.password, ...(a.pool_size ? { poolSize: a.pool_size } : {}) };
+    if (!a.sslcert !== !a.sslkey) problems.push(`accounts.${name}: sslcert and sslkey go together (the account's client certificate and its private key)`);
+    if (!a.password && !a.sslcert) problems.push(`accounts.${name}: needs a password, or sslcert + sslkey for certificate authentication (recommended: README)`);
+    accounts[name] = {
+      name,
+      ...(a.password ? { password: a.password } : {}),
+      ...(a.sslcert && a.sslkey ? { sslcert: load(a.sslcert, `accounts.${name}.sslcert`), sslkey: load(a.sslkey, `accounts.${name}.sslkey`) } : {}),
+      ...(a.pool_size ? { poolSize: a.pool_size } : {}),
+    };
+  }
+  const certAccounts = Object.values(accounts).filter((a) => a.sslcert).map((a) => a.name);
+  for (const d of Object.values(databases)) {
+    if (certAccounts.length && d.mode === 'oauth' && d.sslmode === 'disable') {
+      problems.push(`databases.${d.name}.sslmode: accounts ${certAccounts.join(', ')} log in with client certificates, which need TLS: use require or verify-full`);
+    }
   }
   if (problems.length) throw new ConfigError(problems.join('\n'));
 

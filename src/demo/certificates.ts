@@ -22,6 +22,8 @@ export interface PemPair {
 export interface CertificateAuthority extends PemPair {
   /** Issues a server certificate for the given DNS names and IP addresses. */
   issue(hosts?: readonly string[]): Promise<PemPair>;
+  /** A TLS client certificate with CN = `name` (e.g. a PostgreSQL role for `cert` authentication). */
+  issueClient(name: string): Promise<PemPair>;
 }
 
 async function exportKey(key: webcrypto.CryptoKey): Promise<string> {
@@ -67,6 +69,24 @@ export async function createCertificateAuthority(name = 'gprxy test CA'): Promis
           new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
           new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
           new x509.SubjectAlternativeNameExtension(names),
+          await x509.AuthorityKeyIdentifierExtension.create(caCert, false),
+        ],
+      });
+      return { cert: leaf.toString('pem'), key: await exportKey(leafKeys.privateKey) };
+    },
+    async issueClient(name: string) {
+      const leafKeys = (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])) as KeyPair;
+      const leaf = await x509.X509CertificateGenerator.create({
+        subject: `CN=${name}`,
+        issuer: caCert.subject,
+        publicKey: leafKeys.publicKey as never,
+        signingKey: keys.privateKey as never,
+        signingAlgorithm: SIGN,
+        ...validity(30),
+        extensions: [
+          new x509.BasicConstraintsExtension(false, undefined, true),
+          new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+          new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
           await x509.AuthorityKeyIdentifierExtension.create(caCert, false),
         ],
       });

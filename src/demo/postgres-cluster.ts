@@ -22,8 +22,8 @@ export class ClusterError extends Error {
 export interface ClusterOptions {
   /** Directory holding initdb and postgres; default: the embedded PostgreSQL 18 binaries. */
   binDir?: string;
-  /** Serve TLS with this certificate (PEM) as well as plaintext. */
-  tls?: { cert: string; key: string };
+  /** Serve TLS with this certificate (PEM) as well as plaintext; `clientCa` (PEM) verifies client certificates (`cert` auth in hba). */
+  tls?: { cert: string; key: string; clientCa?: string };
   /** Extra `-c name=value` server settings. */
   settings?: Record<string, string>;
   /** pg_hba.conf lines placed before the default (scram-sha-256 for everyone), e.g. for md5 accounts. */
@@ -145,10 +145,11 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     if (options.tls) {
       writeFileSync(join(dir, 'server.crt'), options.tls.cert, { mode: 0o600 });
       writeFileSync(join(dir, 'server.key'), options.tls.key, { mode: 0o600 });
+      if (options.tls.clientCa) writeFileSync(join(dir, 'client-ca.crt'), options.tls.clientCa, { mode: 0o600 });
     }
     chmodSync(dir, 0o700);
     if (owner) {
-      for (const p of [dir, socketDir, join(dir, 'pwfile'), ...(options.tls ? [join(dir, 'server.crt'), join(dir, 'server.key')] : [])]) {
+      for (const p of [dir, socketDir, join(dir, 'pwfile'), ...(options.tls ? [join(dir, 'server.crt'), join(dir, 'server.key')] : []), ...(options.tls?.clientCa ? [join(dir, 'client-ca.crt')] : [])]) {
         chownSync(p, owner.uid, owner.gid);
       }
     }
@@ -185,6 +186,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       shared_buffers: '64MB',
       password_encryption: 'scram-sha-256',
       ...(options.tls ? { ssl: 'on', ssl_cert_file: join(dir, 'server.crt'), ssl_key_file: join(dir, 'server.key') } : {}),
+      ...(options.tls?.clientCa ? { ssl_ca_file: join(dir, 'client-ca.crt') } : {}),
       ...options.settings,
     };
     const args = ['-D', dataDir, ...Object.entries(settings).flatMap(([k, v]) => ['-c', `${k}=${v}`])];

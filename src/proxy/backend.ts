@@ -28,7 +28,11 @@ export interface BackendTarget {
   readonly sslmode: SslMode;
   readonly ca?: string;
   readonly user: string;
-  readonly password: string;
+  /** Absent for an account that authenticates with its client certificate only. */
+  readonly password?: string;
+  /** PEM client certificate and key presented in the TLS handshake (PostgreSQL `cert` authentication). */
+  readonly sslcert?: string;
+  readonly sslkey?: string;
 }
 
 /** Opens the raw TCP connection; a seam so tests can inject faults. */
@@ -240,6 +244,12 @@ export class Backend {
           switch (type) {
             case BackendCode.AUTHENTICATION: {
               const auth = parseAuthentication(body);
+              const password = (): string => {
+                if (target.password === undefined) {
+                  throw new BackendError('backend_auth_failed', `${where} asked ${target.user} for a password, but the account has only a client certificate (check pg_hba.conf: the account's line must say cert)`);
+                }
+                return target.password;
+              };
               switch (auth.kind) {
                 case 'ok':
                   // A server that started SCRAM must prove it knows the password before we accept it.
@@ -251,16 +261,16 @@ export class Backend {
                   if (!(socket as TLSSocket).encrypted && target.host !== '127.0.0.1' && target.host !== 'localhost' && target.host !== '::1') {
                     throw new BackendError('backend_auth_failed', `${where} asked for a cleartext password over an unencrypted connection; use sslmode require or verify-full`);
                   }
-                  socket.write(passwordMessage(target.password));
+                  socket.write(passwordMessage(password()));
                   return false;
                 case 'md5':
-                  socket.write(passwordMessage(md5PasswordResponse(target.user, target.password, auth.salt)));
+                  socket.write(passwordMessage(md5PasswordResponse(target.user, password(), auth.salt)));
                   return false;
                 case 'sasl':
                   if (!auth.mechanisms.includes('SCRAM-SHA-256')) {
                     throw new BackendError('backend_auth_failed', `${where} offers SASL mechanisms ${auth.mechanisms.join(', ')}; gprxy supports SCRAM-SHA-256`);
                   }
-                  scram = new ScramClient(target.password);
+                  scram = new ScramClient(password());
                   socket.write(saslInitialResponse(scram.mechanism, scram.clientFirst()));
                   return false;
                 case 'sasl-continue':
@@ -362,6 +372,7 @@ export function negotiateTls(raw: Socket, target: BackendTarget): Promise<Socket
           rejectUnauthorized: verifyChain,
           ...(target.sslmode === 'verify-full' ? {} : { checkServerIdentity: () => undefined }),
           ...(target.ca ? { ca: target.ca } : {}),
+          ...(target.sslcert && target.sslkey ? { cert: target.sslcert, key: target.sslkey } : {}),
         });
         secure.once('secureConnect', () => {
           raw.off('error', onError);

@@ -58,7 +58,8 @@ export class PoolManager {
         sslmode: database.sslmode,
         ...(database.ca ? { ca: database.ca } : {}),
         user: account.name,
-        password: account.password,
+        ...(account.password !== undefined ? { password: account.password } : {}),
+        ...(account.sslcert && account.sslkey ? { sslcert: account.sslcert, sslkey: account.sslkey } : {}),
       };
       pool = new BackendPool({
         name: key,
