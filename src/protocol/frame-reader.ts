@@ -5,6 +5,11 @@ export interface FrameReaderOptions {
   maxStartupLength?: number;
   /** Largest declared length of a tagged message (the int32 after the type byte, which counts itself). */
   maxMessageLength?: number;
+  /**
+   * Most bytes the reader ever holds (unread). Beyond it push() keeps what fits and throws; the buffer
+   * never grows past it either (no doubling to the next power of two). Default: no bound.
+   */
+  maxBuffered?: number;
 }
 
 export interface TaggedMessage {
@@ -27,6 +32,7 @@ const MIN_CAPACITY = 4096;
 export class FrameReader {
   private readonly maxStartupLength: number;
   private readonly maxMessageLength: number;
+  private readonly maxBuffered: number;
   private buf: Buffer = EMPTY;
   private start = 0;
   private end = 0;
@@ -34,6 +40,7 @@ export class FrameReader {
   constructor(opts: FrameReaderOptions = {}) {
     this.maxStartupLength = opts.maxStartupLength ?? 10240;
     this.maxMessageLength = opts.maxMessageLength ?? 65536;
+    this.maxBuffered = opts.maxBuffered ?? Infinity;
   }
 
   /** Bytes received and not yet returned as a frame. */
@@ -43,11 +50,19 @@ export class FrameReader {
 
   push(chunk: Buffer): void {
     if (chunk.length === 0) return;
+    const room = this.maxBuffered - (this.end - this.start);
+    if (chunk.length > room) {
+      // Keep what fits (a frame header at the cursor stays readable, so an oversized length is still
+      // reported as such by nextMessage), then refuse the rest.
+      if (room > 0) this.push(chunk.subarray(0, room));
+      throw new ProtocolError(`client sent more than ${this.maxBuffered} bytes before its previous message was complete`);
+    }
     if (this.end + chunk.length > this.buf.length) {
       const pending = this.end - this.start;
       const need = pending + chunk.length;
       let capacity = MIN_CAPACITY;
       while (capacity < need) capacity *= 2;
+      capacity = Math.max(need, Math.min(capacity, this.maxBuffered));
       const next = Buffer.allocUnsafe(capacity);
       this.buf.copy(next, 0, this.start, this.end);
       this.buf = next;

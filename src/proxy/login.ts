@@ -9,7 +9,7 @@ import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import type { DatabaseConfig, ProxyConfig } from '../config/proxy-config.js';
-import { MessageTooLargeError, ProtocolError } from '../protocol/errors.js';
+import { MessageTooLargeError } from '../protocol/errors.js';
 import { FrameReader } from '../protocol/frame-reader.js';
 import { parsePasswordMessage } from '../protocol/client-messages.js';
 import { authenticationCleartextPassword, negotiateProtocolVersion, sslResponse } from '../protocol/server-messages.js';
@@ -17,7 +17,7 @@ import { SqlState } from '../protocol/sqlstate.js';
 import { needsNegotiation, parseStartupPacket, type StartupMessagePacket } from '../protocol/startup.js';
 import { TokenError, quote } from '../token/errors.js';
 import { resolveIdentity, type Identity } from '../token/identity.js';
-import type { TokenVerifier, VerifiedToken } from '../token/verifier.js';
+import { MAX_TOKEN_BYTES, type TokenVerifier, type VerifiedToken } from '../token/verifier.js';
 import { discoveryUrlForIssuer } from '../protocol/oauthbearer.js';
 import { oauthBearerLogin } from './oauthbearer-login.js';
 import { BackendError, type Backend } from './backend.js';
@@ -28,7 +28,14 @@ import { PoolClosedError, PoolTimeoutError, type BackendPool } from './pool.js';
 import type { PoolManager } from './pools.js';
 import { FrontendCode } from '../protocol/codes.js';
 
-export const MAX_PREAUTH_MESSAGE = 64 * 1024;
+/**
+ * The largest message accepted before authentication: a password or SASL message carrying an access token
+ * (at most MAX_TOKEN_BYTES, refused beyond by the verifier anyway) plus its envelope. A client without a
+ * credential can pin no more than this (and the next header) per connection until login_timeout.
+ */
+export const MAX_PREAUTH_MESSAGE = MAX_TOKEN_BYTES + 512;
+/** All a client may have sent and not yet been read, before authenticating: one such message and a header. */
+export const MAX_PREAUTH_BUFFERED = MAX_PREAUTH_MESSAGE + 5;
 /** The ALPN protocol name PostgreSQL 17+ registers and requires for direct TLS. */
 export const PG_ALPN = 'postgresql';
 const TLS_HANDSHAKE_RECORD = 0x16;
@@ -63,7 +70,7 @@ function isLoopback(address: string | undefined): boolean {
 
 export class Login {
   private currentSocket: Socket;
-  private readonly reader = new FrameReader({ maxStartupLength: 10240, maxMessageLength: MAX_PREAUTH_MESSAGE });
+  private readonly reader = new FrameReader({ maxStartupLength: 10240, maxMessageLength: MAX_PREAUTH_MESSAGE, maxBuffered: MAX_PREAUTH_BUFFERED });
   private wake: (() => void) | undefined;
   private readError: Error | undefined;
   private tls = false;
@@ -121,9 +128,9 @@ export class Login {
 
   private readonly onData = (chunk: Buffer) => {
     try {
+      // Before authentication a client has no reason to send ahead more than one message: the reader
+      // holds at most MAX_PREAUTH_BUFFERED bytes and throws beyond.
       this.reader.push(chunk);
-      // Before authentication a client has no reason to send ahead more than one message.
-      if (this.reader.buffered > 2 * MAX_PREAUTH_MESSAGE) throw new ProtocolError(`client sent more than ${2 * MAX_PREAUTH_MESSAGE} bytes before authenticating`);
     } catch (e) {
       this.readError = e as Error;
       // Stop reading at once: nothing more this client sends before authenticating is kept.
@@ -155,9 +162,11 @@ export class Login {
   /** Waits for the next complete frame; throws when the client hangs up or sends something malformed. */
   private async next<T>(take: () => T | null): Promise<T> {
     for (;;) {
-      if (this.readError) throw this.readError;
+      // The frame first: an oversized length at the cursor is reported as such (an oversized password is
+      // 28P01), even when the bytes behind it already overflowed the buffer.
       const frame = take();
       if (frame) return frame;
+      if (this.readError) throw this.readError;
       if (this.closed) throw new Refusal(this.goneReason(), 'client closed the connection');
       await new Promise<void>((resolve) => (this.wake = resolve));
       this.wake = undefined;

@@ -213,3 +213,25 @@ describe('FrameReader', () => {
     });
   });
 });
+
+describe('FrameReader maxBuffered (pre-authentication memory cap)', () => {
+  it('never holds more than maxBuffered bytes nor allocates past it, and throws on the excess', () => {
+    const max = 16_901;
+    const reader = new FrameReader({ maxMessageLength: 16_896, maxBuffered: max });
+    // A partial 16 KiB message arriving in 1 KiB pieces: the buffer grows to what it needs, capped at max.
+    reader.push(tagged('p', 16_896, Buffer.alloc(0)).subarray(0, 5));
+    for (let i = 0; i < 16; i++) reader.push(Buffer.alloc(1024, 0x61));
+    expect(reader.buffered).toBe(5 + 16 * 1024);
+    expect(reader.nextMessage()).toBeNull();
+    expect(() => reader.push(Buffer.alloc(64 * 1024))).toThrow(/more than 16901 bytes/);
+    expect(reader.buffered).toBe(max);
+    // What it kept is still the message's prefix.
+    expect((reader as unknown as { buf: Buffer }).buf.length).toBeLessThanOrEqual(max);
+  });
+
+  it('keeps an oversized header readable when the bytes behind it overflow', () => {
+    const reader = new FrameReader({ maxMessageLength: 16_896, maxBuffered: 16_901 });
+    expect(() => reader.push(Buffer.concat([tagged('p', 65_536, Buffer.alloc(0)).subarray(0, 5), Buffer.alloc(30_000)]))).toThrow(/more than/);
+    expect(() => reader.nextMessage()).toThrow(/length 65536 exceeds 16896/);
+  });
+});
