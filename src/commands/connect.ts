@@ -1,20 +1,24 @@
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { constants as osConstants } from 'node:os';
 import { Args, Flags } from '@oclif/core';
 import { BaseCommand } from '../cli/base-command.js';
 import { exitCodeForChild, exitCodeForSignal } from '../cli/exit-codes.js';
 import { resolveCliSettings } from '../config/cli-config.js';
-import { createTokenSource } from '../oauth/cli-session.js';
+import { createTokenSource, loginGenerations } from '../oauth/cli-session.js';
 import { TokenKeeper } from '../tunnel/token-keeper.js';
-import { Tunnel } from '../tunnel/tunnel.js';
+import { Tunnel, usernameFromClaims } from '../tunnel/tunnel.js';
 
 export default class Connect extends BaseCommand {
   static override description = `Open a local tunnel to a database behind the gprxy proxy: psql -h 127.0.0.1 just works, with no password.
-The tunnel keeps your access token fresh and injects it upstream. With -- COMMAND it runs the command with PGHOST, PGPORT, PGDATABASE and PGUSER set and exits with its code.`;
+The tunnel keeps your access token fresh and injects it upstream. It connects as you, to the databases it serves: a startup that asks for another user or database is refused, never rewritten.
+With -- COMMAND it runs the command with PGHOST, PGPORT, PGDATABASE, PGUSER and a one-time PGPASSWORD set (only that command can use the tunnel) and exits with its code.
+After gprxy logout (or a login as someone else) a running tunnel refuses new connections within seconds; open sessions stay until they end.`;
   static override examples = [
     'gprxy connect mydb',
     'gprxy connect mydb otherdb --port 6543',
     "gprxy connect mydb -- psql -c 'select current_user'",
+    'gprxy connect mydb --local-password   # prints a one-time password that psql must give',
     'gprxy connect mydb --unix-socket ~/.gprxy/sock',
   ];
   static override strict = false;
@@ -22,6 +26,7 @@ The tunnel keeps your access token fresh and injects it upstream. With -- COMMAN
   static override flags = {
     port: Flags.integer({ description: 'first local port (default 5432, or the next free one)', min: 0, max: 65535 }),
     'unix-socket': Flags.string({ description: 'listen on a Unix socket in this directory (made mode 0700) instead of TCP' }),
+    'local-password': Flags.boolean({ description: 'require a random one-time password (printed) from local clients, so other local users and processes cannot use your identity; exec mode always does', default: false }),
     profile: Flags.string({ char: 'p', description: 'profile to use (default: GPRXY_PROFILE or "default")' }),
   };
 
@@ -37,13 +42,16 @@ The tunnel keeps your access token fresh and injects it upstream. With -- COMMAN
     if (!settings.proxy) this.error('no proxy address: run gprxy configure --proxy HOST:PORT (or set GPRXY_PROXY)');
     const warn = (m: string) => this.logToStderr(`gprxy: ${m}`);
     const keeper = new TokenKeeper({
-      source: createTokenSource(settings, { warn: (m) => warn(`warning: ${m}`) }),
+      source: createTokenSource(settings, { warn: (m) => warn(`warning: ${m}`), debug: (m) => this.debugLog(m) }),
       onLoginRequired: (e) => warn(`${e.message} (new connections are refused until then; open sessions stay up)`),
       onRefreshFailed: (e, retry) => warn(`token refresh failed (${e.message}); retrying in ${Math.round(retry / 1000)} s`),
     });
-    // Fail fast at start when there is no usable login at all.
-    await keeper.getAccessToken();
+    // Fail fast at start when there is no usable login at all (exit 4).
+    const { claims } = await keeper.getAccessToken();
+    const user = usernameFromClaims(claims) ?? '';
     const execMode = command.length > 0;
+    // A random one-time password for the local listener: exec mode always, interactive on request.
+    const localPassword = execMode || flags['local-password'] ? randomBytes(18).toString('base64url') : undefined;
     const tunnel = new Tunnel({
       databases,
       proxy: { host: settings.proxy.host, port: settings.proxy.port, ...(settings.caPem ? { ca: settings.caPem } : {}) },
@@ -51,19 +59,47 @@ The tunnel keeps your access token fresh and injects it upstream. With -- COMMAN
       port: flags.port ?? (execMode ? 0 : 5432),
       findFreePort: flags.port === undefined,
       ...(flags['unix-socket'] ? { unixSocketDir: flags['unix-socket'] } : {}),
+      ...(localPassword ? { localPassword } : {}),
       events: {
         onConnectionError: (e, db) => warn(`${db}: ${e.message}`),
       },
     });
     const listeners = await tunnel.start();
-    const { accessToken: _t, claims } = await keeper.getAccessToken();
-    const user = String(claims['https://gprxy.io/email'] ?? claims.email ?? claims.sub ?? '');
+
+    // Logout or a new login in another terminal reaches this tunnel through the profile's generation
+    // marker (no keychain polling); the tunnel confirms in its registry entry, which logout reads.
+    const generations = loginGenerations(settings);
+    const describe = listeners.map((l) => `${l.database}@${l.socketPath ?? `${l.host}:${l.port}`}`);
+    let seen = (await generations.read(settings.profile))?.generation ?? null;
+    const unregister = await generations.registerTunnel({ pid: process.pid, profile: settings.profile, listeners: describe, generation: seen });
+    const unwatch = await generations.watch(settings.profile, (mark) => {
+      keeper.invalidate();
+      seen = mark?.generation ?? null;
+      void (async () => {
+        if (mark?.event === 'logout') warn('logged out (gprxy logout): new connections are refused until gprxy login; open sessions stay until they end');
+        else {
+          try {
+            const now = usernameFromClaims((await keeper.getAccessToken()).claims) ?? '';
+            warn(now === user ? `logged in again as ${now}` : `logged in as ${now} now (was ${user}): new connections are ${now}'s${execMode ? `, and ${command[0]} was given ${user}: its new connections are refused` : ''}`);
+          } catch {
+            // The keeper already said "run gprxy login".
+          }
+        }
+        await generations.updateTunnel({ pid: process.pid, profile: settings.profile, listeners: describe, generation: seen }).catch(() => undefined);
+      })();
+    });
+    const stop = async () => {
+      unwatch();
+      keeper.close();
+      await tunnel.close();
+      await unregister().catch(() => undefined);
+    };
 
     if (execMode) {
       const first = listeners[0]!;
       const child = spawn(command[0]!, command.slice(1), {
         stdio: 'inherit',
-        env: { ...process.env, PGHOST: first.host, PGPORT: String(first.port), PGDATABASE: first.database, PGUSER: user, PGSSLMODE: 'disable' },
+        env: { ...process.env, PGHOST: first.host, PGPORT: String(first.port), PGDATABASE: first.database, PGUSER: user, PGPASSWORD: localPassword, PGSSLMODE: 'disable' },
       });
       const forward = (signal: NodeJS.Signals) => child.kill(signal);
       process.on('SIGINT', forward);
@@ -75,8 +111,7 @@ The tunnel keeps your access token fresh and injects it upstream. With -- COMMAN
         });
         child.on('exit', (c, signal) => resolve(exitCodeForChild(c, signal, osConstants.signals)));
       });
-      keeper.close();
-      await tunnel.close();
+      await stop();
       this.exit(code);
     }
 
@@ -85,13 +120,14 @@ The tunnel keeps your access token fresh and injects it upstream. With -- COMMAN
       this.log(`${l.database}: listening on ${where} as ${user}`);
       this.log(`  psql "host=${l.host} port=${l.port} dbname=${l.database} user=${user}"`);
     }
+    if (localPassword) this.log(`Local password (one-time, for this tunnel only): ${localPassword}\n  e.g. PGPASSWORD=${localPassword} psql ...`);
     this.log('Press Ctrl+C to stop.');
+    // `on`, not `once`: libraries' exit hooks re-send the signal, which must not kill us mid-close.
     const signal = await new Promise<NodeJS.Signals>((resolve) => {
-      process.once('SIGINT', () => resolve('SIGINT'));
-      process.once('SIGTERM', () => resolve('SIGTERM'));
+      process.on('SIGINT', () => resolve('SIGINT'));
+      process.on('SIGTERM', () => resolve('SIGTERM'));
     });
-    keeper.close();
-    await tunnel.close();
+    await stop();
     this.exit(exitCodeForSignal(signal));
   }
 }

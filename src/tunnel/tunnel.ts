@@ -1,17 +1,21 @@
 /**
  * `gprxy connect`: a local listener (127.0.0.1 only, or a Unix socket in a 0700 directory) per database.
- * Each local connection is answered like a PostgreSQL server that needs no password: SSLRequest and
- * GSSENCRequest get "N" (loopback), CancelRequests are forwarded to the proxy, and a StartupMessage
- * opens a verified TLS connection to the central proxy as the token's identity, injects a fresh access
- * token as the password, and then relays bytes both ways without parsing anything.
+ * Each local connection is answered like a PostgreSQL server that needs no password (or, in exec mode
+ * and with --local-password, a one-time local password): SSLRequest and GSSENCRequest get "N"
+ * (loopback), CancelRequests are forwarded to the proxy, and a StartupMessage opens a verified TLS
+ * connection to the central proxy as the token's identity, injects a fresh access token as the
+ * password, and then relays bytes both ways without parsing anything. A startup that asks for another
+ * user, or a database this tunnel does not serve, is refused, never silently rewritten.
  */
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { chmodSync, mkdirSync, statSync } from 'node:fs';
+import { userInfo } from 'node:os';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { FrameReader } from '../protocol/frame-reader.js';
-import { errorResponse, sslResponse } from '../protocol/server-messages.js';
+import { authenticationCleartextPassword, errorResponse, sslResponse } from '../protocol/server-messages.js';
 import { SqlState } from '../protocol/sqlstate.js';
-import { cancelRequest } from '../protocol/client-messages.js';
+import { cancelRequest, parsePasswordMessage } from '../protocol/client-messages.js';
 import { parseStartupPacket, type StartupMessagePacket } from '../protocol/startup.js';
 import { authenticateUpstream, connectTls, UpstreamError, type ProxyAddress, type TunnelDialer } from './upstream.js';
 
@@ -30,6 +34,8 @@ export interface TunnelEvents {
   onTokenError?(error: Error & { code?: string }, loginRequired: boolean): void;
   /** Any other failure of a local connection (proxy unreachable, TLS, refused). */
   onConnectionError?(error: Error, database: string): void;
+  /** A local connection refused by the tunnel itself: wrong local password, another user or database. */
+  onLocalRefused?(info: { reason: 'local_password' | 'other_user' | 'other_database'; database: string }): void;
 }
 
 export interface TunnelOptions {
@@ -44,6 +50,14 @@ export interface TunnelOptions {
   readonly usernameClaims?: readonly string[];
   readonly dialer?: TunnelDialer;
   readonly events?: TunnelEvents;
+  /**
+   * When set, every local client must give this password first (cleartext over loopback or the Unix
+   * socket): exec mode passes a random one to its command as PGPASSWORD, so other local processes
+   * cannot use the engineer's identity through the tunnel.
+   */
+  readonly localPassword?: string;
+  /** The operating-system user name libpq sends when none is given (default: this process's user). */
+  readonly localUser?: string;
 }
 
 export class TunnelError extends Error {
@@ -76,8 +90,11 @@ export class Tunnel {
   private readonly servers: Server[] = [];
   private readonly sockets = new Set<Socket>();
   readonly listeners: Listener[] = [];
+  private readonly localUser: string | undefined;
 
-  constructor(private readonly options: TunnelOptions) {}
+  constructor(private readonly options: TunnelOptions) {
+    this.localUser = options.localUser ?? safeUserName();
+  }
 
   async start(): Promise<readonly Listener[]> {
     let port = this.options.port;
@@ -135,16 +152,16 @@ export class Tunnel {
     });
   }
 
-  private async serve(local: Socket, database: string): Promise<void> {
+  private async serve(local: Socket, listenerDatabase: string): Promise<void> {
     const reader = new FrameReader();
-    const frames: Buffer[] = [];
     let wake: (() => void) | undefined;
     let gone = false;
     let failure: Error | undefined;
+    // Frames are taken from the reader on demand: after the startup the client's next bytes are tagged
+    // messages (the password), not startup frames.
     const onData = (chunk: Buffer) => {
       try {
         reader.push(chunk);
-        for (let f = reader.nextStartupFrame(); f; f = reader.nextStartupFrame()) frames.push(f);
       } catch (e) {
         failure = e as Error;
       }
@@ -156,19 +173,22 @@ export class Tunnel {
     };
     local.on('data', onData);
     local.on('close', onGone);
-    const nextFrame = async (): Promise<Buffer | undefined> => {
+    const next = async <T>(take: () => T | null): Promise<T | undefined> => {
       for (;;) {
         if (failure) throw failure;
-        const f = frames.shift();
+        const f = take();
         if (f) return f;
         if (gone) return undefined;
         await new Promise<void>((r) => (wake = r));
       }
     };
+    const refuse = (code: string, message: string) => {
+      local.end(errorResponse({ severity: 'FATAL', code, message }));
+    };
 
     let startup: StartupMessagePacket | undefined;
     while (!startup) {
-      const frame = await nextFrame();
+      const frame = await next(() => reader.nextStartupFrame());
       if (!frame) return;
       const packet = parseStartupPacket(frame);
       if (packet.kind === 'ssl' || packet.kind === 'gssenc') local.write(sslResponse(false));
@@ -180,6 +200,21 @@ export class Tunnel {
         return;
       } else startup = packet;
     }
+
+    // Exec mode / --local-password: the local client proves it was given the one-time password
+    // before anything is done with the engineer's identity.
+    if (this.options.localPassword !== undefined) {
+      local.write(authenticationCleartextPassword());
+      const msg = await next(() => reader.nextMessage());
+      if (!msg) return;
+      const given = msg.type === 0x70 /* p */ ? parsePasswordMessage(msg.body) : '';
+      if (!sameSecret(given, this.options.localPassword)) {
+        this.options.events?.onLocalRefused?.({ reason: 'local_password', database: listenerDatabase });
+        refuse(SqlState.INVALID_PASSWORD, 'gprxy: password authentication failed: this tunnel only serves the command gprxy connect started (it has PGPASSWORD), or whoever has the password --local-password printed');
+        return;
+      }
+    }
+
     local.pause();
     local.off('data', onData);
     // If the local client leaves while we fetch a token or log in upstream, drop the upstream too: an
@@ -196,14 +231,23 @@ export class Tunnel {
       const loginRequired = LOGIN_REQUIRED.has(err.code ?? '');
       this.options.events?.onTokenError?.(err, loginRequired);
       const message = loginRequired ? `gprxy: not logged in or the session expired; run gprxy login` : `gprxy: cannot get an access token: ${err.message}`;
-      local.end(errorResponse({ severity: 'FATAL', code: SqlState.INVALID_AUTHORIZATION, message }));
+      refuse(SqlState.INVALID_AUTHORIZATION, message);
       return;
     }
     const user = usernameFromClaims(token.claims, this.options.usernameClaims);
     if (!user) {
-      local.end(errorResponse({ severity: 'FATAL', code: SqlState.INVALID_AUTHORIZATION, message: 'gprxy: the access token names no user (no email or sub claim)' }));
+      refuse(SqlState.INVALID_AUTHORIZATION, 'gprxy: the access token names no user (no email or sub claim)');
       return;
     }
+    // The tunnel never silently swaps who or where: a user or database the client asked for is served
+    // as asked, or refused with what to do.
+    const decision = decideTarget(startup.parameters, { tokenUser: user, listenerDatabase, databases: this.options.databases, localUser: this.localUser });
+    if (decision.kind === 'refuse') {
+      this.options.events?.onLocalRefused?.({ reason: decision.reason, database: listenerDatabase });
+      refuse(decision.code, decision.message);
+      return;
+    }
+    const database = decision.database;
     const parameters: Record<string, string> = { ...startup.parameters, user, database };
     if (abandoned()) return;
     let upstream;
@@ -212,7 +256,7 @@ export class Tunnel {
       upstreamSocket = upstream;
     } catch (e) {
       this.options.events?.onConnectionError?.(e as Error, database);
-      local.end(errorResponse({ severity: 'FATAL', code: SqlState.CANNOT_CONNECT_NOW, message: `gprxy: ${(e as Error).message}` }));
+      refuse(SqlState.CANNOT_CONNECT_NOW, `gprxy: ${(e as Error).message}`);
       return;
     }
     let rest: Buffer;
@@ -221,7 +265,7 @@ export class Tunnel {
     } catch (e) {
       upstream.destroy();
       if (e instanceof UpstreamError && e.raw) local.end(e.raw);
-      else local.end(errorResponse({ severity: 'FATAL', code: SqlState.CANNOT_CONNECT_NOW, message: `gprxy: ${(e as Error).message}` }));
+      else refuse(SqlState.CANNOT_CONNECT_NOW, `gprxy: ${(e as Error).message}`);
       return;
     }
     if (abandoned()) {
@@ -244,6 +288,56 @@ export class Tunnel {
     local.pipe(upstream);
     local.resume();
     upstream.resume();
+  }
+}
+
+/** Constant-time comparison of the local one-time password. */
+function sameSecret(given: string, expected: string): boolean {
+  const a = createHash('sha256').update(given).digest();
+  const b = createHash('sha256').update(expected).digest();
+  return timingSafeEqual(a, b) && given.length === expected.length;
+}
+
+export type TargetDecision =
+  | { readonly kind: 'serve'; readonly database: string }
+  | { readonly kind: 'refuse'; readonly code: string; readonly reason: 'other_user' | 'other_database'; readonly message: string };
+
+/**
+ * Which database a local startup gets, or why it is refused. A `user` other than the token's identity
+ * is refused (the tunnel cannot connect as someone else); libpq's defaults are not choices: a missing
+ * user, or the local operating-system user name libpq sends when none is given, mean "whoever is
+ * logged in". A `database` the tunnel serves is served (on any of its listeners); a missing one, or
+ * libpq's default (= the user name), means the listener's; any other is refused, never swapped.
+ */
+export function decideTarget(
+  parameters: Readonly<Record<string, string>>,
+  ctx: { tokenUser: string; listenerDatabase: string; databases: readonly string[]; localUser: string | undefined },
+): TargetDecision {
+  const asked = parameters.user ?? '';
+  if (asked !== '' && asked !== ctx.tokenUser && asked !== ctx.localUser) {
+    return {
+      kind: 'refuse',
+      code: SqlState.INVALID_AUTHORIZATION,
+      reason: 'other_user',
+      message: `gprxy: this tunnel is logged in as ${ctx.tokenUser} and cannot connect as ${asked}: leave user out (or use user=${ctx.tokenUser}), or run gprxy login as ${asked} and start another tunnel`,
+    };
+  }
+  const db = parameters.database ?? '';
+  if (db === '' || db === ctx.listenerDatabase || db === asked) return { kind: 'serve', database: ctx.listenerDatabase };
+  if (ctx.databases.includes(db)) return { kind: 'serve', database: db };
+  return {
+    kind: 'refuse',
+    code: SqlState.INVALID_CATALOG,
+    reason: 'other_database',
+    message: `gprxy: this tunnel serves ${ctx.databases.map((d) => `"${d}"`).join(', ')}, not "${db}": use dbname=${ctx.listenerDatabase}, or run gprxy connect ${db}`,
+  };
+}
+
+function safeUserName(): string | undefined {
+  try {
+    return userInfo().username;
+  } catch {
+    return undefined;
   }
 }
 
