@@ -121,7 +121,9 @@ The demo never touches your OS keychain or your gprxy profiles: it keeps its own
     this.log('  and try:');
     this.log('    select current_user, gprxy.user_id(), gprxy.tenant_id(), gprxy.roles();');
     this.log('    select tenant_id, title from posts;');
-    this.log("    insert into posts (title) values ('hello from psql');");
+    // The SQL fits whoever signed in: a reader's insert would only be refused.
+    if (demo.session.identity.roles.some((r) => r === 'pg_writer' || r === 'pg_admin')) this.log("    insert into posts (title) values ('hello from psql');");
+    else this.log("    insert into posts (title) values ('hello from psql');   -- refused (42501): a reader may only read");;
     this.log("    set app.tenant_id = 'tenant-b';  select tenant_id, title from posts;   -- a plain SET changes nothing");
     this.log('');
     this.log('Press Ctrl+C to stop everything.');

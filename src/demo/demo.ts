@@ -124,7 +124,7 @@ function memoryKeychain(): KeychainStore {
 }
 
 function proxyYaml(cluster: Cluster, validatorSocket?: string): string {
-  return `# The proxy config of \`gprxy demo\` (DESIGN.md 2.2). \`gprxy serve --config\` reads the same file;
+  return `# The proxy config of \`gprxy demo\` (the README's "The proxy: gprxy serve" explains every key). \`gprxy serve --config\` reads the same file;
 # secrets come from the environment (\${VAR}), here set by the demo process.
 listen: "127.0.0.1:0"              # 0: any free port (the demo prints the one it got)
 tls: { cert: proxy.crt, key: proxy.key }

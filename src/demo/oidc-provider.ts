@@ -276,7 +276,7 @@ export async function startDevProvider(opts: DevProviderOptions): Promise<DevPro
     },
     formats: {
       customizers: {
-        // The claims an Auth0 Action sets on the access token (DESIGN.md section 4).
+        // The claims an Auth0 Action sets on the access token (the README's Auth0 steps).
         jwt: async (_ctx: unknown, token: IssuedToken, jwt: { payload: Record<string, unknown> }) => {
           const user = userBySub(token.accountId);
           const clientId = token.client?.clientId ?? token.clientId;

@@ -27,6 +27,14 @@ export interface ProxyServerDeps {
   readonly unknownKidCooldownMs?: number;
 }
 
+/** `listen` is taken: one line naming the fix (the CLI prints the message alone). */
+export class ListenAddressInUseError extends Error {
+  readonly code = 'listen_address_in_use' as const;
+  constructor(listen: { host: string; port: number }) {
+    super(`${listen.host}:${listen.port} is already in use (another gprxy serve?): stop what listens there, or set another port in the config's listen`);
+  }
+}
+
 export class ProxyServer {
   readonly verifier: TokenVerifier;
   readonly pools: PoolManager;
@@ -93,9 +101,10 @@ export class ProxyServer {
     server.on('error', (e) => this.log.error({ event: 'listener_error', err: e.message }, 'listener error'));
     this.server = server;
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
+      const failed = (e: NodeJS.ErrnoException) => reject(e.code === 'EADDRINUSE' ? new ListenAddressInUseError(this.config.listen) : e);
+      server.once('error', failed);
       server.listen(this.config.listen.port, this.config.listen.host, () => {
-        server.off('error', reject);
+        server.off('error', failed);
         resolve();
       });
     });

@@ -204,6 +204,8 @@ describe('gprxy demo', () => {
     const state = parseRunning(out);
     expect(out).toMatch(/gprxy connect demo\s+127\.0\.0\.1:\d+\s+as bob@example\.com \(pg_reader\)/);
     expect(out).toMatch(/psql "host=127\.0\.0\.1 port=\d+ dbname=demo user=bob@example\.com"/);
+    // The suggested SQL fits bob, a reader: the insert is marked as refused.
+    expect(out).toContain("insert into posts (title) values ('hello from psql');   -- refused (42501): a reader may only read");
 
     demo.child.kill('SIGTERM');
     const r = await demo.result;

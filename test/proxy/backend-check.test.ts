@@ -89,3 +89,21 @@ describe('gprxy serve', () => {
     }
   });
 });
+
+describe('gprxy serve on a busy port', () => {
+  it('says so in one line with the next step, no stack or JSON', async () => {
+    const { createServer } = await import('node:net');
+    const holder = createServer().listen(0, '127.0.0.1');
+    await new Promise((r) => holder.once('listening', r));
+    const port = (holder.address() as { port: number }).port;
+    try {
+      const file = join(dir, 'busy.json');
+      writeFileSync(file, JSON.stringify({ ...document(), listen: `127.0.0.1:${port}`, databases: { mydb: { host: cluster.host, port: cluster.port } } }));
+      const r = await runCli(['serve', '--config', file]);
+      expect(r.code).toBe(1);
+      expect(r.stderr.trim().split('\n')).toEqual([`gprxy: 127.0.0.1:${port} is already in use (another gprxy serve?): stop what listens there, or set another port in the config's listen`]);
+    } finally {
+      holder.close();
+    }
+  });
+});
