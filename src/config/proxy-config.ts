@@ -379,8 +379,16 @@ export function buildProxyConfig(
       prefixes.set(key, i);
     }
   }
+  // With prefixes, token roles are `prefix:role` (src/token/identity.ts): a rule names the provider it trusts.
+  const rolePrefixes = f.providers.flatMap((p) => (p.prefix === undefined ? [] : [p.prefix]));
   for (const [i, rule] of f.role_mapping.entries()) {
     if (!Object.hasOwn(f.accounts, rule.account)) problems.push(`role_mapping[${i}].account: "${rule.account}" is not a key of accounts`);
+    if (rolePrefixes.length > 0 && !rolePrefixes.some((prefix) => rule.role.startsWith(`${prefix}:`))) {
+      problems.push(
+        `role_mapping[${i}].role: "${rule.role}" names no provider: with provider prefixes, token roles are prefix:role, so write the provider ` +
+          `whose role this rule trusts (e.g. "${rolePrefixes[0]}:${rule.role}")`,
+      );
+    }
   }
   // Maps keyed by names (databases, accounts, settings) have no prototype: a lookup with a name a client
   // or an operator typed (`constructor`, `__proto__`, `toString`) finds nothing instead of Object's members.

@@ -9,6 +9,10 @@
  *   `prefix:value`. A prefix cannot contain ":", so the prefix part is unambiguous and two providers can
  *   never produce the same user id or tenant id, whatever values one of them mints. A single provider
  *   without a prefix keeps the raw values (existing RLS data still matches).
+ * - Roles get the same `prefix:` (`corp:pg_admin`): role_mapping rules and `gprxy.has_role()` name the
+ *   provider whose role they trust, so a second provider cannot mint an admin role of the first any more
+ *   than alice's sub (with a prefix, role_mapping roles must carry a configured prefix: a config error
+ *   otherwise). A single provider without a prefix keeps the raw roles.
  * - An e-mail is used (as a login name, in application_name, as gprxy.email()) only when the provider
  *   says it is verified (`email_verified_claim` is true) or the operator declares all its e-mails verified
  *   (`emails_verified`). Fail closed: Auth0 access tokens carry no `email_verified` unless an Action adds it.
@@ -136,7 +140,9 @@ export function resolveIdentity(token: VerifiedToken, startupUser: string, roleM
     throw new TokenError('token_no_user_id', `the token has no ${quote(settings.userClaim)} claim to identify the user; configure the provider's user_claim`);
   }
 
-  const roles = rolesFromClaim(Object.hasOwn(claims, rolesClaim) ? claims[rolesClaim] : undefined);
+  // Roles are namespaced like the ids: they grant accounts (role_mapping) and rows (gprxy.has_role), so a
+  // second provider must not be able to mint another provider's roles any more than its users.
+  const roles = rolesFromClaim(Object.hasOwn(claims, rolesClaim) ? claims[rolesClaim] : undefined).map((r) => namespaced(provider, r));
   const rule = roleMapping.find((r) => roles.includes(r.role));
   if (!rule) {
     throw new TokenError(

@@ -52,12 +52,20 @@ describe('provider prefixes', () => {
       doc([
         { ...A, prefix: 'corp', email_verified_claim: 'https://gprxy.io/email_verified' },
         { ...B, prefix: 'partner', user_claim: 'oid', tenant_claims: ['tid'], email_claims: ['upn'], emails_verified: true },
-      ]),
+      ], { role_mapping: [{ role: 'corp:pg_reader', account: 'app_reader' }, { role: 'partner:pg_reader', account: 'app_reader' }] }),
       {},
       '/',
     );
     expect(config.providers.map((p) => p.prefix)).toEqual(['corp', 'partner']);
     expect(config.providers[1]).toMatchObject({ userClaim: 'oid', tenantClaims: ['tid'], emailClaims: ['upn'], emailsVerified: true });
+  });
+
+  it('with prefixes, every role_mapping role names a configured provider (roles are prefix:role)', () => {
+    const providers = [{ ...A, prefix: 'corp' }, { ...B, prefix: 'partner' }];
+    expect(problems(doc(providers))).toMatch(/role_mapping\[0\]\.role: "pg_reader" names no provider.*"corp:pg_reader"/);
+    expect(problems(doc(providers, { role_mapping: [{ role: 'other:pg_reader', account: 'app_reader' }] }))).toMatch(/role_mapping\[0\]\.role/);
+    expect(problems(doc([{ ...A, prefix: 'corp' }]))).toMatch(/role_mapping\[0\]\.role: "pg_reader" names no provider/);
+    expect(buildProxyConfig(doc([A]), {}, '/').roleMapping[0]!.role).toBe('pg_reader');
   });
 
   it('unknown provider keys stay errors', () => {

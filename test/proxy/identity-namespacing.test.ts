@@ -16,6 +16,7 @@ import { loginAs } from '../support/tokens.js';
 let stack: ProxyStack;
 let second: TestProvider;
 const alice = DEV_USERS.find((u) => u.username === 'alice')!;
+const sathwick = DEV_USERS.find((u) => u.username === 'sathwick')!;
 
 beforeAll(async () => {
   stack = await startProxyStack();
@@ -27,6 +28,8 @@ beforeAll(async () => {
     users: [
       // Everything alice has: sub, verified e-mail, tenant, role.
       { ...alice, username: 'mallory', password: 'mallory-pw', name: 'Not Alice' },
+      // An administrator of the partner's own provider (or anyone who controls it) mints corp's admin role name.
+      { ...sathwick, username: 'trudy', password: 'trudy-pw', sub: 'partner|trudy', email: 'trudy@partner.example', name: 'Partner Admin' },
       { username: 'eve', password: 'eve-pw', sub: 'auth0|eve0004', email: 'bob@example.com', name: 'Eve', roles: ['pg_reader'], orgId: 'tenant-b', emailVerified: false },
     ],
   });
@@ -86,7 +89,16 @@ describe('one provider without a prefix', () => {
 
 describe('two providers, each with its prefix', () => {
   beforeAll(async () => {
-    await stack.startProxy({ providers: [provider(stack.idp, { prefix: 'corp' }), provider(second, { prefix: 'partner' })] });
+    await stack.startProxy({
+      providers: [provider(stack.idp, { prefix: 'corp' }), provider(second, { prefix: 'partner' })],
+      // Roles are namespaced like ids: each rule names the provider whose role it trusts.
+      role_mapping: [
+        { role: 'corp:pg_admin', account: 'app_admin' },
+        { role: 'partner:pg_admin', account: 'app_admin' },
+        { role: 'corp:pg_writer', account: 'app_writer' },
+        { role: 'partner:pg_writer', account: 'app_writer' },
+      ],
+    });
     // The data of corp's tenant A after the move to prefixed ids (README: several providers).
     await stack.cluster.query(
       `insert into public.users (id, tenant_id, email, display_name) values ('corp:auth0|alice0001', 'corp:tenant-a', 'alice@example.com', 'Alice (corp)');
@@ -124,6 +136,58 @@ describe('two providers, each with its prefix', () => {
     }
     const success = await stack.logs.waitFor((l) => l.event === 'auth_success' && l.issuer === second.provider.issuer);
     expect(success.sub).toBe('partner:auth0|alice0001');
+  });
+});
+
+describe("a second provider's roles", () => {
+  beforeAll(async () => {
+    await stack.startProxy({
+      providers: [provider(stack.idp, { prefix: 'corp' }), provider(second, { prefix: 'partner' })],
+      role_mapping: [
+        { role: 'corp:pg_admin', account: 'app_admin' },
+        { role: 'partner:pg_admin', account: 'app_admin' },
+        { role: 'corp:pg_writer', account: 'app_writer' },
+      ],
+    });
+    // corp's admin policy, written as README "Several providers" says: it trusts corp's admin role only.
+    await stack.cluster.query(
+      `create policy posts_corp_admin on public.posts for all using ((select gprxy.has_role('corp:pg_admin')));
+       insert into public.posts (title, tenant_id, owner_id) values ('corp A admin-only', 'corp:tenant-a', 'corp:auth0|alice0001');`,
+      [],
+      'mydb',
+    );
+  });
+  afterAll(async () => {
+    await stack.cluster.query('drop policy if exists posts_corp_admin on public.posts', [], 'mydb');
+    await stack.startProxy();
+  });
+
+  it("a partner token with corp's admin role name is the partner's admin, not corp's: no corp row", async () => {
+    const c = await connect('partner|trudy', (await loginAs(second.provider, 'trudy')).accessToken);
+    try {
+      const r = await c.query(`select current_user as account, gprxy.roles() as roles, gprxy.has_role('pg_admin') as raw, gprxy.has_role('corp:pg_admin') as corp`);
+      expect(r.rows[0]).toMatchObject({ account: 'app_admin', roles: ['partner:pg_admin'], raw: false, corp: false });
+      expect((await c.query(`select count(*)::int as n from posts where tenant_id like 'corp:%'`)).rows[0].n).toBe(0);
+    } finally {
+      await c.end();
+    }
+  });
+
+  it("corp's own admin holds corp:pg_admin and its policy lets it see corp's rows", async () => {
+    const c = await connect('sathwick@example.com', (await loginAs(stack.idp.provider, 'sathwick')).accessToken);
+    try {
+      expect((await c.query(`select gprxy.has_role('corp:pg_admin') as corp`)).rows[0].corp).toBe(true);
+      expect((await c.query(`select count(*)::int as n from posts where title = 'corp A admin-only'`)).rows[0].n).toBe(1);
+    } finally {
+      await c.end();
+    }
+  });
+
+  it('a role no rule maps for that provider is refused (28000 token_no_role), whatever another provider may map', async () => {
+    const token = (await loginAs(second.provider, 'mallory')).accessToken;
+    const e = await refusal('alice@example.com', token);
+    expect(e.code).toBe('28000');
+    await stack.logs.waitFor((l) => l.event === 'auth_failure' && l.reason === 'token_no_role');
   });
 });
 

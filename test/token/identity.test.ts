@@ -160,8 +160,20 @@ describe('e-mail verification and issuer namespacing (issue 11, items 9 and 10)'
     const a = resolveIdentity(await plain.verify(await idp.sign(now(), claims)), 'auth0|alice', MAPPING);
     expect([a.subject, a.tenantId, a.issuer]).toEqual(['auth0|alice', 'tenant-a', idp.issuer]);
     const prefixed = await verifierFor({ prefix: 'partner' });
-    const b = resolveIdentity(await prefixed.verify(await idp.sign(now(), claims)), 'auth0|alice', MAPPING);
+    const b = resolveIdentity(await prefixed.verify(await idp.sign(now(), claims)), 'auth0|alice', [{ role: 'partner:pg_reader', account: 'app_reader' }]);
     expect([b.subject, b.tenantId]).toEqual(['partner:auth0|alice', 'partner:tenant-a']);
+  });
+
+  it("with a prefix, roles are namespaced too: a rule for another provider's role (or a raw one) never matches", async () => {
+    const prefixed = await verifierFor({ prefix: 'partner' });
+    const token = await prefixed.verify(await idp.sign(now(), { [ROLES_CLAIM]: ['pg_admin', 'pg_reader'] }));
+    const id = resolveIdentity(token, 'auth0|alice', [
+      { role: 'pg_admin', account: 'app_admin' },
+      { role: 'corp:pg_admin', account: 'app_admin' },
+      { role: 'partner:pg_reader', account: 'app_reader' },
+    ]);
+    expect([id.roles, id.account]).toEqual([['partner:pg_admin', 'partner:pg_reader'], 'app_reader']);
+    await refused(Promise.resolve().then(() => resolveIdentity(token, 'auth0|alice', MAPPING)), 'token_no_role');
   });
 
   it('user_claim and tenant_claims are per provider; a token without the user claim is refused', async () => {
