@@ -3,6 +3,7 @@
  * ErrorResponse: `sqlstate` is the SQLSTATE to send and `message` is safe to show the client and to log
  * (it never contains the token; values taken from an unverified token are quoted and truncated).
  */
+import { GprxyError, type SqlStateError } from '../shared/errors.js';
 
 export type TokenErrorCode =
   | 'token_malformed'
@@ -28,7 +29,7 @@ export function sqlstateFor(code: TokenErrorCode): TokenSqlState {
   return code === 'token_malformed' || code === 'token_too_large' ? '28P01' : '28000';
 }
 
-export class TokenError extends Error {
+export class TokenError extends GprxyError<TokenErrorCode> implements SqlStateError {
   override readonly name = 'TokenError';
   readonly code: TokenErrorCode;
   readonly sqlstate: TokenSqlState;
