@@ -20,6 +20,7 @@ import { FrameReader } from '../protocol/frame-reader.js';
 import { SqlState } from '../protocol/sqlstate.js';
 import { md5PasswordResponse, ScramClient } from './scram.js';
 import type { SslMode } from '../config/proxy-config.js';
+import { GprxyError } from '../shared/errors.js';
 
 export interface BackendTarget {
   readonly host: string;
@@ -41,15 +42,16 @@ export const defaultDialer: Dialer = (host, port) => netConnect({ host, port, no
 
 export type BackendErrorCode = 'backend_unavailable' | 'backend_auth_failed' | 'backend_error' | 'backend_closed' | 'backend_tampered';
 
-export class BackendError extends Error {
+export class BackendError extends GprxyError<BackendErrorCode> {
   constructor(
     readonly code: BackendErrorCode,
     message: string,
     // The database refusing the proxy's own login is not "unavailable, try again": it needs an operator.
     readonly sqlstate: string = code === 'backend_auth_failed' ? SqlState.SERVER_REJECTED_CONNECTION : SqlState.CANNOT_CONNECT_NOW,
     readonly fields?: BackendErrorFields,
+    options?: { cause?: unknown },
   ) {
-    super(message);
+    super(message, options);
   }
 }
 

@@ -98,7 +98,7 @@ export class ClientSession {
       ...(identity ? { email: identity.email, roles: identity.roles, account: identity.account } : {}),
     };
     const base = { phase: 'login' as const, canSpeak: this.login.canSpeak, fields };
-    if (e instanceof Refusal) return { ...base, reason: e.reason, detail: { text: e.message, ...(database ? { database: database.name } : {}) }, ...(e.sqlstate ? { sqlstate: e.sqlstate } : {}) };
+    if (e instanceof Refusal) return { ...base, reason: e.code, detail: { text: e.message, ...(database ? { database: database.name } : {}) }, ...(e.sqlstate ? { sqlstate: e.sqlstate } : {}) };
     if (e instanceof TokenError) return { ...base, reason: e.code, detail: { text: e.message } };
     if (e instanceof OAuthBearerDiscoveryEnd) return { ...base, reason: e.code, detail: { text: e.message } };
     if (e instanceof ProtocolError) return { ...base, reason: 'protocol_violation', detail: { text: e.message } };

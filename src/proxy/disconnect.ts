@@ -16,6 +16,7 @@ import { SqlState } from '../protocol/sqlstate.js';
 import type { TokenErrorCode } from '../token/errors.js';
 import type { BackendErrorCode } from './backend.js';
 import type { ProxyMetrics } from './metrics.js';
+import { GprxyError } from '../shared/errors.js';
 
 /** What the table's message functions may use; `text` is the message of the error behind the end. */
 export interface EndDetail {
@@ -140,16 +141,16 @@ export function isEndReason(code: unknown): code is EndReason {
 }
 
 /** A login step's way to end the connection: thrown, caught once, handed to `disconnect`. */
-export class Refusal extends Error {
+export class Refusal extends GprxyError<LoginEndReason> {
   constructor(
-    readonly reason: LoginEndReason,
+    /** The reason, a key of END_REASONS. */
+    readonly code: LoginEndReason,
     message?: string,
     /** A SQLSTATE the database itself chose (a rejected setup statement), sent instead of the table's. */
     readonly sqlstate?: string,
     options?: { cause?: unknown },
   ) {
-    super(message ?? reason, options);
-    this.name = 'Refusal';
+    super(message ?? code, options);
   }
 }
 

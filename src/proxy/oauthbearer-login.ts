@@ -13,6 +13,7 @@ import { authenticationSasl, authenticationSaslContinue } from '../protocol/serv
 import { SqlState } from '../protocol/sqlstate.js';
 import { TokenError } from '../token/errors.js';
 import { FrontendCode } from '../protocol/codes.js';
+import { GprxyError } from '../shared/errors.js';
 
 const SASL_RESPONSE = FrontendCode.PASSWORD; // SASLInitialResponse and SASLResponse
 
@@ -26,7 +27,7 @@ export interface SaslTransport {
  * The client asked for discovery (empty auth value) and acknowledged the challenge, or left after reading it
  * (libpq 18 then reconnects with a token). Not an authentication failure: a normal first step.
  */
-export class OAuthBearerDiscoveryEnd extends Error {
+export class OAuthBearerDiscoveryEnd extends GprxyError<'oauth_discovery'> {
   readonly code = 'oauth_discovery' as const;
   readonly sqlstate = SqlState.INVALID_AUTHORIZATION;
 

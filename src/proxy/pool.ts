@@ -8,18 +8,19 @@ import type { Logger } from 'pino';
 import { SqlState } from '../protocol/sqlstate.js';
 import { setLongTimeout, type LongTimer } from '../shared/long-timer.js';
 import { Backend, BackendError, type BackendTarget, type Dialer } from './backend.js';
+import { GprxyError } from '../shared/errors.js';
 import { RELEASE_RESET_READY_COUNT, releaseReset } from './backend-sql.js';
 import { BackendTamperedError } from './backend-guard.js';
 
 /** New backends tried per open when each one turns out to carry tampered role settings. */
 const MAX_TAMPERED_ATTEMPTS = 3;
 
-export class PoolTimeoutError extends Error {
+export class PoolTimeoutError extends GprxyError<'pool_timeout'> {
   readonly code = 'pool_timeout' as const;
   readonly sqlstate = SqlState.TOO_MANY_CONNECTIONS;
 }
 
-export class PoolClosedError extends Error {
+export class PoolClosedError extends GprxyError<'pool_closed'> {
   readonly code = 'pool_closed' as const;
   readonly sqlstate = SqlState.CANNOT_CONNECT_NOW;
 }

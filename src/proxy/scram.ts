@@ -9,10 +9,11 @@
 import { createHash, createHmac, pbkdf2, randomBytes, timingSafeEqual } from 'node:crypto';
 import { promisify } from 'node:util';
 import { saslprep } from '../protocol/saslprep.js';
+import { GprxyError } from '../shared/errors.js';
 
 const pbkdf2Async = promisify(pbkdf2);
 
-export class ScramError extends Error {
+export class ScramError extends GprxyError<'scram_failed'> {
   readonly code = 'scram_failed' as const;
 }
 
