@@ -2,6 +2,7 @@
  * Errors of the CLI's OAuth side. Each message is one line that says what happened and what to do next;
  * none ever contains a token or secret. Tests assert `code`.
  */
+import { GprxyError } from '../shared/errors.js';
 
 export type OAuthErrorCode =
   | 'provider_unreachable'
@@ -18,13 +19,7 @@ export type OAuthErrorCode =
   | 'token_store_failed'
   | 'oauth_error';
 
-export abstract class OAuthError extends Error {
-  abstract readonly code: OAuthErrorCode;
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = new.target.name;
-  }
-}
+export abstract class OAuthError extends GprxyError<OAuthErrorCode> {}
 
 export class ProviderUnreachableError extends OAuthError {
   readonly code = 'provider_unreachable' as const;
