@@ -12,6 +12,7 @@
 import { setLongTimeout, type LongTimer } from '../shared/long-timer.js';
 import { refreshAt } from '../shared/refresh-policy.js';
 import type { TunnelTokenSource } from './tunnel.js';
+import { errorCode } from '../shared/errors.js';
 
 export interface KeptToken {
   readonly accessToken: string;
@@ -44,8 +45,9 @@ const MIN_USABLE_MS = 2_000;
 /** Timers may fire a millisecond early; asking a little late keeps the source and the keeper in agreement. */
 const TIMER_SLACK_MS = 20;
 
+/** The token source's LoginRequiredError (oauth/errors.ts): retrying cannot help, only gprxy login. */
 function loginRequired(error: unknown): boolean {
-  return (error as { code?: string }).code === 'login_required';
+  return errorCode(error) === 'login_required';
 }
 
 export class TokenKeeper implements TunnelTokenSource {

@@ -18,6 +18,7 @@ import { SqlState } from '../protocol/sqlstate.js';
 import { cancelRequest, parsePasswordMessage } from '../protocol/client-messages.js';
 import { parseStartupPacket, type StartupMessagePacket } from '../protocol/startup.js';
 import { authenticateUpstream, connectTls, UpstreamError, type ProxyAddress, type TunnelDialer } from './upstream.js';
+import { errorCode, GprxyError } from '../shared/errors.js';
 
 /** Where the tunnel gets access tokens (the oauth TokenSource, or a fixed CI token). */
 export interface TunnelTokenSource {
@@ -60,12 +61,15 @@ export interface TunnelOptions {
   readonly localUser?: string;
 }
 
-export class TunnelError extends Error {
+export type TunnelErrorCode = 'port_in_use' | 'unsafe_socket_dir' | 'listen_failed';
+
+export class TunnelError extends GprxyError<TunnelErrorCode> {
   constructor(
-    readonly code: 'port_in_use' | 'unsafe_socket_dir' | 'listen_failed',
+    readonly code: TunnelErrorCode,
     message: string,
+    options?: { cause?: unknown },
   ) {
-    super(message);
+    super(message, options);
   }
 }
 
@@ -75,8 +79,6 @@ export interface Listener {
   readonly port: number;
   readonly socketPath?: string;
 }
-
-const LOGIN_REQUIRED = new Set(['login_required', 'refresh_token_invalid', 'not_logged_in']);
 
 export function usernameFromClaims(claims: Record<string, unknown>, names: readonly string[] = DEFAULT_USERNAME_CLAIMS): string | undefined {
   for (const name of names) {
@@ -227,8 +229,9 @@ export class Tunnel {
     try {
       token = await this.options.tokens.getAccessToken();
     } catch (e) {
-      const err = e as Error & { code?: string };
-      const loginRequired = LOGIN_REQUIRED.has(err.code ?? '');
+      const err = e instanceof Error ? e : new Error(String(e));
+      // The token source's LoginRequiredError (oauth/errors.ts): only gprxy login can help.
+      const loginRequired = errorCode(e) === 'login_required';
       this.options.events?.onTokenError?.(err, loginRequired);
       const message = loginRequired ? `gprxy: not logged in or the session expired; run gprxy login` : `gprxy: cannot get an access token: ${err.message}`;
       refuse(SqlState.INVALID_AUTHORIZATION, message);

@@ -11,6 +11,7 @@ import { passwordMessage, sslRequest, startupMessage } from '../protocol/client-
 import { FrameReader } from '../protocol/frame-reader.js';
 import { BackendCode, EncryptionAnswer } from '../protocol/codes.js';
 import { UpstreamOAuthBearer } from './upstream-oauthbearer.js';
+import { GprxyError } from '../shared/errors.js';
 
 /** A backend message rebuilt from its type and body, to relay it as it came. */
 function tagged(type: number, body: Buffer): Buffer {
@@ -32,7 +33,7 @@ const defaultDialer: TunnelDialer = (host, port) => netConnect({ host, port, noD
 
 export type UpstreamErrorCode = 'proxy_unreachable' | 'proxy_tls_failed' | 'proxy_refused';
 
-export class UpstreamError extends Error {
+export class UpstreamError extends GprxyError<UpstreamErrorCode> {
   constructor(
     readonly code: UpstreamErrorCode,
     message: string,

@@ -12,6 +12,7 @@ import { Tunnel, type TunnelTokenSource } from '../../src/tunnel/tunnel.js';
 import { startProxyStack, type ProxyStack } from '../support/proxy-stack.js';
 import { loginAs } from '../support/tokens.js';
 import { waitUntil } from '../support/wait.js';
+import { LoginRequiredError } from '../../src/oauth/errors.js';
 
 const run = promisify(execFile);
 let stack: ProxyStack;
@@ -66,7 +67,7 @@ describe('gprxy connect tunnel', () => {
   });
 
   it('refuses with a "run gprxy login" FATAL that psql prints when no token can be had', async () => {
-    const loginRequired = Object.assign(new Error('refresh token expired or revoked'), { code: 'login_required' });
+    const loginRequired = new LoginRequiredError('refresh token expired or revoked');
     let told = 0;
     const tunnel = await startTunnel({ getAccessToken: () => Promise.reject(loginRequired) }, { events: { onTokenError: (_e, l) => void (l && told++) } });
     try {
