@@ -4,6 +4,7 @@
  * Commands and the base command map errors and signals through these functions; `--help` and the
  * README print EXIT_CODES_HELP.
  */
+import { errorCode, GprxyError } from '../shared/errors.js';
 
 export const ExitCode = Object.freeze({
   OK: 0,
@@ -29,17 +30,14 @@ const INTERRUPTED_CODES: ReadonlySet<string> = new Set(['login_aborted']);
 const USAGE_CODES: ReadonlySet<string> = new Set(['usage']);
 
 /** A mistake in the command line (exit 2). */
-export class UsageError extends Error {
+export class UsageError extends GprxyError<'usage'> {
   readonly code = 'usage' as const;
-  constructor(message: string) {
-    super(message);
-    this.name = 'UsageError';
-  }
 }
 
 /** The exit code for an error that ended a command. */
 export function exitCodeForError(error: unknown): number {
-  const code = String((error as { code?: unknown } | undefined)?.code ?? '');
+  // Our errors only (GprxyError): a foreign object's `code` (an errno, an HTTP library's) decides nothing.
+  const code = errorCode(error) ?? '';
   if (LOGIN_REQUIRED_CODES.has(code)) return ExitCode.LOGIN_REQUIRED;
   if (INTERRUPTED_CODES.has(code)) return ExitCode.SIGINT;
   if (USAGE_CODES.has(code)) return ExitCode.USAGE;

@@ -8,17 +8,17 @@ import os from 'node:os';
 import path from 'node:path';
 import Conf from 'conf';
 import { z } from 'zod';
+import { GprxyError } from '../shared/errors.js';
 
 export const DEFAULT_PROFILE = 'default';
 export const DEFAULT_SCOPES = 'openid profile email offline_access';
 
 export type CliConfigErrorCode = 'not_configured' | 'invalid_config' | 'ca_unreadable';
 
-export class CliConfigError extends Error {
+export class CliConfigError extends GprxyError<CliConfigErrorCode> {
   readonly code: CliConfigErrorCode;
-  constructor(code: CliConfigErrorCode, message: string) {
-    super(message);
-    this.name = 'CliConfigError';
+  constructor(code: CliConfigErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
     this.code = code;
   }
 }

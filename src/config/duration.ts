@@ -1,5 +1,7 @@
 /** Parses durations such as "10s", "24h", "500ms", "1h30m" or a plain number of seconds into milliseconds. */
-export class DurationError extends Error {
+import { GprxyError } from '../shared/errors.js';
+
+export class DurationError extends GprxyError<'invalid_duration'> {
   readonly code = 'invalid_duration' as const;
 }
 

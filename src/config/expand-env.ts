@@ -3,7 +3,8 @@
  * so a secret containing quotes or YAML syntax cannot change the document's structure.
  * `$${` escapes a literal `${`. A missing variable is an error naming it and where it was used.
  */
-export class MissingEnvError extends Error {
+import { GprxyError } from '../shared/errors.js';
+export class MissingEnvError extends GprxyError<'missing_env'> {
   readonly code = 'missing_env' as const;
   constructor(readonly variable: string, readonly path: string) {
     super(`environment variable ${variable} is not set (used at ${path}); export it or remove the reference`);

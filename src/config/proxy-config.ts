@@ -9,8 +9,9 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
 import { expandEnv } from './expand-env.js';
+import { GprxyError } from '../shared/errors.js';
 
-export class ConfigError extends Error {
+export class ConfigError extends GprxyError<'invalid_config'> {
   readonly code = 'invalid_config' as const;
 }
 

@@ -14,8 +14,9 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import pg from 'pg';
+import { GprxyError } from '../shared/errors.js';
 
-export class ClusterError extends Error {
+export class ClusterError extends GprxyError<'cluster_failed'> {
   readonly code = 'cluster_failed' as const;
 }
 

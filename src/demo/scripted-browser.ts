@@ -3,6 +3,7 @@
  * submitted with the fields a browser would send. It only understands the pages of src/demo/oidc-pages.ts
  * (which name themselves in <meta name="gprxy-page">) plus oidc-provider's auto-submitting form_post page.
  */
+import { GprxyError } from '../shared/errors.js';
 
 export interface ParsedForm {
   readonly id: string | undefined;
@@ -19,7 +20,7 @@ export interface BrowserResponse {
   readonly leftOriginTo?: string;
 }
 
-export class ScriptedBrowserError extends Error {
+export class ScriptedBrowserError extends GprxyError<'scripted_browser_failed'> {
   readonly code = 'scripted_browser_failed' as const;
 }
 

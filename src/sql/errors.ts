@@ -2,6 +2,7 @@
  * Every reason `gprxy db init` refuses, as a coded error. Messages say what to do next; they never
  * contain a password or the context secret.
  */
+import { GprxyError } from '../shared/errors.js';
 
 export type DbInitErrorCode =
   | 'unknown_level'
@@ -14,7 +15,7 @@ export type DbInitErrorCode =
   | 'invalid_identifier'
   | 'secret_mismatch';
 
-export class DbInitError extends Error {
+export class DbInitError extends GprxyError<DbInitErrorCode> {
   override readonly name = 'DbInitError';
   readonly code: DbInitErrorCode;
 
