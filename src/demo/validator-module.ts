@@ -7,8 +7,9 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { GprxyError } from '../shared/errors.js';
 
-export class ValidatorBuildError extends Error {
+export class ValidatorBuildError extends GprxyError<'validator_build_failed'> {
   readonly code = 'validator_build_failed' as const;
 }
 

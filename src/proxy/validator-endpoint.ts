@@ -14,6 +14,7 @@ import type { Logger } from 'pino';
 import { TokenError } from '../token/errors.js';
 import { matchesUsername } from '../token/identity.js';
 import type { TokenVerifier, VerifiedToken } from '../token/verifier.js';
+import { GprxyError } from '../shared/errors.js';
 
 /** role (NAMEDATALEN-bounded in PostgreSQL, generous here) + token (the verifier refuses > 16 KiB) + NULs. */
 const MAX_REQUEST_BYTES = 24 * 1024;
@@ -27,7 +28,7 @@ export interface ValidatorEndpointOptions {
   readonly logger: Logger;
 }
 
-export class ValidatorEndpointError extends Error {
+export class ValidatorEndpointError extends GprxyError<'validator_socket_failed'> {
   readonly code = 'validator_socket_failed' as const;
 }
 

@@ -22,6 +22,7 @@ import { classify, firstWord, keeps, rowsOf, type StatementClass } from './class
 import { MessageTap } from './message-tap.js';
 import { leadingKeyword, redactLiterals, splitStatements } from './sql-lexer.js';
 import { BackendCode, FrontendCode } from '../../protocol/codes.js';
+import { GprxyError } from '../../shared/errors.js';
 
 /** Statement text beyond this many bytes is not kept (its length still is); the hash covers what is kept. */
 export const MAX_BUFFERED_STATEMENT = 1024 * 1024;
@@ -51,7 +52,7 @@ export interface AuditSessionIdentity {
   readonly backendPid: number;
 }
 
-export class StatementAuditError extends Error {
+export class StatementAuditError extends GprxyError<'statement_audit_failed'> {
   readonly code = 'statement_audit_failed' as const;
 }
 
