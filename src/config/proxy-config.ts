@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { parseDuration } from './duration.js';
 import { expandEnv } from './expand-env.js';
 import { GprxyError } from '../shared/errors.js';
+import { deepFreeze } from '../shared/freeze.js';
 
 export class ConfigError extends GprxyError<'invalid_config'> {
   readonly code = 'invalid_config' as const;
@@ -279,14 +280,6 @@ function formatIssues(error: z.ZodError): string {
 /** An object without a prototype, for maps keyed by names from outside. */
 function dictionary<T>(): Record<string, T> {
   return Object.create(null) as Record<string, T>;
-}
-
-function deepFreeze<T>(value: T): T {
-  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    for (const v of Object.values(value)) deepFreeze(v);
-  }
-  return value;
 }
 
 function auditConfig(a: z.infer<typeof databaseSchema>['audit'], baseDir: string): StatementAuditConfig {

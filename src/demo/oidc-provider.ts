@@ -14,7 +14,7 @@ import type { AddressInfo } from 'node:net';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, type JWK } from 'jose';
 import type { KoaContextWithOIDC, Provider as OidcProvider, IssuedToken } from 'oidc-provider';
 import type { CertificateAuthority } from './certificates.js';
-import { fetchWithCa } from '../token/ca-fetch.js';
+import { fetchWithCa } from '../net/ca-fetch.js';
 import { MemoryStore, memoryAdapter } from './oidc-memory-adapter.js';
 import { consentPage, deviceConfirmPage, deviceInputPage, deviceSuccessPage, errorPage, loginPage } from './oidc-pages.js';
 import { ScriptedBrowser, ScriptedBrowserError, errorText, findForm, pageName, type BrowserResponse } from './scripted-browser.js';

@@ -13,7 +13,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { CliConfigError, requireIssuer, type CliSettings } from '../config/cli-config.js';
-import { fetchWithCa } from '../token/ca-fetch.js';
+import { fetchWithCa } from '../net/ca-fetch.js';
 import type { Identity } from './identity.js';
 import { decodeClaims, identityFromClaims } from './identity.js';
 import { OidcClient, type TokenResult } from './oidc-client.js';

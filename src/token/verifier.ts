@@ -16,9 +16,10 @@ import {
 } from 'jose';
 import type { Logger } from 'pino';
 import type { ProviderConfig } from '../config/proxy-config.js';
-import { fetchWithCa } from './ca-fetch.js';
+import { fetchWithCa } from '../net/ca-fetch.js';
 import { TokenError, quote } from './errors.js';
 import { JwksCache, type JwksStats } from './jwks-cache.js';
+import { deepFreeze } from '../shared/freeze.js';
 
 export interface VerifiedToken {
   readonly claims: JWTPayload & Record<string, unknown>;
@@ -77,14 +78,6 @@ export function tokenScopes(claims: Record<string, unknown>): string[] {
     else if (Array.isArray(value)) scopes.push(...value.filter((s): s is string => typeof s === 'string'));
   }
   return scopes;
-}
-
-function deepFreeze<T>(value: T): T {
-  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    for (const v of Object.values(value)) deepFreeze(v);
-  }
-  return value;
 }
 
 export class TokenVerifier {

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRemoteJWKSet, customFetch, jwtVerify, type FetchImplementation } from 'jose';
 import { DEV_AUDIENCE, type DevProvider } from '../../src/demo/oidc-provider.js';
-import { fetchWithCa } from '../../src/token/ca-fetch.js';
+import { fetchWithCa } from '../../src/net/ca-fetch.js';
 import { startTestProvider, type TestProvider } from '../support/oidc.js';
 import { runCli } from '../support/cli.js';
 

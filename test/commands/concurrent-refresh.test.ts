@@ -11,7 +11,7 @@ import * as oidc from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEV_AUDIENCE, DEV_CLI_CLIENT_ID, type DevProvider } from '../../src/demo/oidc-provider.js';
 import { refreshAt } from '../../src/shared/refresh-policy.js';
-import { fetchWithCa } from '../../src/token/ca-fetch.js';
+import { fetchWithCa } from '../../src/net/ca-fetch.js';
 import { runCli, startCli, type CliResult } from '../support/cli.js';
 import { startKeyringSession, type KeyringSession } from '../support/keyring.js';
 import { startTestProvider, type TestProvider } from '../support/oidc.js';

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
-import { fetchWithCa } from '../../src/token/ca-fetch.js';
+import { fetchWithCa } from '../../src/net/ca-fetch.js';
 import { ScriptedBrowser, errorText, findForm, pageName } from '../../src/demo/scripted-browser.js';
 import { runCli, startCli, type CliProcess } from '../support/cli.js';
 import { appendRunLog } from '../support/run-log.js';

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as client from 'openid-client';
 import { createRemoteJWKSet, customFetch, decodeProtectedHeader, jwtVerify, type FetchImplementation } from 'jose';
 import { DEV_AUDIENCE, DEV_CLI_CLIENT_ID, DEV_DEVICE_GRANT, DEV_USERS, type DevProvider } from '../../src/demo/oidc-provider.js';
-import { fetchWithCa } from '../../src/token/ca-fetch.js';
+import { fetchWithCa } from '../../src/net/ca-fetch.js';
 import { startTestProvider, type TestProvider } from '../support/oidc.js';
 
 const SCOPE = 'openid profile email offline_access';

@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import * as oidc from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEV_AUDIENCE, DEV_CLI_CLIENT_ID } from '../../src/demo/oidc-provider.js';
-import { fetchWithCa } from '../../src/token/ca-fetch.js';
+import { fetchWithCa } from '../../src/net/ca-fetch.js';
 import { startCli, runCli, type CliProcess } from '../support/cli.js';
 import { startKeyringSession, type KeyringSession } from '../support/keyring.js';
 import { startProxyStack, type ProxyStack } from '../support/proxy-stack.js';

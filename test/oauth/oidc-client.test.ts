@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exitCodeForError } from '../../src/cli/exit-codes.js';
 import { DEV_AUDIENCE, DEV_CLI_CLIENT_ID, startDevProvider, type DevProvider } from '../../src/demo/oidc-provider.js';
-import { fetchWithCa } from '../../src/token/ca-fetch.js';
+import { fetchWithCa } from '../../src/net/ca-fetch.js';
 import { OidcClient, type OidcClientOptions } from '../../src/oauth/oidc-client.js';
 import { startLoopbackReceiver } from '../../src/oauth/loopback.js';
 import { startTestProvider, type TestProvider } from '../support/oidc.js';

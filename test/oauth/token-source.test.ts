@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEV_AUDIENCE, DEV_CLI_CLIENT_ID, startDevProvider, type DevProvider } from '../../src/demo/oidc-provider.js';
-import { fetchWithCa } from '../../src/token/ca-fetch.js';
+import { fetchWithCa } from '../../src/net/ca-fetch.js';
 import { OidcClient } from '../../src/oauth/oidc-client.js';
 import { refreshAt } from '../../src/shared/refresh-policy.js';
 import { TokenSource } from '../../src/oauth/token-source.js';

@@ -4,7 +4,7 @@
  */
 import * as oidc from 'openid-client';
 import { DEV_AUDIENCE, DEV_CLI_CLIENT_ID, type DevProvider } from '../../src/demo/oidc-provider.js';
-import { fetchWithCa } from '../../src/token/ca-fetch.js';
+import { fetchWithCa } from '../../src/net/ca-fetch.js';
 
 export interface TokenSet {
   readonly accessToken: string;

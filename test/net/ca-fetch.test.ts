@@ -1,9 +1,9 @@
 import { createServer } from 'node:https';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCertificateAuthority, type CertificateAuthority } from '../../src/demo/certificates.js';
-import { fetchWithCa } from '../../src/token/ca-fetch.js';
+import { fetchWithCa } from '../../src/net/ca-fetch.js';
 import { TokenVerifier } from '../../src/token/verifier.js';
-import { FakeIdp, refused } from './fake-idp.js';
+import { FakeIdp, refused } from '../token/fake-idp.js';
 
 describe('a provider behind a private CA (ProviderConfig.ca)', () => {
   let ca: CertificateAuthority;

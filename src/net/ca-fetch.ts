@@ -4,6 +4,8 @@
  * Node 20's global fetch cannot take a CA without the undici package, so this speaks HTTP(S) through
  * node:https / node:http and returns a WHATWG Response. Redirects are never followed (openid-client,
  * jose and the scripted browser all ask for redirect: 'manual' and handle Location themselves).
+ * Lives in src/net (imports nothing of ours) so that oauth/ and token/ can both use it without one
+ * importing the other.
  */
 import http from 'node:http';
 import https from 'node:https';
