@@ -16,4 +16,40 @@ export default tseslint.config(
     files: ['src/config/**', 'src/commands/**', 'src/cli/**', 'bin/**', 'test/**', 'bench/**', 'vitest.config.ts'],
     rules: { 'no-restricted-properties': 'off' },
   },
+  // Errors are classes with a literal code: they extend GprxyError (src/shared/errors.ts), never Error directly.
+  {
+    files: ['src/**'],
+    ignores: ['src/shared/errors.ts'],
+    rules: {
+      'no-restricted-syntax': ['error', { selector: "ClassDeclaration[superClass.name='Error']", message: 'extend GprxyError (src/shared/errors.ts): errors carry a literal code' }],
+    },
+  },
+  // Import direction (DESIGN.md section 3): commands → (proxy | tunnel | oauth) → (token | protocol | config | net);
+  // protocol and shared import nothing of ours but shared; nothing imports upward.
+  ...layers({
+    shared: ['protocol', 'net', 'token', 'config', 'sql', 'proxy', 'tunnel', 'oauth', 'cli', 'commands', 'demo'],
+    protocol: ['net', 'token', 'config', 'sql', 'proxy', 'tunnel', 'oauth', 'cli', 'commands', 'demo'],
+    net: ['protocol', 'token', 'config', 'sql', 'proxy', 'tunnel', 'oauth', 'cli', 'commands', 'demo'],
+    config: ['token', 'sql', 'proxy', 'tunnel', 'oauth', 'cli', 'commands', 'demo'],
+    token: ['sql', 'proxy', 'tunnel', 'oauth', 'cli', 'commands', 'demo'],
+    sql: ['token', 'proxy', 'tunnel', 'oauth', 'cli', 'commands', 'demo'],
+    proxy: ['tunnel', 'oauth', 'cli', 'commands', 'demo'],
+    tunnel: ['proxy', 'oauth', 'cli', 'commands', 'demo'],
+    oauth: ['token', 'proxy', 'tunnel', 'cli', 'commands', 'demo'],
+    cli: ['proxy', 'tunnel', 'commands', 'demo'],
+    demo: ['commands'],
+  }),
 );
+
+/** One no-restricted-imports block per folder of src/: the folders it must not import from. */
+function layers(forbidden) {
+  return Object.entries(forbidden).map(([layer, banned]) => ({
+    files: [`src/${layer}/**`],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        { patterns: [{ group: banned.map((b) => `**/${b}/*`), message: `src/${layer} must not import from ${banned.join(', ')} (DESIGN.md section 3, docs/ARCHITECTURE.md)` }] },
+      ],
+    },
+  }));
+}

@@ -1,7 +1,7 @@
 /**
  * Runs once per `vitest run`: builds dist/ and the oclif manifest (incremental, seconds when nothing
- * changed) so CLI tests run `bin/run.js` exactly as users do. Type errors do not stop the build here
- * (tsc still emits); `npm run typecheck` is where they fail CI.
+ * changed) so CLI tests run `bin/run.js` exactly as users do. A type error in src/ stops the run here
+ * (`npm run typecheck` also covers the tests).
  * The teardown greps every log line of the run for tokens (test/support/run-log.ts).
  * First it checks the system programs the tests use (test/system-packages.txt): `npm test` installed them in
  * its pretest step; a direct `npx vitest run` on a machine without them stops here with the command to run.
@@ -17,7 +17,8 @@ export default function setup(): () => void {
   const deps = spawnSync('sh', [fileURLToPath(new URL('../../scripts/system-deps.sh', import.meta.url)), '--check'], { encoding: 'utf8' });
   if (deps.status !== 0) throw new Error(deps.stderr.trim() || `scripts/system-deps.sh --check failed (${deps.status})`);
   const tsc = spawnSync('npx', ['tsc', '-b'], { encoding: 'utf8' });
-  if (tsc.status !== 0) process.stderr.write(`warning: tsc -b reported errors (tests use what it emitted):\n${tsc.stdout.slice(0, 2000)}\n`);
+  // A type error stops the run: tests must not pass on whatever tsc managed to emit.
+  if (tsc.status !== 0) throw new Error(`tsc -b reported errors; fix them (npm run typecheck) before the tests run:\n${tsc.stdout.slice(0, 4000)}`);
   const manifest = spawnSync('npx', ['oclif', 'manifest'], { encoding: 'utf8', env: { ...process.env, NODE_ENV: 'production' } });
   if (manifest.status !== 0) throw new Error(`oclif manifest failed: ${manifest.stderr}`);
 
