@@ -5,7 +5,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { fetchWithCa } from '../../src/token/ca-fetch.js';
+import { fetchWithCa } from '../../src/net/ca-fetch.js';
 import { startCli } from '../support/cli.js';
 import { appendRunLog } from '../support/run-log.js';
 

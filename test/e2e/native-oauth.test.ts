@@ -26,7 +26,7 @@ import { startTestProvider, type TestProvider } from '../support/oidc.js';
 import { LogCapture } from '../support/proxy-stack.js';
 import * as oidc from 'openid-client';
 import { DEV_AUDIENCE, DEV_CLI_CLIENT_ID } from '../../src/demo/oidc-provider.js';
-import { fetchWithCa } from '../../src/token/ca-fetch.js';
+import { fetchWithCa } from '../../src/net/ca-fetch.js';
 import { loginAs } from '../support/tokens.js';
 import { waitUntil } from '../support/wait.js';
 
