@@ -93,7 +93,7 @@ async function relay(stack: Stack, o: BenchOptions, results: Results): Promise<v
   }
 }
 
-type AuditMode = 'none' | 'ddl' | 'all';
+type AuditMode = 'none' | 'ddl' | 'all' | 'all-file';
 
 /** utime + stime of a process, in seconds (/proc/PID/stat fields 14 and 15, in clock ticks of 1/100 s). */
 function cpuSeconds(pid: number): number {
@@ -101,17 +101,17 @@ function cpuSeconds(pid: number): number {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
-const AUDIT_MODES: readonly AuditMode[] = ['none', 'ddl', 'all'];
+const AUDIT_MODES: readonly AuditMode[] = ['none', 'ddl', 'all', 'all-file'];
 
 async function statementAudit(stack: Stack, o: BenchOptions, results: Results): Promise<void> {
   const clients = o.auditClients;
   const warm = o.quick ? 1 : 2;
   for (const m of AUDIT_MODES) await pgbench({ endpoint: stack.auditEndpoint(m), clients, seconds: warm, mode: 'simple', sslmode: 'disable' });
   for (const mode of o.modes) {
-    const samples: Record<AuditMode, number[]> = { none: [], ddl: [], all: [] };
-    const cpu: Record<AuditMode, number[]> = { none: [], ddl: [], all: [] };
+    const samples: Record<AuditMode, number[]> = { none: [], ddl: [], all: [], 'all-file': [] };
+    const cpu: Record<AuditMode, number[]> = { none: [], ddl: [], all: [], 'all-file': [] };
     for (let round = 0; round < o.rounds; round++) {
-      // Rotate the order each round (none, ddl, all / ddl, all, none / ...): no mode always runs first.
+      // Rotate the order each round (none, ddl, all, all-file / ddl, all, all-file, none / ...).
       const order = AUDIT_MODES.map((_, i) => AUDIT_MODES[(i + round) % AUDIT_MODES.length]!);
       for (const m of order) {
         const cpuBefore = cpuSeconds(stack.proxy.pid);
@@ -319,8 +319,8 @@ function extras(o: BenchOptions, r: Results): string[] {
     const ratio = (m: AuditMode) => median(s[m]) / none;
     const c = r.auditCpu[mode]!;
     lines.push(
-      `statement audit, -S ${mode}, ${o.auditClients} clients: none ${none.toFixed(0)} tps, ddl ${median(s.ddl).toFixed(0)} (${ratio('ddl').toFixed(3)}), all ${median(s.all).toFixed(0)} (${ratio('all').toFixed(3)})   target ddl ≥0.95 ${ratio('ddl') >= 0.95 ? '✓' : '✗'}, all ≥0.75 ${ratio('all') >= 0.75 ? '✓' : '✗'}; ` +
-        `proxy CPU per transaction none ${median(c.none).toFixed(1)} µs, ddl ${median(c.ddl).toFixed(1)} µs, all ${median(c.all).toFixed(1)} µs`,
+      `statement audit, -S ${mode}, ${o.auditClients} clients: none ${none.toFixed(0)} tps, ddl ${median(s.ddl).toFixed(0)} (${ratio('ddl').toFixed(3)}), all ${median(s.all).toFixed(0)} (${ratio('all').toFixed(3)}), all to audit.file ${median(s['all-file']).toFixed(0)} (${ratio('all-file').toFixed(3)})   target ddl ≥0.95 ${ratio('ddl') >= 0.95 ? '✓' : '✗'}, all ≥0.75 ${ratio('all') >= 0.75 ? '✓' : '✗'}; ` +
+        `proxy CPU per transaction ${AUDIT_MODES.map((m) => `${m} ${median(c[m]).toFixed(1)} µs`).join(', ')}`,
     );
   }
   if (r.token) {

@@ -41,7 +41,7 @@ export interface Stack {
   pipe: { port: number; pid: number } | undefined;
   endpoints(): { direct: Endpoint; pgbouncer: Endpoint; gprxy: Endpoint; pipe?: Endpoint };
   /** gprxy with databases.<name>.audit.statements set to `mode` (same PostgreSQL database). */
-  auditEndpoint(mode: 'none' | 'ddl' | 'all'): Endpoint;
+  auditEndpoint(mode: 'none' | 'ddl' | 'all' | 'all-file'): Endpoint;
   startPipe(): Promise<void>;
   startPgBouncer(): Promise<PgBouncer>;
   startProxy(opts?: { execArgv?: string[] }): Promise<ProxyChild>;
@@ -112,11 +112,13 @@ export async function startStack(o: StackOptions): Promise<Stack> {
     providers: [{ issuer: provider.issuer, audience: 'https://gprxy.io', algorithms: ['RS256'], ca: files.providerCa }],
     role_mapping: [{ role: 'pg_writer', account: ACCOUNT }],
     accounts: { [ACCOUNT]: { password: ACCOUNT_PASSWORD } },
-    // The same database three times for the statement-audit section: audit off (the default), ddl, all.
+    // The same database four times for the statement-audit section: audit off (the default), ddl, all
+    // (events in the proxy log), all with audit.file.
     databases: {
       [DATABASE]: { host: cluster.host, port: cluster.port, dbname: DATABASE, pool: { size: o.pool } },
       [`${DATABASE}_audit_ddl`]: { host: cluster.host, port: cluster.port, dbname: DATABASE, pool: { size: o.pool }, audit: { statements: 'ddl' } },
       [`${DATABASE}_audit_all`]: { host: cluster.host, port: cluster.port, dbname: DATABASE, pool: { size: o.pool }, audit: { statements: 'all' } },
+      [`${DATABASE}_audit_all_file`]: { host: cluster.host, port: cluster.port, dbname: DATABASE, pool: { size: o.pool }, audit: { statements: 'all', file: join(dir, 'statements.log') } },
     },
     context: {
       secret: CONTEXT_SECRET,
@@ -153,7 +155,7 @@ export async function startStack(o: StackOptions): Promise<Stack> {
       };
     },
     auditEndpoint(mode) {
-      return { name: `gprxy-audit-${mode}`, host: '127.0.0.1', port: stack.proxy.port, user: email, password: token, database: mode === 'none' ? DATABASE : `${DATABASE}_audit_${mode}` };
+      return { name: `gprxy-audit-${mode}`, host: '127.0.0.1', port: stack.proxy.port, user: email, password: token, database: mode === 'none' ? DATABASE : `${DATABASE}_audit_${mode.replace('-', '_')}` };
     },
     async startPgBouncer() {
       await stack.pgbouncer?.stop();

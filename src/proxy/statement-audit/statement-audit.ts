@@ -40,6 +40,11 @@ const { QUERY: Q, PARSE: P, BIND: B, EXECUTE: E, CLOSE, DESCRIBE: D, SYNC, FUNCT
 const { COMMAND_COMPLETE, ERROR_RESPONSE: ERROR, READY_FOR_QUERY: READY, PARAMETER_STATUS: PARAM_STATUS, PARSE_COMPLETE, BIND_COMPLETE, CLOSE_COMPLETE } = BackendCode;
 const { EMPTY_QUERY_RESPONSE: EMPTY_QUERY, PORTAL_SUSPENDED: SUSPENDED, ROW_DESCRIPTION, NO_DATA, COPY_IN_RESPONSE: COPY_IN, COPY_OUT_RESPONSE: COPY_OUT, COPY_BOTH_RESPONSE: COPY_BOTH } = BackendCode;
 
+// Requests without data to remember: one shared object each, no allocation per message.
+const DESCRIBE: Pending = { k: 'describe' };
+const SYNC_ITEM: Pending = { k: 'sync' };
+const CALL: Pending = { k: 'call' };
+
 export interface AuditSessionIdentity {
   readonly session: number;
   readonly client: string;
@@ -80,7 +85,7 @@ interface Statement {
 interface Portal {
   readonly statement: Statement | undefined;
   readonly statementName: string;
-  readonly params?: (string | null)[];
+  readonly params: (string | null)[] | undefined;
   /** First Execute of a portal run in several (PortalSuspended), for the duration. */
   started?: number;
 }
@@ -90,7 +95,7 @@ type Copy = 'in' | 'out' | 'both';
 type Pending =
   | { k: 'query'; statement: Statement; pieces?: string[]; index: number; started: number; copy?: Copy; failed?: boolean }
   | { k: 'parse'; name: string; statement: Statement }
-  | { k: 'bind'; portal: string; statementName: string; params?: (string | null)[] }
+  | { k: 'bind'; portal: string; statementName: string; params: (string | null)[] | undefined }
   | { k: 'describe' }
   | { k: 'execute'; portal: string; started: number; copy?: Copy }
   | { k: 'close'; what: number; name: string }
@@ -190,7 +195,7 @@ export class StatementAudit {
         const nameEnd = portalEnd < 0 ? -1 : body.indexOf(0, portalEnd + 1);
         if (nameEnd < 0) throw new StatementAuditError('Bind without portal and statement names');
         const params = this.config.bindValues ? bindValues(body, nameEnd + 1, length > body.length) : undefined;
-        this.enqueue({ k: 'bind', portal: name(body, 0, portalEnd), statementName: name(body, portalEnd + 1, nameEnd), ...(params ? { params } : {}) });
+        this.enqueue({ k: 'bind', portal: name(body, 0, portalEnd), statementName: name(body, portalEnd + 1, nameEnd), params });
         return;
       }
       case E: {
@@ -204,13 +209,13 @@ export class StatementAudit {
         return;
       }
       case D:
-        this.enqueue({ k: 'describe' });
+        this.enqueue(DESCRIBE);
         return;
       case SYNC:
-        this.enqueue({ k: 'sync' });
+        this.enqueue(SYNC_ITEM);
         return;
       case F:
-        this.enqueue({ k: 'call' });
+        this.enqueue(CALL);
         return;
     }
   }
@@ -308,14 +313,12 @@ export class StatementAudit {
             this.statements.set(front.name, front.statement);
           }
         }
-        this.lastDone = this.clock();
         return;
       case BIND_COMPLETE:
         if (front?.k === 'bind') {
           this.shift();
-          this.portals.set(front.portal, { statement: this.statements.get(front.statementName), statementName: front.statementName, ...(front.params ? { params: front.params } : {}) });
+          this.portals.set(front.portal, { statement: this.statements.get(front.statementName), statementName: front.statementName, params: front.params });
         }
-        this.lastDone = this.clock();
         return;
       case CLOSE_COMPLETE:
         if (front?.k === 'close') {
