@@ -90,7 +90,8 @@ After gprxy logout (or a login as someone else) a running tunnel refuses new con
     });
     const stop = async () => {
       unwatch();
-      keeper.close();
+      // Let a refresh in flight save its rotated refresh token before we exit (bounded).
+      await Promise.race([keeper.close(), new Promise((r) => setTimeout(r, 15_000).unref())]);
       await tunnel.close();
       await unregister().catch(() => undefined);
     };

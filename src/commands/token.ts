@@ -1,5 +1,6 @@
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../cli/base-command.js';
+import { exitCodeForSignal } from '../cli/exit-codes.js';
 import { resolveCliSettings } from '../config/cli-config.js';
 import { createTokenSource } from '../oauth/cli-session.js';
 
@@ -18,7 +19,16 @@ export default class Token extends BaseCommand {
     const { flags } = await this.parse(Token);
     const settings = resolveCliSettings({ profile: flags.profile, env: process.env });
     const source = createTokenSource(settings, { warn: (m) => this.logToStderr(`gprxy: warning: ${m}`), debug: (m) => this.debugLog(m) });
+    // Ctrl+C during a refresh waits for it to save the rotated refresh token (dying in between would leave a
+    // used one behind, and the provider revokes the whole login when it is used again), then exits 130/143.
+    let received: NodeJS.Signals | undefined;
+    const onSignal = (signal: NodeJS.Signals) => {
+      received ??= signal;
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
     const { accessToken, expiresAt: sourceExpiry, claims } = await source.getAccessToken();
+    if (received) this.exit(exitCodeForSignal(received));
     if (flags.json) {
       // The token's own exp when it has one; null for a GPRXY_TOKEN whose lifetime is unknown (not a JWT).
       const expiresAt = typeof claims.exp === 'number' ? claims.exp * 1000 : sourceExpiry;

@@ -86,9 +86,18 @@ export class TokenKeeper implements TunnelTokenSource {
     this.timer?.clear();
   }
 
-  close(): void {
+  /**
+   * Stops renewing. Resolves once a renewal in flight has finished: a process that exits between the
+   * provider rotating the refresh token and the store saving the new one would leave a used refresh
+   * token behind, and the next refresh with it would make the provider revoke the whole login.
+   */
+  close(): Promise<void> {
     this.closed = true;
     this.timer?.clear();
+    return (this.inflight ?? Promise.resolve()).then(
+      () => undefined,
+      () => undefined,
+    );
   }
 
   private renew(): Promise<KeptToken> {

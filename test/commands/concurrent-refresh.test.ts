@@ -136,6 +136,28 @@ describe('concurrent gprxy processes never log the person out', () => {
     }
   });
 
+  it('Ctrl+C during a refresh waits for the rotated refresh token to be saved, exits 130, and the login survives', { timeout: 60_000 }, async () => {
+    await login(['--insecure-storage']);
+    await untilRefreshDue(fromFile);
+    const reuseBefore = reuse();
+    provider.delayRefreshResponses(1500);
+    try {
+      const before = refreshes();
+      const token = startCli(['token'], { env });
+      await waitUntil(() => refreshes() > before, 20_000);
+      token.child.kill('SIGINT');
+      const r = await token.result;
+      expect(r.code, r.stderr).toBe(130);
+      expect(r.stdout).toBe('');
+    } finally {
+      provider.delayRefreshResponses(0);
+    }
+    await untilRefreshDue(fromFile);
+    const next = await runCli(['token'], { env });
+    expect(next.code, next.stderr).toBe(0);
+    expect(reuse() - reuseBefore).toBe(0);
+  });
+
   it('a crashed refresher (SIGKILL while holding the lock) does not block others for long', { timeout: 60_000 }, async () => {
     await login(['--insecure-storage']);
     const lockDir = path.join(keyring.env.XDG_CONFIG_HOME!, 'gprxy', 'state', 'locks', 'default.lock');
