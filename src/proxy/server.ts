@@ -8,6 +8,7 @@ import { createSecureContext, type SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import type { ProxyConfig } from '../config/proxy-config.js';
 import { TokenVerifier } from '../token/verifier.js';
+import { GprxyError } from '../shared/errors.js';
 import type { Dialer } from './backend.js';
 import { CancelRegistry } from './cancel-registry.js';
 import { ClientSession } from './client-session.js';
@@ -28,7 +29,7 @@ export interface ProxyServerDeps {
 }
 
 /** `listen` is taken: one line naming the fix (the CLI prints the message alone). */
-export class ListenAddressInUseError extends Error {
+export class ListenAddressInUseError extends GprxyError<'listen_address_in_use'> {
   readonly code = 'listen_address_in_use' as const;
   constructor(listen: { host: string; port: number }) {
     super(`${listen.host}:${listen.port} is already in use (another gprxy serve?): stop what listens there, or set another port in the config's listen`);
