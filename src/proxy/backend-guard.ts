@@ -26,16 +26,31 @@ import { literal } from '../sql/quote.js';
 /** Names of the role settings `gprxy db init` sets on purpose (src/sql/account-settings.ts owns the list). */
 const EXPECTED_NAMES: ReadonlySet<string> = new Set(ACCOUNT_SETTINGS.map((s) => s.name));
 
-/** What a repair connection sends in its startup packet: role settings cannot stop it from working. */
-const REPAIR_STARTUP_SETTINGS: Readonly<Record<string, string>> = Object.freeze({
-  statement_timeout: '0',
-  lock_timeout: '0',
-  idle_in_transaction_session_timeout: '0',
-  default_transaction_read_only: 'off',
-  search_path: SAFE_SEARCH_PATH,
+/**
+ * What a repair connection sends in its startup packet (startup parameters override role settings), so
+ * that no role setting can stop it from working: every timeout that can end a query, a transaction or an
+ * idle session (a role's `transaction_timeout = 1ms` on 17+ ended the repair connection too, and with it
+ * every later login of the account), read-only, search_path and role. Settings newer than the oldest
+ * supported server are sent only to servers that know them (an unknown startup parameter is FATAL).
+ */
+const REPAIR_STARTUP_SETTINGS: readonly { readonly name: string; readonly value: string; readonly since: number }[] = Object.freeze([
+  { name: 'statement_timeout', value: '0', since: 0 },
+  { name: 'lock_timeout', value: '0', since: 0 },
+  { name: 'idle_in_transaction_session_timeout', value: '0', since: 0 },
+  { name: 'idle_session_timeout', value: '0', since: 14 },
+  { name: 'transaction_timeout', value: '0', since: 17 },
+  { name: 'default_transaction_read_only', value: 'off', since: 0 },
+  { name: 'search_path', value: SAFE_SEARCH_PATH, since: 0 },
   // `ALTER ROLE ... SET role = other` would make CURRENT_USER another role here: the repair must act as the account.
-  role: 'none',
-});
+  { name: 'role', value: 'none', since: 0 },
+]);
+
+/** The repair connection's startup settings for a server of this major version (server_version "15.18 (Debian...)"). */
+export function repairStartupSettings(serverVersion: string | undefined): Readonly<Record<string, string>> {
+  // Unknown version: only what every supported server knows.
+  const major = Number.parseInt(serverVersion ?? '', 10) || 0;
+  return Object.freeze(Object.fromEntries(REPAIR_STARTUP_SETTINGS.filter((s) => major >= s.since).map((s) => [s.name, s.value])));
+}
 
 /** This role's stored settings, here and in every database: scope, name, `name=value` entry, database oid. */
 const ROLE_SETTINGS_SQL =
@@ -100,7 +115,14 @@ export class BackendGuard {
    * throws BackendTamperedError: the caller closes this backend and opens a fresh one.
    */
   async check(backend: Backend): Promise<void> {
-    const result = await backend.run(CHECK, 10_000);
+    let result;
+    try {
+      result = await backend.run(CHECK, 10_000);
+    } catch (e) {
+      // The server ended this backend before it could be checked (a role's idle_session_timeout or
+      // transaction_timeout of 1 ms does that to every new backend): look at the role from outside.
+      return this.startFailed(e as Error, backend);
+    }
     if (!result.error) {
       const found = this.unexpected(result.rows);
       if (found.length === 0) return;
@@ -109,6 +131,16 @@ export class BackendGuard {
     }
     // A poisoned setting can make even the check fail (e.g. statement_timeout = 1ms): repair from outside.
     await this.repair(backend, [], result.error.code);
+  }
+
+  /**
+   * A new backend of the account ended (or its connection failed) after PostgreSQL accepted the account:
+   * role settings may be the cause, so they are checked and repaired over a repair connection, which no
+   * role setting can stop. Throws BackendTamperedError when something was repaired (the caller opens a
+   * fresh backend), the original error otherwise.
+   */
+  async startFailed(original: Error, backend?: Backend): Promise<never> {
+    return this.repair(backend, [], original instanceof BackendError ? original.code : 'backend_closed', original);
   }
 
   private unexpected(rows: readonly (string | null)[][]): TamperedSetting[] {
@@ -120,14 +152,14 @@ export class BackendGuard {
     return [...seen.values()];
   }
 
-  private async repair(backend: Backend, found: TamperedSetting[], checkFailed?: string): Promise<never> {
+  private async repair(backend: Backend | undefined, found: TamperedSetting[], checkFailed?: string, original?: Error): Promise<never> {
     const { logger, pool, target } = this.options;
     const repaired: string[] = [];
     const kept: string[] = [];
     let repairError: string | undefined;
     let fixer: Backend | undefined;
     try {
-      fixer = await Backend.connect(target, { ...(this.options.dialer ? { dialer: this.options.dialer } : {}), applicationName: 'gprxy repair', settings: REPAIR_STARTUP_SETTINGS });
+      fixer = await Backend.connect(target, { ...(this.options.dialer ? { dialer: this.options.dialer } : {}), applicationName: 'gprxy repair', settings: repairStartupSettings(backend?.parameters.get('server_version')) });
       const stored = await fixer.run(query(`SET ROLE NONE; ${SET_SAFE_SEARCH_PATH}; ${ROLE_SETTINGS_SQL}`), 10_000);
       if (stored.error) throw new Error(stored.error.message);
       const database = target.dbname.replace(/"/g, '""');
@@ -150,6 +182,8 @@ export class BackendGuard {
       fixer?.close();
     }
     const tampered = found.filter((f) => !kept.includes(f.name));
+    // A backend that ended for a reason that is not in the role's settings (server shutdown, network): not ours.
+    if (original && tampered.length === 0) throw original;
     if (tampered.length > 0 || checkFailed) {
       this.options.onTampered?.(pool);
       logger.warn(
@@ -158,7 +192,7 @@ export class BackendGuard {
           pool,
           account: target.user,
           database: target.dbname,
-          backend_pid: backend.processId,
+          ...(backend ? { backend_pid: backend.processId } : {}),
           settings: tampered,
           repaired,
           ...(kept.length ? { kept } : {}),

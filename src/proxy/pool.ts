@@ -37,6 +37,12 @@ export interface PoolOptions {
   readonly now?: () => number;
   /** Runs once on every new backend before first use (e.g. reading its start time). */
   readonly prepare?: (backend: Backend) => Promise<void>;
+  /**
+   * Called when a new backend's connection ends after it was opened (not a refused login, not an
+   * unreachable server): the role-settings guard looks for settings that end every backend. Throws
+   * BackendTamperedError when it repaired something (a fresh backend is opened), the error otherwise.
+   */
+  readonly startFailed?: (error: BackendError) => Promise<never>;
   /** The database refused the service account's credentials (for the metric). */
   readonly onLoginFailed?: (pool: string) => void;
   /** Sends a CancelRequest for a backend (PoolManager.cancel). */
@@ -203,7 +209,14 @@ export class BackendPool {
     try {
       let backend: Backend;
       for (let attempt = 1; ; attempt++) {
-        backend = await Backend.connect(this.options.target, { ...(this.options.dialer ? { dialer: this.options.dialer } : {}), applicationName: 'gprxy' });
+        try {
+          backend = await Backend.connect(this.options.target, { ...(this.options.dialer ? { dialer: this.options.dialer } : {}), applicationName: 'gprxy' });
+        } catch (e) {
+          if (!(e instanceof BackendError) || e.code !== 'backend_closed' || !this.options.startFailed) throw e;
+          const outcome: unknown = await this.options.startFailed(e).catch((r: unknown) => r);
+          if (outcome instanceof BackendTamperedError && attempt < MAX_TAMPERED_ATTEMPTS) continue;
+          throw outcome;
+        }
         try {
           await this.options.prepare?.(backend);
           break;

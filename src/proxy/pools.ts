@@ -10,7 +10,7 @@ import { defaultDialer, negotiateTls, type Backend, type BackendTarget, type Dia
 import { BACKEND_PREPARE } from './backend-sql.js';
 import { BackendGuard } from './backend-guard.js';
 import { EpochSource } from './identity-context.js';
-import { BackendPool } from './pool.js';
+import { BackendPool, type PoolOptions } from './pool.js';
 
 export interface PoolManagerOptions {
   readonly waitTimeoutMs: number;
@@ -70,7 +70,7 @@ export class PoolManager {
         waitTimeoutMs: this.options.waitTimeoutMs,
         logger: this.options.logger,
         ...(this.options.dialer ? { dialer: this.options.dialer } : {}),
-        prepare: this.preparer(key, target),
+        ...this.preparer(key, target),
         cancel: (backend: Backend) => this.cancel(backend),
         ...(this.options.events ? { onLoginFailed: (pool: string) => this.options.events!.serviceAccountLoginFailed(pool) } : {}),
       });
@@ -79,8 +79,11 @@ export class PoolManager {
     return pool;
   }
 
-  /** What every new backend goes through before first use: the role-settings guard, then the context's reads. */
-  private preparer(pool: string, target: BackendTarget): (backend: Backend) => Promise<void> {
+  /**
+   * What every new backend goes through before first use: the role-settings guard, then the context's
+   * reads; and the guard again when a new backend ends before it could be checked.
+   */
+  private preparer(pool: string, target: BackendTarget): Pick<PoolOptions, 'prepare' | 'startFailed'> {
     const guard = new BackendGuard({
       pool,
       target,
@@ -89,9 +92,12 @@ export class PoolManager {
       ...(this.options.events ? { onTampered: (p: string) => this.options.events!.serviceAccountTampered(p) } : {}),
     });
     const readStart = this.options.readBackendStart ? backendPreparer(pool, this.options.logger) : undefined;
-    return async (backend) => {
-      await guard.check(backend);
-      await readStart?.(backend);
+    return {
+      prepare: async (backend) => {
+        await guard.check(backend);
+        await readStart?.(backend);
+      },
+      startFailed: (error) => guard.startFailed(error),
     };
   }
 

@@ -194,6 +194,19 @@ describe('a hostile user of a shared service account', () => {
     expect((await stack.cluster.query(`select setconfig from pg_db_role_setting where setrole = 'app_writer'::regrole`)).rows).toEqual([]);
   });
 
+  it('repairs settings that end every connection, the repair connection included (transaction_timeout on 17+, idle_session_timeout)', async () => {
+    await stack.startProxy(ALL_ON_WRITER);
+    const bob = await connectAs('bob');
+    const major = Number((await bob.query(`select current_setting('server_version_num')::int / 10000 as v`)).rows[0].v);
+    if (major >= 17) await bob.query(`alter role current_user set transaction_timeout = '1ms'`);
+    await bob.query(`alter role current_user set idle_session_timeout = '1ms'`);
+    await killPeers(bob);
+    const alice = await connectAs('alice');
+    await alice.query('select pg_sleep(0.05)');
+    expect((await whoAmI(alice)).sub).toBe('auth0|alice0001');
+    expect((await stack.cluster.query(`select setconfig from pg_db_role_setting where setrole = 'app_writer'::regrole`)).rows).toEqual([]);
+  });
+
   it("gives db init's own settings their value back when a user changes them", async () => {
     await runDbInit(initConfig, { adminUrl: stack.cluster.url(), out: () => {} });
     await stack.startProxy(ALL_ON_WRITER);
