@@ -57,7 +57,11 @@ export const PROVIDER_CLAIM_DEFAULTS = Object.freeze({
 export const DEFAULT_MAX_SESSIONS_PER_IDENTITY = 10;
 
 const providerSchema = z.strictObject({
-  issuer: z.string().url(),
+  // As gprxy configure demands: keys fetched over plain HTTP could be swapped by anyone on the path.
+  issuer: z
+    .string()
+    .url()
+    .refine((u) => new URL(u).protocol === 'https:', 'must be an https:// URL (as gprxy configure requires): keys fetched over http:// could be swapped on the way'),
   audience: stringList,
   jwks_uri: z.string().url().optional(),
   algorithms: z
