@@ -1,6 +1,7 @@
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../cli/base-command.js';
 import { configureProfile } from '../config/cli-config.js';
+import { profileFlag } from '../cli/flags.js';
 
 export default class Configure extends BaseCommand {
   static override description = 'Write a CLI profile: the OIDC issuer, client id, API audience, proxy address and CA';
@@ -10,7 +11,7 @@ export default class Configure extends BaseCommand {
     'gprxy configure --ca ./issuer-ca.pem --ca ./proxy-ca.pem',
   ];
   static override flags = {
-    profile: Flags.string({ char: 'p', description: 'profile to write (default: GPRXY_PROFILE or "default")' }),
+    profile: profileFlag('to write'),
     issuer: Flags.string({ description: 'OIDC issuer URL, e.g. https://YOUR-TENANT.us.auth0.com/' }),
     'client-id': Flags.string({ description: 'the CLI\'s OAuth client id (a public client: device flow / PKCE)' }),
     audience: Flags.string({ description: 'API audience the access tokens are for, e.g. https://gprxy.io' }),

@@ -8,6 +8,7 @@ import { resolveCliSettings } from '../config/cli-config.js';
 import { createTokenSource, loginGenerations } from '../oauth/cli-session.js';
 import { TokenKeeper } from '../tunnel/token-keeper.js';
 import { Tunnel, usernameFromClaims } from '../tunnel/tunnel.js';
+import { profileFlag } from '../cli/flags.js';
 
 export default class Connect extends BaseCommand {
   static override description = `Open a local tunnel to a database behind the gprxy proxy: psql -h 127.0.0.1 just works, with no password.
@@ -27,7 +28,7 @@ After gprxy logout (or a login as someone else) a running tunnel refuses new con
     port: Flags.integer({ description: 'first local port (default 5432, or the next free one)', min: 0, max: 65535 }),
     'unix-socket': Flags.string({ description: 'listen on a Unix socket in this directory (made mode 0700) instead of TCP' }),
     'local-password': Flags.boolean({ description: 'require a random one-time password (printed) from local clients, so other local users and processes cannot use your identity; exec mode always does', default: false }),
-    profile: Flags.string({ char: 'p', description: 'profile to use (default: GPRXY_PROFILE or "default")' }),
+    profile: profileFlag('to use'),
   };
 
   async run(): Promise<void> {

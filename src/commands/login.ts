@@ -3,6 +3,7 @@ import { BaseCommand } from '../cli/base-command.js';
 import { resolveCliSettings } from '../config/cli-config.js';
 import { login, type LoginUi } from '../oauth/cli-session.js';
 import { openBrowser } from '../oauth/open-browser.js';
+import { profileFlag } from '../cli/flags.js';
 
 /** No display to open a browser on (SSH session, container, CI). */
 function headless(): boolean {
@@ -28,7 +29,7 @@ export default class Login extends BaseCommand {
   static override description = 'Sign in with your identity provider (device flow by default, or --browser for authorization code + PKCE) and keep the refresh token in the OS keychain';
   static override examples = ['gprxy login', 'gprxy login --no-browser', 'gprxy login --browser', 'gprxy login --insecure-storage   # headless machine without a keychain'];
   static override flags = {
-    profile: Flags.string({ char: 'p', description: 'profile to log in (default: GPRXY_PROFILE or "default")' }),
+    profile: profileFlag('to log in'),
     device: Flags.boolean({ description: 'device flow: confirm a code in any browser, on any device (default)' }),
     browser: Flags.boolean({
       description: 'authorization code + PKCE through a browser on this machine; --no-browser: device flow without opening a browser',

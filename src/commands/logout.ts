@@ -1,12 +1,12 @@
-import { Flags } from '@oclif/core';
 import { BaseCommand } from '../cli/base-command.js';
 import { resolveCliSettings } from '../config/cli-config.js';
 import { logout } from '../oauth/cli-session.js';
+import { profileFlag } from '../cli/flags.js';
 
 export default class Logout extends BaseCommand {
   static override description = 'Revoke the refresh token at the provider (RFC 7009) and delete the local tokens; running tunnels of the profile refuse new connections from then on (open sessions stay until they end)';
   static override flags = {
-    profile: Flags.string({ char: 'p', description: 'profile to log out (default: GPRXY_PROFILE or "default")' }),
+    profile: profileFlag('to log out'),
   };
 
   async run(): Promise<void> {

@@ -2,11 +2,12 @@ import { Flags } from '@oclif/core';
 import { BaseCommand } from '../cli/base-command.js';
 import { resolveCliSettings } from '../config/cli-config.js';
 import { status } from '../oauth/cli-session.js';
+import { profileFlag } from '../cli/flags.js';
 
 export default class Status extends BaseCommand {
   static override description = 'Who am I: identity, roles, token expiry, profile and token storage';
   static override flags = {
-    profile: Flags.string({ char: 'p', description: 'profile to show (default: GPRXY_PROFILE or "default")' }),
+    profile: profileFlag('to show'),
     json: Flags.boolean({ description: 'print JSON', default: false }),
   };
 

@@ -3,6 +3,7 @@ import { BaseCommand } from '../cli/base-command.js';
 import { exitCodeForSignal } from '../cli/exit-codes.js';
 import { resolveCliSettings } from '../config/cli-config.js';
 import { createTokenSource } from '../oauth/cli-session.js';
+import { profileFlag } from '../cli/flags.js';
 
 export default class Token extends BaseCommand {
   static override description = 'Print a valid access token (refreshed if needed) on stdout, nothing else';
@@ -11,7 +12,7 @@ export default class Token extends BaseCommand {
     'gprxy token --json   # {"access_token": "...", "token_type": "Bearer", "expires_at": "2026-...Z", "expires_in": 3599}',
   ];
   static override flags = {
-    profile: Flags.string({ char: 'p', description: 'profile to use (default: GPRXY_PROFILE or "default")' }),
+    profile: profileFlag('to use'),
     json: Flags.boolean({ description: 'print {access_token, token_type, expires_at, expires_in} as JSON (for applications and token caches)', default: false }),
   };
 
