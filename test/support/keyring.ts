@@ -115,7 +115,8 @@ export async function startKeyringSession(opts: { secretService?: boolean } = {}
         process.kill(-session.pid, 'SIGTERM');
         await exited;
       }
-      await rm(home, { recursive: true, force: true });
+      // gnome-keyring-daemon may still be writing its keyring file as it exits: retry ENOTEMPTY briefly.
+      await rm(home, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
     },
   };
 }
