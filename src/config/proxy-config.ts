@@ -5,8 +5,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { closestKey, knownKeys, parseWithPositions, type LocateKey } from './config-hints.js';
 import { parseDuration } from './duration.js';
 import { expandEnv } from './expand-env.js';
 import { GprxyError } from '../shared/errors.js';
@@ -269,12 +269,20 @@ export interface ProxyConfig {
   readonly validator?: { readonly socket: string; readonly socketMode: number };
 }
 
-function formatIssues(error: z.ZodError): string {
+function formatIssues(error: z.ZodError, locate?: LocateKey): string {
   return error.issues
     .map((issue) => {
       const at = issue.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('').replace(/^\./, '');
       if (issue.code === 'unrecognized_keys') {
-        return issue.keys.map((k) => `unknown key ${at ? `${at}.` : ''}${k}`).join('\n');
+        const known = knownKeys(fileSchema, issue.path);
+        return issue.keys
+          .map((k) => {
+            const line = locate?.([...issue.path, k]);
+            const near = closestKey(k, known);
+            const hints = [line !== undefined ? `line ${line}` : '', near ? `did you mean ${at ? `${at}.` : ''}${near}?` : ''].filter(Boolean);
+            return `unknown key ${at ? `${at}.` : ''}${k}${hints.length ? ` (${hints.join('; ')})` : ''}`;
+          })
+          .join('\n');
       }
       return `${at || '(root)'}: ${issue.message}`;
     })
@@ -328,6 +336,7 @@ export function buildProxyConfig(
   env: Readonly<Record<string, string | undefined>>,
   baseDir: string,
   readFile: (path: string) => string = (p) => readFileSync(p, 'utf8'),
+  locate?: LocateKey,
 ): ProxyConfig {
   let expanded: unknown;
   try {
@@ -336,7 +345,7 @@ export function buildProxyConfig(
     throw new ConfigError((e as Error).message);
   }
   const parsed = fileSchema.safeParse(expanded);
-  if (!parsed.success) throw new ConfigError(formatIssues(parsed.error));
+  if (!parsed.success) throw new ConfigError(formatIssues(parsed.error, locate));
   const f = parsed.data;
   const problems: string[] = [];
   const load = (path: string, what: string): string => {
@@ -479,14 +488,14 @@ export function loadProxyConfig(file: string, env: Readonly<Record<string, strin
   } catch (e) {
     throw new ConfigError(`cannot read config ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
-  let document: unknown;
+  let parsed: ReturnType<typeof parseWithPositions>;
   try {
-    document = parseYaml(text, { prettyErrors: true });
+    parsed = parseWithPositions(text);
   } catch (e) {
     throw new ConfigError(`${file} is not valid YAML or JSON: ${(e as Error).message}`);
   }
   try {
-    return buildProxyConfig(document, env, dirname(resolve(file)));
+    return buildProxyConfig(parsed.document, env, dirname(resolve(file)), undefined, parsed.locate);
   } catch (e) {
     if (e instanceof ConfigError) throw new ConfigError(`${file}:\n${e.message}`);
     throw e;

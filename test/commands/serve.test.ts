@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -61,6 +61,19 @@ describe('gprxy serve', () => {
     const missing = await runCli(['serve', '--config', writeConfig('env.yaml'), '--check'], { env: {} });
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain('WRITER_PASSWORD');
+  });
+
+  it('names every missing variable at once, and an unknown key with its line and the closest known key', async () => {
+    const file = writeConfig('polish.yaml', { limits: { login_timeout: '5s', pool_wiat_timeout: '5s' }, context: { secret: '${CONTEXT_SECRET}' } });
+    const text = readFileSync(file, 'utf8').split('\n');
+    const line = text.findIndex((l) => l.includes('pool_wiat_timeout')) + 1;
+    const typo = await runCli(['serve', '--config', file, '--check'], { env: { ...env, CONTEXT_SECRET: 'x'.repeat(40) } });
+    expect(typo.code).toBe(1);
+    expect(typo.stderr).toContain(`unknown key limits.pool_wiat_timeout (line ${line}; did you mean limits.pool_wait_timeout?)`);
+
+    const missing = await runCli(['serve', '--config', file, '--check'], { env: {} });
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/WRITER_PASSWORD \(used at accounts\.app_writer\.password\).*CONTEXT_SECRET \(used at context\.secret\)/s);
   });
 
   for (const [signal, exitCode] of [['SIGTERM', 143], ['SIGINT', 130]] as const) {
