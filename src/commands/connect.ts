@@ -4,7 +4,8 @@ import { constants as osConstants } from 'node:os';
 import { Args, Flags } from '@oclif/core';
 import { BaseCommand } from '../cli/base-command.js';
 import { exitCodeForChild, exitCodeForSignal } from '../cli/exit-codes.js';
-import { resolveCliSettings } from '../config/cli-config.js';
+import { CliConfigError, DEFAULT_PROFILE, resolveCliSettings } from '../config/cli-config.js';
+import { decodeClaims } from '../oauth/identity.js';
 import { createTokenSource, loginGenerations } from '../oauth/cli-session.js';
 import { TokenKeeper } from '../tunnel/token-keeper.js';
 import { Tunnel, usernameFromClaims } from '../tunnel/tunnel.js';
@@ -40,15 +41,29 @@ After gprxy logout (or a login as someone else) a running tunnel refuses new con
     const databases = positional.slice(0, positional.length - command.length);
     if (databases.length === 0) this.usageError('name the database to connect to, e.g. gprxy connect mydb');
     const settings = resolveCliSettings({ profile: flags.profile, env: process.env });
-    if (!settings.proxy) this.error('no proxy address: run gprxy configure --proxy HOST:PORT (or set GPRXY_PROXY)');
+    if (!settings.proxy) {
+      const flag = settings.profile === DEFAULT_PROFILE ? '' : ` --profile ${settings.profile}`;
+      throw new CliConfigError('not_configured', `no proxy address in profile "${settings.profile}": run gprxy configure${flag} --proxy HOST:PORT (or set GPRXY_PROXY)`);
+    }
+    // The proxy verifies JWTs only, and the tunnel takes the user name from the token's claims.
+    if (settings.staticToken && Object.keys(decodeClaims(settings.staticToken)).length === 0) {
+      throw new CliConfigError('invalid_config', 'GPRXY_TOKEN is not a JWT (three base64url parts separated by dots): set it to an access token from your provider, or unset it and use GPRXY_CLIENT_ID and GPRXY_CLIENT_SECRET');
+    }
     const warn = (m: string) => this.logToStderr(`gprxy: ${m}`);
+    // Until the tunnel has started, a failure is the command's one error line (printed by the base
+    // command); "retrying" or a second "run gprxy login" line would be wrong or repeated there.
+    let started = false;
     const keeper = new TokenKeeper({
       source: createTokenSource(settings, { warn: (m) => warn(`warning: ${m}`), debug: (m) => this.debugLog(m) }),
-      onLoginRequired: (e) => warn(`${e.message} (new connections are refused until then; open sessions stay up)`),
-      onRefreshFailed: (e, retry) => warn(`token refresh failed (${e.message}); retrying in ${Math.round(retry / 1000)} s`),
+      onLoginRequired: (e) => started && warn(`${e.message} (new connections are refused until then; open sessions stay up)`),
+      onRefreshFailed: (e, retry) => started && warn(`token refresh failed (${e.message}); retrying in ${Math.round(retry / 1000)} s`),
     });
     // Fail fast at start when there is no usable login at all (exit 4).
-    const { claims } = await keeper.getAccessToken();
+    const { claims } = await keeper.getAccessToken().catch(async (e: unknown) => {
+      await keeper.close();
+      throw e;
+    });
+    started = true;
     const user = usernameFromClaims(claims) ?? '';
     const execMode = command.length > 0;
     // A random one-time password for the local listener: exec mode always, interactive on request.

@@ -57,6 +57,30 @@ describe('CI mode', () => {
     expect(provider.counters().tokenRequests.client_credentials).toBe(2);
   });
 
+  it('connect: a garbage GPRXY_TOKEN is "not a JWT" (exit 1), a wrong secret one line without "retrying", no proxy address one gprxy: line', async () => {
+    const proxy = { GPRXY_PROXY: '127.0.0.1:9' };
+    const garbage = await runCli(['connect', 'mydb'], { env: { ...baseEnv, ...proxy, GPRXY_TOKEN: 'garbage-token-value' } });
+    expect(garbage.code).toBe(1);
+    expect(garbage.stderr).toMatch(/^gprxy: GPRXY_TOKEN is not a JWT[^\n]*\n$/);
+    expect(garbage.stderr).not.toContain('garbage-token-value');
+
+    const secret = await runCli(['connect', 'mydb'], { env: { ...baseEnv, ...proxy, GPRXY_CLIENT_ID: provider.ciClient.clientId, GPRXY_CLIENT_SECRET: 'wrong' } });
+    expect(secret.code).toBe(1);
+    expect(secret.stderr).toMatch(/^gprxy: the provider refused client "ci-bot" [^\n]*GPRXY_CLIENT_SECRET\n$/);
+    expect(secret.stderr).not.toContain('retrying');
+
+    const noProxy = await runCli(['connect', 'mydb'], { env: { ...baseEnv, GPRXY_CLIENT_ID: provider.ciClient.clientId, GPRXY_CLIENT_SECRET: provider.ciClient.clientSecret } });
+    expect(noProxy.code).toBe(1);
+    expect(noProxy.stderr).toBe('gprxy: no proxy address in profile "default": run gprxy configure --proxy HOST:PORT (or set GPRXY_PROXY)\n');
+  });
+
+  it('connect before login: one line naming the profile, exit 4', async () => {
+    const env = { ...baseEnv, GPRXY_CLIENT_ID: 'gprxy-cli', GPRXY_PROXY: '127.0.0.1:9', GPRXY_PROFILE: 'work' };
+    const r = await runCli(['connect', 'mydb'], { env });
+    expect(r.code).toBe(4);
+    expect(r.stderr).toBe('gprxy: not logged in (profile work): run gprxy login --profile work\n');
+  });
+
   it('a wrong client secret is one line that names the CI variables', async () => {
     const r = await runCli(['token'], { env: { ...baseEnv, GPRXY_CLIENT_ID: provider.ciClient.clientId, GPRXY_CLIENT_SECRET: 'wrong' } });
     expect(r.code).toBe(1);
