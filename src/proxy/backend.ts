@@ -5,7 +5,7 @@
  * whole messages; while a client uses it the relay owns the socket and parses headers only.
  */
 import { connect as netConnect, type Socket } from 'node:net';
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import type { TLSSocket } from 'node:tls';
 import {
   parseAuthentication,
   parseBackendKeyData,
@@ -21,6 +21,7 @@ import { SqlState } from '../protocol/sqlstate.js';
 import { md5PasswordResponse, ScramClient } from './scram.js';
 import type { SslMode } from '../config/proxy-config.js';
 import { GprxyError } from '../shared/errors.js';
+import { startTls, type StartTlsError } from '../net/start-tls.js';
 
 export interface BackendTarget {
   readonly host: string;
@@ -357,36 +358,28 @@ export function negotiateTls(raw: Socket, target: BackendTarget): Promise<Socket
         resolve(raw);
         return;
       }
-      raw.write(sslRequest());
-      raw.once('data', (answer: Buffer) => {
-        if (answer.length !== 1 || answer[0] !== EncryptionAnswer.ACCEPT) {
-          raw.destroy();
-          reject(new BackendError('backend_unavailable', `${where} does not accept TLS but sslmode is ${target.sslmode}`));
-          return;
-        }
-        // verify-full checks the chain and the host name; require with a CA checks the chain (libpq's
-        // verify-ca behaviour when a root certificate is given); require alone only encrypts.
-        const verifyChain = target.sslmode === 'verify-full' || !!target.ca;
-        const secure = tlsConnect({
-          socket: raw,
-          host: target.host, // the name checked against the certificate (verify-full)
-          ...(/^[\d.]+$|:/.test(target.host) ? {} : { servername: target.host }),
-          rejectUnauthorized: verifyChain,
-          ...(target.sslmode === 'verify-full' ? {} : { checkServerIdentity: () => undefined }),
-          ...(target.ca ? { ca: target.ca } : {}),
-          ...(target.sslcert && target.sslkey ? { cert: target.sslcert, key: target.sslkey } : {}),
-        });
-        secure.once('secureConnect', () => {
+      // verify-full checks the chain and the host name; require with a CA checks the chain (libpq's
+      // verify-ca behaviour when a root certificate is given); require alone only encrypts.
+      const verifyChain = target.sslmode === 'verify-full' || !!target.ca;
+      startTls(raw, sslRequest(), EncryptionAnswer.ACCEPT, {
+        host: target.host, // the name checked against the certificate (verify-full)
+        rejectUnauthorized: verifyChain,
+        ...(target.sslmode === 'verify-full' ? {} : { checkServerIdentity: () => undefined }),
+        ...(target.ca ? { ca: target.ca } : {}),
+        ...(target.sslcert && target.sslkey ? { cert: target.sslcert, key: target.sslkey } : {}),
+      }).then(
+        (secure) => {
           raw.off('error', onError);
-          secure.off('error', onTlsError);
           resolve(secure);
-        });
-        const onTlsError = (e: Error) => {
-          raw.destroy();
-          reject(new BackendError('backend_unavailable', `TLS to ${where} failed: ${e.message}`));
-        };
-        secure.once('error', onTlsError);
-      });
+        },
+        (e: StartTlsError) =>
+          reject(
+            new BackendError(
+              'backend_unavailable',
+              e.code === 'tls_refused' ? `${where} does not accept TLS but sslmode is ${target.sslmode}` : `TLS to ${where} failed: ${e.message}`,
+            ),
+          ),
+      );
     });
   });
 }

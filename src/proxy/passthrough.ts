@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import type { DatabaseConfig } from '../config/proxy-config.js';
 import { parseBackendKeyData, parseErrorFields } from '../protocol/backend-messages.js';
 import { cancelRequest, startupMessage, terminate } from '../protocol/client-messages.js';
+import { sendAndClose } from '../net/send-and-close.js';
 import { FrameReader } from '../protocol/frame-reader.js';
 import { errorResponse } from '../protocol/server-messages.js';
 import { SqlState } from '../protocol/sqlstate.js';
@@ -102,10 +103,7 @@ export async function relayPassthrough(
     deps.cancels.registerKey(key.processId, key.secretKey, {
       cancel: () => {
         void negotiateTls(dial(database.host, database.port), target).then(
-          (s) => {
-            s.on('error', () => s.destroy());
-            s.end(cancelRequest(key.processId, key.secretKey));
-          },
+          (s) => void sendAndClose(s, cancelRequest(key.processId, key.secretKey)),
           (e: Error) => deps.logger.warn({ event: 'cancel_failed', database: database.name, reason: e.message }, 'could not forward cancel'),
         );
       },

@@ -6,6 +6,7 @@
 import type { Logger } from 'pino';
 import type { AccountConfig, DatabaseConfig } from '../config/proxy-config.js';
 import { cancelRequest } from '../protocol/client-messages.js';
+import { sendAndClose } from '../net/send-and-close.js';
 import { defaultDialer, negotiateTls, type Backend, type BackendTarget, type Dialer } from './backend.js';
 import { BACKEND_PREPARE } from './backend-sql.js';
 import { BackendGuard } from './backend-guard.js';
@@ -110,11 +111,7 @@ export class PoolManager {
     const settled = () => backend.cancelsInFlight--;
     const raw = (this.options.dialer ?? defaultDialer)(host, port);
     negotiateTls(raw, backend.target).then(
-      (socket) => {
-        socket.on('error', () => socket.destroy());
-        socket.once('close', settled);
-        socket.end(cancelRequest(backend.processId, backend.secretKey));
-      },
+      (socket) => void sendAndClose(socket, cancelRequest(backend.processId, backend.secretKey)).then(settled),
       (e: Error) => {
         settled();
         this.options.logger.warn({ event: 'cancel_failed', pool: `${backend.target.dbname}/${backend.target.user}`, reason: e.message }, 'could not forward cancel');

@@ -16,6 +16,7 @@ import { FrameReader } from '../protocol/frame-reader.js';
 import { authenticationCleartextPassword, errorResponse, sslResponse } from '../protocol/server-messages.js';
 import { SqlState } from '../protocol/sqlstate.js';
 import { cancelRequest, parsePasswordMessage } from '../protocol/client-messages.js';
+import { sendAndClose } from '../net/send-and-close.js';
 import { parseStartupPacket, type StartupMessagePacket } from '../protocol/startup.js';
 import { authenticateUpstream, connectTls, UpstreamError, type ProxyAddress, type TunnelDialer } from './upstream.js';
 import { errorCode, GprxyError } from '../shared/errors.js';
@@ -198,7 +199,7 @@ export class Tunnel {
         // The client holds the key the central proxy issued: forward the request verbatim.
         local.destroy();
         const upstream = await connectTls(this.options.proxy, this.options.dialer);
-        upstream.end(cancelRequest(packet.processId, packet.secretKey));
+        void sendAndClose(upstream, cancelRequest(packet.processId, packet.secretKey));
         return;
       } else startup = packet;
     }

@@ -5,13 +5,14 @@
  * relayed untouched.
  */
 import { connect as netConnect, type Socket } from 'node:net';
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import type { TLSSocket } from 'node:tls';
 import { parseAuthentication, parseErrorFields, type BackendErrorFields } from '../protocol/backend-messages.js';
 import { passwordMessage, sslRequest, startupMessage } from '../protocol/client-messages.js';
 import { FrameReader } from '../protocol/frame-reader.js';
 import { BackendCode, EncryptionAnswer } from '../protocol/codes.js';
 import { UpstreamOAuthBearer } from './upstream-oauthbearer.js';
 import { GprxyError } from '../shared/errors.js';
+import { startTls, type StartTlsError } from '../net/start-tls.js';
 
 /** A backend message rebuilt from its type and body, to relay it as it came. */
 function tagged(type: number, body: Buffer): Buffer {
@@ -58,31 +59,22 @@ export function connectTls(proxy: ProxyAddress, dialer: TunnelDialer = defaultDi
     };
     raw.once('error', (e) => fail(new UpstreamError('proxy_unreachable', `cannot reach the gprxy proxy at ${where}: ${e.message}; check the profile's proxy address (gprxy configure --proxy)`)));
     raw.once('connect', () => {
-      raw.write(sslRequest());
-      raw.once('data', (answer: Buffer) => {
-        if (answer.length !== 1 || answer[0] !== EncryptionAnswer.ACCEPT) {
-          fail(new UpstreamError('proxy_tls_failed', `${where} did not accept TLS; is it a gprxy proxy with tls configured?`));
-          return;
-        }
-        const secure = tlsConnect({
-          socket: raw,
-          host: proxy.host,
-          ...(/^[\d.]+$|:/.test(proxy.host) ? {} : { servername: proxy.host }),
-          ...(proxy.ca ? { ca: proxy.ca } : {}),
-          rejectUnauthorized: true,
-        });
-        secure.once('error', (e) =>
-          fail(new UpstreamError('proxy_tls_failed', `TLS verification of the gprxy proxy ${where} failed: ${e.message}; check the profile's CA (gprxy configure --ca)`)),
-        );
-        secure.once('secureConnect', () => {
+      startTls(raw, sslRequest(), EncryptionAnswer.ACCEPT, { host: proxy.host, ...(proxy.ca ? { ca: proxy.ca } : {}), rejectUnauthorized: true }).then(
+        (secure) => {
           clearTimeout(timer);
           // From here the session owns errors; until it attaches its own, a reset just ends the socket.
           secure.removeAllListeners('error');
           raw.removeAllListeners('error');
           secure.on('error', () => secure.destroy());
           resolve(secure);
-        });
-      });
+        },
+        (e: StartTlsError) =>
+          fail(
+            e.code === 'tls_refused'
+              ? new UpstreamError('proxy_tls_failed', `${where} did not accept TLS; is it a gprxy proxy with tls configured?`)
+              : new UpstreamError('proxy_tls_failed', `TLS verification of the gprxy proxy ${where} failed: ${e.message}; check the profile's CA (gprxy configure --ca)`),
+          ),
+      );
     });
   });
 }
