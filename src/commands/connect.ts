@@ -4,7 +4,7 @@ import { constants as osConstants } from 'node:os';
 import { Args, Flags } from '@oclif/core';
 import { BaseCommand } from '../cli/base-command.js';
 import { exitCodeForChild, exitCodeForSignal } from '../cli/exit-codes.js';
-import { CliConfigError, DEFAULT_PROFILE, resolveCliSettings } from '../config/cli-config.js';
+import { caFixHint, CliConfigError, DEFAULT_PROFILE, proxyFixHint, resolveCliSettings } from '../config/cli-config.js';
 import { decodeClaims } from '../oauth/identity.js';
 import { createTokenSource, loginGenerations } from '../oauth/cli-session.js';
 import { TokenKeeper } from '../tunnel/token-keeper.js';
@@ -70,7 +70,12 @@ After gprxy logout (or a login as someone else) a running tunnel refuses new con
     const localPassword = execMode || flags['local-password'] ? randomBytes(18).toString('base64url') : undefined;
     const tunnel = new Tunnel({
       databases,
-      proxy: { host: settings.proxy.host, port: settings.proxy.port, ...(settings.caPem ? { ca: settings.caPem } : {}) },
+      proxy: {
+        host: settings.proxy.host,
+        port: settings.proxy.port,
+        ...(settings.caPem ? { ca: settings.caPem } : {}),
+        hints: { address: proxyFixHint(settings), ca: caFixHint(settings) },
+      },
       tokens: keeper,
       port: flags.port ?? (execMode ? 0 : 5432),
       findFreePort: flags.port === undefined,

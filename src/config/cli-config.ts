@@ -243,6 +243,8 @@ export interface CliSettings {
   readonly clientCredentials: { readonly clientId: string; readonly clientSecret: string } | undefined;
   /** GPRXY_TOKEN: used as is. */
   readonly staticToken: string | undefined;
+  /** Where the proxy address and the CA came from, so messages name the place to fix them. */
+  readonly sources: { readonly proxy: SettingSource; readonly ca: SettingSource };
   readonly configPath: string;
   /** Where --insecure-storage keeps token files (mode 0700). */
   readonly tokensDir: string;
@@ -258,6 +260,28 @@ export interface ResolveOptions extends ProfileStoreOptions {
 
 function nonEmpty(value: string | undefined): string | undefined {
   return value === undefined || value.trim() === '' ? undefined : value.trim();
+}
+
+/** The environment variable, the stored profile, or nowhere (not set). */
+export type SettingSource = 'env' | 'profile' | 'none';
+
+/** `gprxy configure [--profile X]`, for messages. */
+export function configureCommand(profile: string): string {
+  return `gprxy configure${profile === DEFAULT_PROFILE ? '' : ` --profile ${profile}`}`;
+}
+
+/** The next step for a wrong proxy address, naming where it was set. */
+export function proxyFixHint(s: Pick<CliSettings, 'profile' | 'sources'>): string {
+  return s.sources.proxy === 'env'
+    ? 'check GPRXY_PROXY (it overrides the profile)'
+    : `check the proxy address of profile "${s.profile}" (${configureCommand(s.profile)} --proxy HOST:PORT)`;
+}
+
+/** The next step for a proxy certificate that does not verify, naming where the CA was set. */
+export function caFixHint(s: Pick<CliSettings, 'profile' | 'sources'>): string {
+  if (s.sources.ca === 'env') return 'check GPRXY_CA (it overrides the profile)';
+  if (s.sources.ca === 'profile') return `check the CA of profile "${s.profile}" (${configureCommand(s.profile)} --ca FILE)`;
+  return `no CA is set, so the system store decides: set GPRXY_CA or run ${configureCommand(s.profile)} --ca FILE`;
 }
 
 /** Profile + environment → the settings every CLI command works from. */
@@ -293,6 +317,10 @@ export function resolveCliSettings(opts: ResolveOptions = {}): Readonly<CliSetti
     caPem: caPaths.length ? readCaFiles(caPaths) : undefined,
     clientCredentials: ciId && ciSecret ? Object.freeze({ clientId: ciId, clientSecret: ciSecret }) : undefined,
     staticToken: nonEmpty(env.GPRXY_TOKEN),
+    sources: Object.freeze({
+      proxy: nonEmpty(env.GPRXY_PROXY) ? 'env' : stored?.proxy ? 'profile' : 'none',
+      ca: envCa ? 'env' : caPaths.length ? 'profile' : 'none',
+    } as const),
     configPath: store.path,
     tokensDir: path.join(store.dir, 'tokens'),
     stateDir: path.join(store.dir, 'state'),

@@ -57,8 +57,13 @@ interface Current {
   readonly expiresAt: number;
 }
 
+/** `run gprxy login [--profile X]`: the profile is named when it is not the default. */
+function runLogin(profile: string): string {
+  return `run gprxy login${profile === 'default' ? '' : ` --profile ${profile}`}`;
+}
+
 function loginRequired(profile: string): LoginRequiredError {
-  return new LoginRequiredError(`not logged in${profile === 'default' ? '' : ` (profile ${profile})`}: run gprxy login${profile === 'default' ? '' : ` --profile ${profile}`}`);
+  return new LoginRequiredError(`not logged in${profile === 'default' ? '' : ` (profile ${profile})`}: ${runLogin(profile)}`);
 }
 
 function currentOf(data: StoredTokens): Current | undefined {
@@ -138,7 +143,7 @@ export class TokenSource {
     const data = await store.load(profile);
     if (!data) throw loginRequired(profile);
     if (expected && (data.issuer !== expected.issuer || data.clientId !== expected.clientId)) {
-      throw new LoginRequiredError(`the stored login is for ${data.issuer} (client ${data.clientId}) but the profile now says ${expected.issuer} (client ${expected.clientId}): run gprxy login`);
+      throw new LoginRequiredError(`the stored login is for ${data.issuer} (client ${data.clientId}) but the profile now says ${expected.issuer} (client ${expected.clientId}): ${runLogin(profile)}`);
     }
     return data;
   }
@@ -154,7 +159,7 @@ export class TokenSource {
 
   #withoutRefreshToken(current: Current | undefined): AccessToken {
     if (current && current.expiresAt > this.#now()) return this.#answer(current);
-    throw new LoginRequiredError('the access token expired and there is no refresh token to renew it: run gprxy login');
+    throw new LoginRequiredError(`the access token expired and there is no refresh token to renew it: ${runLogin(this.#opts.profile)}`);
   }
 
   /** Under the profile's lock: read again (another process may have refreshed or logged out), then refresh. */

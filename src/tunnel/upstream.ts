@@ -27,6 +27,8 @@ export interface ProxyAddress {
   readonly port: number;
   /** PEM of the CA to trust for the proxy's certificate; the system store when absent. */
   readonly ca?: string;
+  /** Next steps for messages, naming where the address and the CA were set (default: the profile's). */
+  readonly hints?: { readonly address: string; readonly ca: string };
 }
 
 export type TunnelDialer = (host: string, port: number) => Socket;
@@ -57,7 +59,7 @@ export function connectTls(proxy: ProxyAddress, dialer: TunnelDialer = defaultDi
       raw.destroy();
       reject(e);
     };
-    raw.once('error', (e) => fail(new UpstreamError('proxy_unreachable', `cannot reach the gprxy proxy at ${where}: ${e.message}; check the profile's proxy address (gprxy configure --proxy)`)));
+    raw.once('error', (e) => fail(new UpstreamError('proxy_unreachable', `cannot reach the gprxy proxy at ${where}: ${e.message}; ${proxy.hints?.address ?? "check the profile's proxy address (gprxy configure --proxy)"}`)));
     raw.once('connect', () => {
       startTls(raw, sslRequest(), EncryptionAnswer.ACCEPT, { host: proxy.host, ...(proxy.ca ? { ca: proxy.ca } : {}), rejectUnauthorized: true }).then(
         (secure) => {
@@ -72,7 +74,7 @@ export function connectTls(proxy: ProxyAddress, dialer: TunnelDialer = defaultDi
           fail(
             e.code === 'tls_refused'
               ? new UpstreamError('proxy_tls_failed', `${where} did not accept TLS; is it a gprxy proxy with tls configured?`)
-              : new UpstreamError('proxy_tls_failed', `TLS verification of the gprxy proxy ${where} failed: ${e.message}; check the profile's CA (gprxy configure --ca)`),
+              : new UpstreamError('proxy_tls_failed', `TLS verification of the gprxy proxy ${where} failed: ${e.message}; ${proxy.hints?.ca ?? "check the profile's CA (gprxy configure --ca)"}`),
           ),
       );
     });

@@ -74,6 +74,28 @@ describe('CI mode', () => {
     expect(noProxy.stderr).toBe('gprxy: no proxy address in profile "default": run gprxy configure --proxy HOST:PORT (or set GPRXY_PROXY)\n');
   });
 
+  it('an unreachable proxy names where its address was set: GPRXY_PROXY, or the profile', async () => {
+    const ci = { GPRXY_CLIENT_ID: provider.ciClient.clientId, GPRXY_CLIENT_SECRET: provider.ciClient.clientSecret };
+    const psql = ['--', 'psql', '-X', '-c', 'select 1'];
+    // A started tunnel registers itself under HOME: its own HOME, so the shared one stays empty.
+    const profileHome = await mkdtemp(path.join(os.tmpdir(), 'gprxy-ci-profile-'));
+    try {
+      const env = { HOME: profileHome, XDG_CONFIG_HOME: path.join(profileHome, '.config') };
+      const fromEnv = await runCli(['connect', 'mydb', ...psql], { env: { ...baseEnv, ...env, ...ci, GPRXY_PROXY: '127.0.0.1:9' } });
+      expect(fromEnv.code).not.toBe(0);
+      expect(fromEnv.stderr).toContain('cannot reach the gprxy proxy at 127.0.0.1:9');
+      expect(fromEnv.stderr).toContain('check GPRXY_PROXY (it overrides the profile)');
+
+      const configured = await runCli(['configure', '--profile', 'work', '--issuer', provider.issuer, '--client-id', 'gprxy-cli', '--audience', DEV_AUDIENCE, '--proxy', '127.0.0.1:9', '--ca', path.join(caDir, 'ca.pem')], { env });
+      expect(configured.code).toBe(0);
+      const fromProfile = await runCli(['connect', '--profile', 'work', 'mydb', ...psql], { env: { ...env, ...ci } });
+      expect(fromProfile.code).not.toBe(0);
+      expect(fromProfile.stderr).toContain('check the proxy address of profile "work" (gprxy configure --profile work --proxy HOST:PORT)');
+    } finally {
+      await rm(profileHome, { recursive: true, force: true });
+    }
+  });
+
   it('connect before login: one line naming the profile, exit 4', async () => {
     const env = { ...baseEnv, GPRXY_CLIENT_ID: 'gprxy-cli', GPRXY_PROXY: '127.0.0.1:9', GPRXY_PROFILE: 'work' };
     const r = await runCli(['connect', 'mydb'], { env });
