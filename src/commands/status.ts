@@ -29,6 +29,7 @@ export default class Status extends BaseCommand {
       ['mode', { login: 'interactive login', client_credentials: 'client credentials (GPRXY_CLIENT_ID)', token: 'GPRXY_TOKEN' }[report.mode]],
       ['storage', report.storage === 'file' ? 'file (--insecure-storage)' : report.storage === 'keychain' ? 'OS keychain' : 'none'],
       ['identity', report.loggedIn ? `${who ?? '(unknown)'}${report.identity.email && report.identity.sub ? ` (${report.identity.sub})` : ''}` : 'not logged in'],
+      ['tenant', report.identity.orgId ?? '(none)'],
       ['roles', report.roles.length ? report.roles.join(', ') : '(none)'],
       ['token', token ? (token.expiresAt ? `${token.expired ? 'expired' : 'valid until'} ${token.expiresAt}${token.expired ? '' : ` (${token.expiresInSeconds} s)`}` : 'no expiry') : '(none)'],
     ];

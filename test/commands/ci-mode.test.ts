@@ -120,6 +120,17 @@ describe('CI mode', () => {
     expect(await filesUnder(home)).toEqual([]);
   });
 
+  it('status shows the tenant as --json does', async () => {
+    const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+    const token = `${b64({ alg: 'none' })}.${b64({ sub: 'someone', 'https://gprxy.io/org_id': 'tenant-a', exp: 4102444800 })}.`;
+    const env = { HOME: home, GPRXY_TOKEN: token };
+    const json = JSON.parse((await runCli(['status', '--json'], { env })).stdout);
+    expect(json.identity.orgId).toBe('tenant-a');
+    const human = await runCli(['status'], { env });
+    expect(human.code).toBe(0);
+    expect(human.stdout).toMatch(/^tenant\s+tenant-a$/m);
+  });
+
   it('without any credentials, gprxy token fails at once instead of waiting for input', async () => {
     const r = await runCli(['token'], { env: { HOME: home, XDG_CONFIG_HOME: path.join(home, '.config') } });
     expect(r.code).toBe(4); // login required
