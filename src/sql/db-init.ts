@@ -402,8 +402,17 @@ export function adminConnectionString(adminUrl: string, database: DatabaseConfig
   return url.toString();
 }
 
+/** The admin connection for messages: the URL db init uses, without its password. */
+export function describeAdminConnection(adminUrl: string, database: DatabaseConfig): string {
+  const url = new URL(adminConnectionString(adminUrl, database));
+  url.password = '';
+  return url.toString();
+}
+
 export interface RunDbInitOptions extends DbInitOptions {
   readonly adminUrl?: string;
+  /** Where the admin URL came from (--admin-url or GPRXY_ADMIN_URL), for messages. */
+  readonly adminUrlSource?: string;
   readonly print?: boolean;
   /** Opens a connection to a database (the admin's, or a service account's for the password probe). */
   readonly connect?: (database: DatabaseConfig, login?: { user: string; password: string }) => Promise<AdminConnection>;
@@ -432,7 +441,18 @@ export async function runDbInit(config: ProxyConfig, options: RunDbInitOptions):
   const allFindings: (readonly string[])[] = [];
   const results: DbInitResult[] = [];
   for (const database of databases) {
-    const client = await connect(database);
+    let client: AdminConnection;
+    try {
+      client = await connect(database);
+    } catch (e) {
+      if (e instanceof DbInitError || !adminUrl) throw e;
+      const from = options.adminUrlSource ? ` (from ${options.adminUrlSource})` : '';
+      throw new DbInitError(
+        'admin_connect_failed',
+        `cannot open the admin connection ${describeAdminConnection(adminUrl, database)}${from}: ${(e as Error).message}; check its user, password, host, port and sslmode`,
+        { cause: e },
+      );
+    }
     try {
       const probeLogin = async (user: string, password: string): Promise<boolean> => {
         try {

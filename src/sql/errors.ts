@@ -12,6 +12,7 @@ export type DbInitErrorCode =
   | 'no_oauth_database'
   | 'no_admin_url'
   | 'invalid_admin_url'
+  | 'admin_connect_failed'
   | 'invalid_identifier'
   | 'secret_mismatch';
 

@@ -68,7 +68,7 @@ It says exactly what it changed, why, and what that breaks.`;
       levels[account] = level;
     }
     await runDbInit(config, {
-      ...(flags['admin-url'] ? { adminUrl: flags['admin-url'] } : {}),
+      ...(flags['admin-url'] ? { adminUrl: flags['admin-url'], adminUrlSource: this.argv.some((a) => a === '--admin-url' || a.startsWith('--admin-url=')) ? '--admin-url' : 'GPRXY_ADMIN_URL' } : {}),
       ...(flags.database ? { database: flags.database } : {}),
       ...(flags.schema?.length ? { schemas: flags.schema } : {}),
       levels,

@@ -100,6 +100,17 @@ describe('gprxy db init (command)', () => {
     expect(r.stderr).toMatch(/--admin-url .*GPRXY_ADMIN_URL/);
   });
 
+  it('an admin connection that fails is named (without its password) with where it came from', async () => {
+    const url = new URL(cluster.url());
+    url.password = 'admin-pw-never-shown';
+    url.port = '1';
+    const env = { PG_WRITER_PASSWORD: WRITER_PASSWORD, GPRXY_CONTEXT_SECRET: SECRET, GPRXY_ADMIN_URL: url.toString() };
+    const r = await gprxy(['db', 'init', '--config', writeConfig(cluster.port)], env);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^gprxy: cannot open the admin connection postgresql:\/\/[^@\s]*@127\.0\.0\.1:1\/mydb \(from GPRXY_ADMIN_URL\): .*ECONNREFUSED/);
+    expect(r.stderr).not.toContain('admin-pw-never-shown');
+  });
+
   it('applies with GPRXY_ADMIN_URL, then reports nothing changed on a re-run', async () => {
     const env = { PG_WRITER_PASSWORD: WRITER_PASSWORD, GPRXY_CONTEXT_SECRET: SECRET, GPRXY_ADMIN_URL: cluster.url() };
     const config = writeConfig(cluster.port);
