@@ -7,8 +7,8 @@ import { exitCodeForChild, exitCodeForSignal } from '../cli/exit-codes.js';
 import { caFixHint, CliConfigError, DEFAULT_PROFILE, proxyFixHint, resolveCliSettings } from '../config/cli-config.js';
 import { decodeClaims } from '../oauth/identity.js';
 import { createTokenSource, loginGenerations } from '../oauth/cli-session.js';
-import { TokenKeeper } from '../tunnel/token-keeper.js';
-import { Tunnel, usernameFromClaims } from '../tunnel/tunnel.js';
+import { openTunnel } from '../tunnel/open.js';
+import { usernameFromClaims } from '../tunnel/tunnel.js';
 import { profileFlag } from '../cli/flags.js';
 
 export default class Connect extends BaseCommand {
@@ -50,42 +50,26 @@ After gprxy logout (or a login as someone else) a running tunnel refuses new con
       throw new CliConfigError('invalid_config', 'GPRXY_TOKEN is not a JWT (three base64url parts separated by dots): set it to an access token from your provider, or unset it and use GPRXY_CLIENT_ID and GPRXY_CLIENT_SECRET');
     }
     const warn = (m: string) => this.logToStderr(`gprxy: ${m}`);
-    // Until the tunnel has started, a failure is the command's one error line (printed by the base
-    // command); "retrying" or a second "run gprxy login" line would be wrong or repeated there.
-    let started = false;
-    const keeper = new TokenKeeper({
-      source: createTokenSource(settings, { warn: (m) => warn(`warning: ${m}`), debug: (m) => this.debugLog(m) }),
-      onLoginRequired: (e) => started && warn(`${e.message} (new connections are refused until then; open sessions stay up)`),
-      onRefreshFailed: (e, retry) => started && warn(`token refresh failed (${e.message}); retrying in ${Math.round(retry / 1000)} s`),
-    });
-    // Fail fast at start when there is no usable login at all (exit 4).
-    const { claims } = await keeper.getAccessToken().catch(async (e: unknown) => {
-      await keeper.close();
-      throw e;
-    });
-    started = true;
-    const user = usernameFromClaims(claims) ?? '';
     const execMode = command.length > 0;
     // A random one-time password for the local listener: exec mode always, interactive on request.
     const localPassword = execMode || flags['local-password'] ? randomBytes(18).toString('base64url') : undefined;
-    const tunnel = new Tunnel({
-      databases,
-      proxy: {
-        host: settings.proxy.host,
-        port: settings.proxy.port,
-        ...(settings.caPem ? { ca: settings.caPem } : {}),
-        hints: { address: proxyFixHint(settings), ca: caFixHint(settings) },
+    const opened = await openTunnel(
+      {
+        databases,
+        proxy: {
+          host: settings.proxy.host,
+          port: settings.proxy.port,
+          ...(settings.caPem ? { ca: settings.caPem } : {}),
+          hints: { address: proxyFixHint(settings), ca: caFixHint(settings) },
+        },
+        port: flags.port ?? (execMode ? 0 : 5432),
+        findFreePort: flags.port === undefined,
+        ...(flags['unix-socket'] ? { unixSocketDir: flags['unix-socket'] } : {}),
+        ...(localPassword ? { localPassword } : {}),
       },
-      tokens: keeper,
-      port: flags.port ?? (execMode ? 0 : 5432),
-      findFreePort: flags.port === undefined,
-      ...(flags['unix-socket'] ? { unixSocketDir: flags['unix-socket'] } : {}),
-      ...(localPassword ? { localPassword } : {}),
-      events: {
-        onConnectionError: (e, db) => warn(`${db}: ${e.message}`),
-      },
-    });
-    const listeners = await tunnel.start();
+      { source: createTokenSource(settings, { warn: (m) => warn(`warning: ${m}`), debug: (m) => this.debugLog(m) }), warn },
+    );
+    const { keeper, listeners, user } = opened;
 
     // Logout or a new login in another terminal reaches this tunnel through the profile's generation
     // marker (no keychain polling); the tunnel confirms in its registry entry, which logout reads.
@@ -111,9 +95,7 @@ After gprxy logout (or a login as someone else) a running tunnel refuses new con
     });
     const stop = async () => {
       unwatch();
-      // Let a refresh in flight save its rotated refresh token before we exit (bounded).
-      await Promise.race([keeper.close(), new Promise((r) => setTimeout(r, 15_000).unref())]);
-      await tunnel.close();
+      await opened.close();
       await unregister().catch(() => undefined);
     };
 

@@ -25,8 +25,8 @@ import { createLogger } from '../proxy/logger.js';
 import { ProxyServer } from '../proxy/server.js';
 import { runDbInit } from '../sql/db-init.js';
 import { MULTITENANT_EXAMPLE_SQL } from '../sql/example.js';
-import { TokenKeeper } from '../tunnel/token-keeper.js';
-import { Tunnel, usernameFromClaims } from '../tunnel/tunnel.js';
+import { openTunnel } from '../tunnel/open.js';
+import { Tunnel } from '../tunnel/tunnel.js';
 import { createCertificateAuthority } from './certificates.js';
 import { DEV_AUDIENCE, DEV_CLI_CLIENT_ID, DEV_USERS, startDevProvider, type DevUser } from './oidc-provider.js';
 import { DemoError } from './demo-error.js';
@@ -347,32 +347,20 @@ export async function startDemo(options: DemoOptions = {}): Promise<Demo> {
         if (approvalError) throw new DemoError('demo_approval_failed', `approving the device login as ${approveAs} failed: ${approvalError.message}`, { cause: approvalError });
         throw e;
       }
-      const keeper = new TokenKeeper({
-        source: createTokenSource(settings, deps),
-        onLoginRequired: (e) => warn(`${profile}: ${e.message}`),
-        onRefreshFailed: (e, retry) => warn(`${profile}: token refresh failed (${e.message}); retrying in ${Math.round(retry / 1000)} s`),
-      });
-      let tunnel: Tunnel | undefined;
+      const opened = await openTunnel(
+        { databases: [DEMO_DATABASE], proxy: { ...proxyAddress, ca: ca.cert }, port, findFreePort },
+        { source: createTokenSource(settings, deps), warn: (m) => warn(`${profile}: ${m}`) },
+      );
+      const { keeper, claims, user } = opened;
+      const [listener] = opened.listeners;
       let nativeTunnel: Tunnel | undefined;
       const close = async () => {
-        keeper.close();
-        await tunnel?.close();
+        await opened.close();
         await nativeTunnel?.close();
         sessions.delete(session);
       };
       let session!: DemoSession;
       try {
-        const { claims } = await keeper.getAccessToken();
-        tunnel = new Tunnel({
-          databases: [DEMO_DATABASE],
-          proxy: { ...proxyAddress, ca: ca.cert },
-          tokens: keeper,
-          port,
-          findFreePort,
-          events: { onConnectionError: (e, db) => warn(`${profile}: ${db}: ${e.message}`) },
-        });
-        const [listener] = await tunnel.start();
-        const user = usernameFromClaims(claims) ?? '';
         // --native: the same token keeper answers PostgreSQL 18's own OAUTHBEARER exchange.
         let native: DemoSession['native'];
         if (options.native) {
