@@ -4,15 +4,20 @@
  * - a TTL, with a background refresh at 80 % of it, so a connection never waits for a routine refresh;
  * - exponential backoff with jitter while the provider fails, during which the last-known-good keys stay in use;
  * - the last good JWKS persisted to disk (tmp file + rename), so a restart during a provider outage still serves.
- * Keys are selected by kid and algorithm here and imported with jose; no crypto is done by hand.
+ * Keys are selected by kid and algorithm (jwks-keys.ts), fetched (jwks-fetch.ts), persisted (jwks-store.ts)
+ * and imported with jose; this file holds the state and the schedule. No crypto is done by hand.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { importJWK, type CryptoKey, type JWK } from 'jose';
 import type { Logger } from 'pino';
 import { TokenError, quote } from './errors.js';
 import { setLongTimeout, type LongTimer } from '../shared/long-timer.js';
+import { candidateKeys, keysForAlgorithm, keySpecFor, usableKeys, type KeyHeader } from './jwks-keys.js';
+import { describe, discoverJwksUri, getJson, type GetJsonOptions } from './jwks-fetch.js';
+import { loadPersistedJwks, persistJwks, type PersistedJwks } from './jwks-store.js';
+
+export type { KeyHeader } from './jwks-keys.js';
+export { discoveryUrl } from './jwks-fetch.js';
+export { jwksCacheFileName } from './jwks-store.js';
 
 export interface JwksCacheOptions {
   readonly issuer: string;
@@ -45,113 +50,11 @@ export interface JwksStats {
   readonly fetches: number;
 }
 
-/** What getKey needs from a JWS protected header. */
-export interface KeyHeader {
-  readonly kid?: string;
-  readonly alg: string;
-}
-
 const DEFAULT_COOLDOWN_MS = 30_000;
 const DEFAULT_BACKOFF = { initialMs: 1_000, maxMs: 300_000 } as const;
 const DEFAULT_FETCH_TIMEOUT_MS = 10_000;
-const MAX_RESPONSE_BYTES = 1024 * 1024;
 /** Guards a zero or tiny TTL from turning the refresh timer into a busy loop. */
 const MIN_REFRESH_DELAY_MS = 100;
-
-/** The key type (and curve) each asymmetric JWS algorithm needs. HS* and none are absent on purpose. */
-const KEY_TYPE_FOR_ALG: Readonly<Record<string, { kty: string; crv?: readonly string[] }>> = {
-  RS256: { kty: 'RSA' },
-  RS384: { kty: 'RSA' },
-  RS512: { kty: 'RSA' },
-  PS256: { kty: 'RSA' },
-  PS384: { kty: 'RSA' },
-  PS512: { kty: 'RSA' },
-  ES256: { kty: 'EC', crv: ['P-256'] },
-  ES384: { kty: 'EC', crv: ['P-384'] },
-  ES512: { kty: 'EC', crv: ['P-521'] },
-  EdDSA: { kty: 'OKP', crv: ['Ed25519', 'Ed448'] },
-  Ed25519: { kty: 'OKP', crv: ['Ed25519'] },
-};
-
-/** The persisted file's name: a short hash of the issuer, so any issuer URL maps to a safe file name. */
-export function jwksCacheFileName(issuer: string): string {
-  return `${createHash('sha256').update(issuer).digest('hex').slice(0, 16)}.json`;
-}
-
-/** OIDC discovery URL; an issuer with a trailing slash (Auth0's do) does not get a second one. */
-export function discoveryUrl(issuer: string): string {
-  return `${issuer.endsWith('/') ? issuer : `${issuer}/`}.well-known/openid-configuration`;
-}
-
-/** Keys that may verify signatures: public asymmetric keys whose `use` is absent or "sig". */
-function usableKeys(document: unknown): JWK[] {
-  if (!document || typeof document !== 'object' || !Array.isArray((document as { keys?: unknown }).keys)) {
-    throw new Error('the response is not a JSON Web Key Set (no "keys" array)');
-  }
-  return ((document as { keys: unknown[] }).keys).filter((k): k is JWK => {
-    if (!k || typeof k !== 'object') return false;
-    const jwk = k as JWK;
-    if (jwk.kty !== 'RSA' && jwk.kty !== 'EC' && jwk.kty !== 'OKP') return false;
-    if (jwk.use !== undefined && jwk.use !== 'sig') return false;
-    if (jwk.key_ops !== undefined && !(Array.isArray(jwk.key_ops) && jwk.key_ops.includes('verify'))) return false;
-    // Private material in a JWKS is a provider mistake; never verify with such an entry.
-    if ('d' in jwk) return false;
-    return jwk.kid === undefined || typeof jwk.kid === 'string';
-  });
-}
-
-/** OpenSSL's verification failures that a trusted CA (providers[].ca) would fix. */
-const UNTRUSTED_CERT_CODES = new Set([
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'UNABLE_TO_GET_ISSUER_CERT',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'CERT_UNTRUSTED',
-]);
-
-function describe(error: unknown): string {
-  if (!(error instanceof Error)) return String(error);
-  const cause = (error as { cause?: unknown }).cause;
-  if (cause instanceof Error) {
-    // undici says only "fetch failed"; the cause has the reason (ECONNREFUSED, a TLS verification error...).
-    const code = (cause as NodeJS.ErrnoException).code;
-    // A private provider's certificate: say which setting fixes it.
-    const hint = code && UNTRUSTED_CERT_CODES.has(code) ? "; the provider's certificate is not trusted: set providers[].ca to the PEM file of its CA" : '';
-    return `${error.message} (${code && !cause.message.includes(code) ? `${code}: ` : ''}${cause.message})${hint}`;
-  }
-  return error.message;
-}
-
-async function readCapped(response: Response, maxBytes: number): Promise<string> {
-  const declared = Number(response.headers.get('content-length'));
-  if (Number.isFinite(declared) && declared > maxBytes) {
-    await response.body?.cancel();
-    throw new Error(`the response is ${declared} bytes, more than ${maxBytes}`);
-  }
-  if (!response.body) return '';
-  const reader = response.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > maxBytes) {
-      await reader.cancel();
-      throw new Error(`the response is more than ${maxBytes} bytes`);
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks).toString('utf8');
-}
-
-interface PersistedJwks {
-  readonly issuer: string;
-  readonly jwksUri?: string;
-  readonly fetchedAt: number;
-  readonly jwks: unknown;
-}
 
 export class JwksCache {
   readonly issuer: string;
@@ -222,7 +125,7 @@ export class JwksCache {
   /** The public key for a token's header: refetches once per cooldown for an unknown kid. */
   async getKey(header: KeyHeader): Promise<CryptoKey> {
     if (this.closed) throw new TokenError('jwks_unavailable', `the key cache of ${this.issuer} is closed`);
-    const spec = Object.hasOwn(KEY_TYPE_FOR_ALG, header.alg) ? KEY_TYPE_FOR_ALG[header.alg] : undefined;
+    const spec = keySpecFor(header.alg);
     if (!spec) throw new TokenError('token_algorithm', `algorithm ${quote(header.alg)} cannot be verified with a provider's public key`);
 
     if (this.keys.length === 0) {
@@ -242,7 +145,7 @@ export class JwksCache {
     }
     if (candidates.length === 0) throw this.noKey(header);
 
-    const byAlg = candidates.filter((jwk) => jwk.kty === spec.kty && (!spec.crv || spec.crv.includes(jwk.crv ?? '')) && (jwk.alg === undefined || jwk.alg === header.alg));
+    const byAlg = keysForAlgorithm(candidates, spec, header.alg);
     if (byAlg.length === 0) {
       const jwk = candidates[0]!;
       throw new TokenError(
@@ -286,9 +189,7 @@ export class JwksCache {
   }
 
   private select(header: KeyHeader): JWK[] {
-    if (header.kid !== undefined) return this.keys.filter((jwk) => jwk.kid === header.kid);
-    const spec = Object.hasOwn(KEY_TYPE_FOR_ALG, header.alg) ? KEY_TYPE_FOR_ALG[header.alg] : undefined;
-    return this.keys.filter((jwk) => jwk.kty === spec?.kty);
+    return candidateKeys(this.keys, header);
   }
 
   private noKey(header: KeyHeader): TokenError {
@@ -333,8 +234,8 @@ export class JwksCache {
     this.lastAttemptAt = this.now();
     let url = this.configuredJwksUri ?? this.discoveredJwksUri;
     try {
-      url ??= this.discoveredJwksUri = await this.discover();
-      const document = await this.getJson(url, 'JWKS');
+      url ??= this.discoveredJwksUri = await discoverJwksUri(this.issuer, this.fetchOptions());
+      const document = await getJson(url, 'JWKS', this.fetchOptions());
       const keys = usableKeys(document);
       if (keys.length === 0) throw new Error(`JWKS at ${url} has no usable signing key`);
       if (this.closed) return;
@@ -375,81 +276,20 @@ export class JwksCache {
     }, delayMs);
   }
 
-  private async discover(): Promise<string> {
-    const url = discoveryUrl(this.issuer);
-    const document = (await this.getJson(url, 'OIDC discovery')) as { issuer?: unknown; jwks_uri?: unknown } | null;
-    if (!document || typeof document !== 'object') throw new Error(`OIDC discovery at ${url} is not a JSON object`);
-    if (document.issuer !== this.issuer) {
-      throw new Error(`OIDC discovery at ${url} names issuer ${quote(document.issuer)}, not ${quote(this.issuer)}; set the provider's issuer exactly as the provider spells it`);
-    }
-    if (typeof document.jwks_uri !== 'string' || !URL.canParse(document.jwks_uri)) {
-      throw new Error(`OIDC discovery at ${url} has no valid jwks_uri; set jwks_uri in the provider config`);
-    }
-    return document.jwks_uri;
-  }
-
-  private async getJson(url: string, what: string): Promise<unknown> {
-    const timeout = AbortSignal.timeout(this.fetchTimeoutMs);
-    const signal = AbortSignal.any([timeout, this.closing.signal]);
-    try {
-      const response = await this.fetchImpl(url, { signal, headers: { accept: 'application/json, application/jwk-set+json' } });
-      if (response.status !== 200) {
-        await response.body?.cancel().catch(() => undefined);
-        throw new Error(`${what} at ${url} answered HTTP ${response.status}`);
-      }
-      const text = await readCapped(response, MAX_RESPONSE_BYTES);
-      try {
-        return JSON.parse(text) as unknown;
-      } catch {
-        throw new Error(`${what} at ${url} is not JSON`);
-      }
-    } catch (error) {
-      if (timeout.aborted) throw new Error(`${what} request to ${url} timed out after ${this.fetchTimeoutMs} ms`, { cause: error });
-      if (error instanceof Error && error.message.startsWith(what)) throw error;
-      throw new Error(`${what} request to ${url} failed: ${describe(error)}`, { cause: error });
-    }
-  }
-
-  private filePath(): string | undefined {
-    return this.cacheDir ? join(this.cacheDir, jwksCacheFileName(this.issuer)) : undefined;
+  private fetchOptions(): GetJsonOptions {
+    return { fetch: this.fetchImpl, timeoutMs: this.fetchTimeoutMs, signal: this.closing.signal };
   }
 
   private async loadPersisted(): Promise<void> {
-    const file = this.filePath();
-    if (!file) return;
-    let data: PersistedJwks;
-    try {
-      data = JSON.parse(await readFile(file, 'utf8')) as PersistedJwks;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') this.logger?.warn({ file, err: describe(error) }, 'ignoring unreadable persisted JWKS');
-      return;
-    }
-    try {
-      if (data.issuer !== this.issuer) throw new Error(`it belongs to issuer ${quote(data.issuer)}`);
-      if (typeof data.fetchedAt !== 'number') throw new Error('it has no fetchedAt');
-      const keys = usableKeys(data.jwks);
-      if (keys.length === 0) throw new Error('it has no usable signing key');
-      this.keys = keys;
-      this.imported = new WeakMap();
-      this.fetchedAt = data.fetchedAt;
-      this.logger?.info({ file, keys: keys.length, fetchedAt: new Date(data.fetchedAt).toISOString() }, 'loaded persisted JWKS');
-    } catch (error) {
-      this.logger?.warn({ file, err: describe(error) }, 'ignoring persisted JWKS');
-    }
+    if (!this.cacheDir) return;
+    const loaded = await loadPersistedJwks(this.cacheDir, this.issuer, this.logger);
+    if (!loaded) return;
+    this.keys = loaded.keys;
+    this.imported = new WeakMap();
+    this.fetchedAt = loaded.fetchedAt;
   }
 
-  /** Atomic: readers (another replica, the next start) see the old file or the new one, never half. */
   private async persist(data: PersistedJwks): Promise<void> {
-    const file = this.filePath();
-    if (!this.cacheDir || !file) return;
-    const tmp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
-    try {
-      await mkdir(this.cacheDir, { recursive: true, mode: 0o700 });
-      await writeFile(tmp, `${JSON.stringify(data)}\n`, { mode: 0o600, flag: 'wx' });
-      await rename(tmp, file);
-    } catch (error) {
-      await unlink(tmp).catch(() => undefined);
-      this.logger?.warn({ file, err: describe(error) }, 'could not persist the JWKS; a restart during a provider outage will not have these keys');
-    }
+    if (this.cacheDir) await persistJwks(this.cacheDir, data, this.logger);
   }
 }
