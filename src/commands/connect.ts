@@ -11,6 +11,9 @@ import { openTunnel } from '../tunnel/open.js';
 import { usernameFromClaims } from '../tunnel/tunnel.js';
 import { profileFlag } from '../cli/flags.js';
 
+/** PostgreSQL's own port, so that psql -h 127.0.0.1 needs no -p. */
+const DEFAULT_TUNNEL_PORT = 5432;
+
 export default class Connect extends BaseCommand {
   static override description = `Open a local tunnel to a database behind the gprxy proxy: psql -h 127.0.0.1 just works, with no password.
 The tunnel keeps your access token fresh and injects it upstream. It connects as you, to the databases it serves: a startup that asks for another user or database is refused, never rewritten.
@@ -62,7 +65,7 @@ After gprxy logout (or a login as someone else) a running tunnel refuses new con
           ...(settings.caPem ? { ca: settings.caPem } : {}),
           hints: { address: proxyFixHint(settings), ca: caFixHint(settings) },
         },
-        port: flags.port ?? (execMode ? 0 : 5432),
+        port: flags.port ?? (execMode ? 0 : DEFAULT_TUNNEL_PORT),
         findFreePort: flags.port === undefined,
         ...(flags['unix-socket'] ? { unixSocketDir: flags['unix-socket'] } : {}),
         ...(localPassword ? { localPassword } : {}),
@@ -119,6 +122,10 @@ After gprxy logout (or a login as someone else) a running tunnel refuses new con
       this.exit(code);
     }
 
+    const first = listeners[0];
+    if (flags.port === undefined && first && !first.socketPath && first.port !== DEFAULT_TUNNEL_PORT) {
+      this.log(`Port ${DEFAULT_TUNNEL_PORT} is in use (a local PostgreSQL?): listening on ${first.port} instead (choose one with --port)`);
+    }
     for (const l of listeners) {
       const where = l.socketPath ? `socket ${l.socketPath}` : `${l.host}:${l.port}`;
       this.log(`${l.database}: listening on ${where} as ${user}`);

@@ -23,7 +23,7 @@ The demo never touches your OS keychain or your gprxy profiles: it keeps its own
     }),
     'provider-only': Flags.boolean({ description: 'start only the local OIDC provider (HTTPS), to try your own PostgreSQL and gprxy serve; prints issuer, CA file, client ids', default: false, exclusive: ['script', 'yes'] }),
     'provider-port': Flags.integer({ description: 'with --provider-only: the provider\'s port (default: a free one)', min: 1, max: 65535, dependsOn: ['provider-only'] }),
-    port: Flags.integer({ description: 'local port of the tunnel (default 5432, or the next free one)', min: 0, max: 65535 }),
+    port: Flags.integer({ description: 'local port of the tunnel, exactly (as in gprxy connect); default 5432, or the next free one', min: 0, max: 65535 }),
   };
 
   async run(): Promise<void> {
@@ -55,7 +55,8 @@ The demo never touches your OS keychain or your gprxy profiles: it keeps its own
     let demo: RunningDemo;
     try {
       demo = await startDemo({
-        ...(flags.port !== undefined ? { tunnelPort: flags.port } : flags.script ? { tunnelPort: 0 } : {}),
+        // An explicit --port is that port or an error, as in gprxy connect; without it, 5432 or the next free one.
+        ...(flags.port !== undefined ? { tunnelPort: flags.port, findFreePort: false } : flags.script ? { tunnelPort: 0 } : {}),
         ...(flags.script || flags.yes ? { autoApproveAs: 'alice' } : {}),
         ...(flags.native ? { native: true } : {}),
         signal: abort.signal,

@@ -3,6 +3,7 @@
  * alone, with an empty HOME that must stay empty; and nothing ever waits for input.
  */
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,7 +11,7 @@ import { createRemoteJWKSet, customFetch, jwtVerify, type FetchImplementation } 
 import { DEV_AUDIENCE, type DevProvider } from '../../src/demo/oidc-provider.js';
 import { fetchWithCa } from '../../src/net/ca-fetch.js';
 import { startTestProvider, type TestProvider } from '../support/oidc.js';
-import { runCli } from '../support/cli.js';
+import { runCli, startCli } from '../support/cli.js';
 
 let stack: TestProvider;
 let provider: DevProvider;
@@ -93,6 +94,41 @@ describe('CI mode', () => {
       expect(fromProfile.stderr).toContain('check the proxy address of profile "work" (gprxy configure --profile work --proxy HOST:PORT)');
     } finally {
       await rm(profileHome, { recursive: true, force: true });
+    }
+  });
+
+  it('connect --port is exact (a taken one is an error); without it, a taken 5432 is said with the port chosen', async () => {
+    const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+    const token = `${b64({ alg: 'none' })}.${b64({ sub: 'someone', email: 'someone@example.com', exp: 4102444800 })}.`;
+    const tunnelHome = await mkdtemp(path.join(os.tmpdir(), 'gprxy-ci-port-'));
+    const env = { HOME: tunnelHome, XDG_CONFIG_HOME: path.join(tunnelHome, '.config'), GPRXY_ISSUER: provider.issuer, GPRXY_TOKEN: token, GPRXY_PROXY: '127.0.0.1:9' };
+    const held = createServer();
+    await new Promise<void>((resolve) => held.listen(0, '127.0.0.1', resolve));
+    const taken = (held.address() as AddressInfo).port;
+    // 5432: ours for the test, or already someone else's (a local PostgreSQL): taken either way.
+    const pg = createServer();
+    await new Promise<void>((resolve) => {
+      pg.once('error', () => resolve());
+      pg.listen(5432, '127.0.0.1', resolve);
+    });
+    try {
+      const exact = await runCli(['connect', 'mydb', '--port', String(taken)], { env });
+      expect(exact.code).toBe(1);
+      expect(exact.stderr).toBe(`gprxy: port ${taken} on 127.0.0.1 is already in use; choose another with --port\n`);
+
+      const cli = startCli(['connect', 'mydb'], { env });
+      try {
+        const [, listening] = await cli.waitFor(/^mydb: listening on 127\.0\.0\.1:(\d+)/m, 'stdout');
+        expect(Number(listening)).toBeGreaterThan(5432);
+        expect(cli.stdout()).toMatch(new RegExp(`^Port 5432 is in use .*: listening on ${listening} instead`, 'm'));
+      } finally {
+        cli.child.kill('SIGINT');
+      }
+      expect((await cli.result).code).toBe(130);
+    } finally {
+      held.close();
+      pg.close();
+      await rm(tunnelHome, { recursive: true, force: true });
     }
   });
 
