@@ -132,6 +132,8 @@ After gprxy logout (or a login as someone else) a running tunnel refuses new con
       this.log(`  psql "host=${l.host} port=${l.port} dbname=${l.database} user=${user}"`);
     }
     if (localPassword) this.log(`Local password (one-time, for this tunnel only): ${localPassword}\n  e.g. PGPASSWORD=${localPassword} psql ...`);
+    // The tunnel does not ask the proxy which databases it serves (that would need a login per name at start).
+    this.log(`The proxy checks ${databases.length > 1 ? 'these database names' : 'the database name'} at the first connection: one it does not serve is refused then (3D000).`);
     this.log('Press Ctrl+C to stop.');
     // `on`, not `once`: libraries' exit hooks re-send the signal, which must not kill us mid-close.
     const signal = await new Promise<NodeJS.Signals>((resolve) => {

@@ -121,6 +121,9 @@ describe('CI mode', () => {
         const [, listening] = await cli.waitFor(/^mydb: listening on 127\.0\.0\.1:(\d+)/m, 'stdout');
         expect(Number(listening)).toBeGreaterThan(5432);
         expect(cli.stdout()).toMatch(new RegExp(`^Port 5432 is in use .*: listening on ${listening} instead`, 'm'));
+        // connect mydb nosuch: the names are checked lazily, and it says so once at start.
+        await cli.waitFor(/^Press Ctrl\+C/m, 'stdout');
+        expect(cli.stdout().match(/checks the database name at the first connection: one it does not serve is refused then/g)).toHaveLength(1);
       } finally {
         cli.child.kill('SIGINT');
       }
