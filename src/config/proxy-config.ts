@@ -3,6 +3,7 @@
  * into a frozen, typed object. Unknown keys are errors that name the key's path. Relative file paths
  * (TLS certificates, CA files, the JWKS cache directory) resolve against the config file's directory.
  */
+import { DEFAULT_USERNAME_CLAIMS } from './username-claims.js';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
@@ -69,7 +70,7 @@ const providerSchema = z.strictObject({
     .min(1)
     .default(['RS256']),
   roles_claim: z.string().min(1).default('https://gprxy.io/roles'),
-  username_claims: z.array(z.string().min(1)).min(1).default(['https://gprxy.io/email', 'email', 'sub']),
+  username_claims: z.array(z.string().min(1)).min(1).default([...DEFAULT_USERNAME_CLAIMS]),
   required_scopes: z.array(z.string().min(1)).default([]),
   ca: z.string().optional(),
   // Identity namespacing and claims (src/token/identity.ts; README "Several identity providers").

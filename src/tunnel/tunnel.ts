@@ -20,14 +20,15 @@ import { sendAndClose } from '../net/send-and-close.js';
 import { parseStartupPacket, type StartupMessagePacket } from '../protocol/startup.js';
 import { authenticateUpstream, connectTls, UpstreamError, type ProxyAddress, type TunnelDialer } from './upstream.js';
 import { errorCode, GprxyError } from '../shared/errors.js';
+import { DEFAULT_USERNAME_CLAIMS } from '../config/username-claims.js';
 
 /** Where the tunnel gets access tokens (the oauth TokenSource, or a fixed CI token). */
 export interface TunnelTokenSource {
   getAccessToken(): Promise<{ accessToken: string; expiresAt: number; claims: Record<string, unknown> }>;
 }
 
-/** The claims whose value names the user, in the proxy's default order (DESIGN.md 2.2 username_claims). */
-export const DEFAULT_USERNAME_CLAIMS = ['https://gprxy.io/email', 'email', 'sub'] as const;
+/** The claims whose value names the user, the proxy's default order (one list: src/config/username-claims.ts). */
+export { DEFAULT_USERNAME_CLAIMS };
 
 export interface TunnelEvents {
   /** A local client connected and was authenticated upstream. */
