@@ -64,8 +64,9 @@ export class Backend {
   readonly parameters = new Map<string, string>();
   processId = 0;
   secretKey: Buffer = Buffer.alloc(0);
-  readonly createdAt = Date.now();
-  lastUsedAt = Date.now();
+  /** When the connection was opened and last handed back, on the clock of whoever opened it (the pool's). */
+  readonly createdAt: number;
+  lastUsedAt: number;
   /** Set when the socket closed or errored, or a protocol problem was seen. */
   broken = false;
   /** Cancel requests sent for this backend whose connection has not closed yet. */
@@ -81,7 +82,10 @@ export class Backend {
   private constructor(
     public socket: Socket | TLSSocket,
     readonly target: BackendTarget,
+    now: number,
   ) {
+    this.createdAt = now;
+    this.lastUsedAt = now;
     this.watch();
   }
 
@@ -228,14 +232,14 @@ export class Backend {
   /** `settings` go into the startup packet: they override the role's own settings for this connection. */
   static async connect(
     target: BackendTarget,
-    options: { dialer?: Dialer; timeoutMs?: number; applicationName?: string; settings?: Readonly<Record<string, string>> } = {},
+    options: { dialer?: Dialer; timeoutMs?: number; applicationName?: string; settings?: Readonly<Record<string, string>>; now?: () => number } = {},
   ): Promise<Backend> {
     const timeoutMs = options.timeoutMs ?? 10_000;
     const where = `${target.host}:${target.port}`;
     const raw = (options.dialer ?? defaultDialer)(target.host, target.port);
     raw.setKeepAlive(true, 30_000);
     const socket = await withTimeout(negotiateTls(raw, target), timeoutMs, () => raw.destroy(), `connecting to ${where}`);
-    const backend = new Backend(socket, target);
+    const backend = new Backend(socket, target, (options.now ?? Date.now)());
     const params: Record<string, string> = { ...options.settings, user: target.user, database: target.dbname };
     if (options.applicationName) params.application_name = options.applicationName;
     let scram: ScramClient | undefined;

@@ -210,7 +210,7 @@ export class BackendPool {
       let backend: Backend;
       for (let attempt = 1; ; attempt++) {
         try {
-          backend = await Backend.connect(this.options.target, { ...(this.options.dialer ? { dialer: this.options.dialer } : {}), applicationName: 'gprxy' });
+          backend = await Backend.connect(this.options.target, { ...(this.options.dialer ? { dialer: this.options.dialer } : {}), applicationName: 'gprxy', now: this.now });
         } catch (e) {
           if (!(e instanceof BackendError) || e.code !== 'backend_closed' || !this.options.startFailed) throw e;
           const outcome: unknown = await this.options.startFailed(e).catch((r: unknown) => r);
