@@ -12,7 +12,8 @@ import type { Logger } from 'pino';
 import { TokenError, quote } from './errors.js';
 import { setLongTimeout, type LongTimer } from '../shared/long-timer.js';
 import { candidateKeys, keysForAlgorithm, keySpecFor, usableKeys, type KeyHeader } from './jwks-keys.js';
-import { describe, discoverJwksUri, getJson, type GetJsonOptions } from './jwks-fetch.js';
+import { describe, discoverJwksUri, getJson, JwksFetchError, type GetJsonOptions } from './jwks-fetch.js';
+import { errorCode } from '../shared/errors.js';
 import { loadPersistedJwks, persistJwks, type PersistedJwks } from './jwks-store.js';
 
 export type { KeyHeader } from './jwks-keys.js';
@@ -46,6 +47,8 @@ export interface JwksStats {
   readonly fetchedAt?: number;
   /** The last fetch failure, cleared by a success. */
   readonly lastError?: string;
+  /** The last failure's JwksFetchError code (`http_status`, `timeout`, ...), for alerts and the admin view. */
+  readonly lastErrorCode?: string;
   /** Completed fetch attempts (successful or not). */
   readonly fetches: number;
 }
@@ -75,6 +78,7 @@ export class JwksCache {
   private imported = new WeakMap<JWK, Map<string, Promise<CryptoKey>>>();
   private fetchedAt: number | undefined;
   private lastError: string | undefined;
+  private lastErrorCode: string | undefined;
   private fetches = 0;
   private failures = 0;
   private lastAttemptAt = Number.NEGATIVE_INFINITY;
@@ -164,7 +168,7 @@ export class JwksCache {
 
   /** Fetches now (single flight: concurrent callers share one request). Rejects with the fetch error. */
   refresh(): Promise<void> {
-    if (this.closed) return Promise.reject(new Error('closed'));
+    if (this.closed) return Promise.reject(new JwksFetchError('closed', `the key cache of ${this.issuer} is closed`));
     this.inflight ??= this.fetchOnce().finally(() => {
       this.inflight = undefined;
     });
@@ -176,6 +180,7 @@ export class JwksCache {
       keys: this.keys.length,
       ...(this.fetchedAt !== undefined ? { fetchedAt: this.fetchedAt } : {}),
       ...(this.lastError !== undefined ? { lastError: this.lastError } : {}),
+      ...(this.lastErrorCode !== undefined ? { lastErrorCode: this.lastErrorCode } : {}),
       fetches: this.fetches,
     };
   }
@@ -237,12 +242,13 @@ export class JwksCache {
       url ??= this.discoveredJwksUri = await discoverJwksUri(this.issuer, this.fetchOptions());
       const document = await getJson(url, 'JWKS', this.fetchOptions());
       const keys = usableKeys(document);
-      if (keys.length === 0) throw new Error(`JWKS at ${url} has no usable signing key`);
+      if (keys.length === 0) throw new JwksFetchError('no_usable_key', `JWKS at ${url} has no usable signing key`);
       if (this.closed) return;
       this.keys = keys;
       this.imported = new WeakMap();
       this.fetchedAt = this.now();
       this.lastError = undefined;
+      this.lastErrorCode = undefined;
       this.failures = 0;
       this.nextRetryAt = Number.NEGATIVE_INFINITY;
       this.fetches++;
@@ -257,11 +263,12 @@ export class JwksCache {
       this.failures++;
       // getJson's errors already carry their cause's reason.
       this.lastError = error instanceof Error ? error.message : String(error);
+      this.lastErrorCode = errorCode(error) ?? 'request_failed';
       const base = Math.min(this.backoff.maxMs, this.backoff.initialMs * 2 ** Math.min(this.failures - 1, 30));
       const delay = Math.round(base / 2 + (this.random() * base) / 2);
       this.nextRetryAt = this.now() + delay;
       this.schedule(delay);
-      this.logger?.warn({ url, err: this.lastError, failures: this.failures, retryInMs: delay, keysInUse: this.keys.length }, 'JWKS fetch failed');
+      this.logger?.warn({ url, err: this.lastError, code: this.lastErrorCode, failures: this.failures, retryInMs: delay, keysInUse: this.keys.length }, 'JWKS fetch failed');
       throw error;
     }
   }

@@ -3,7 +3,32 @@
  * 1 MiB cap, HTTP 200 only), with errors that name the URL and the reason undici hides in `cause`. No
  * state: src/token/jwks-cache.ts decides when to call and what to keep.
  */
+import { GprxyError } from '../shared/errors.js';
 import { quote } from './errors.js';
+
+export type JwksFetchErrorCode =
+  | 'response_too_large'
+  | 'http_status'
+  | 'not_json'
+  | 'timeout'
+  | 'request_failed'
+  | 'discovery_invalid'
+  | 'discovery_issuer_mismatch'
+  | 'no_usable_key'
+  | 'closed';
+
+/**
+ * Why discovery or the JWKS request failed. The JWKS cache logs it and keeps serving the last good keys; a
+ * login that finds no usable key gets a TokenError('jwks_unavailable') whose message carries this one's.
+ */
+export class JwksFetchError extends GprxyError<JwksFetchErrorCode> {
+  readonly code: JwksFetchErrorCode;
+
+  constructor(code: JwksFetchErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+}
 
 const MAX_RESPONSE_BYTES = 1024 * 1024;
 
@@ -40,7 +65,7 @@ async function readCapped(response: Response, maxBytes: number): Promise<string>
   const declared = Number(response.headers.get('content-length'));
   if (Number.isFinite(declared) && declared > maxBytes) {
     await response.body?.cancel();
-    throw new Error(`the response is ${declared} bytes, more than ${maxBytes}`);
+    throw new JwksFetchError('response_too_large', `the response is ${declared} bytes, more than ${maxBytes}`);
   }
   if (!response.body) return '';
   const reader = response.body.getReader();
@@ -52,7 +77,7 @@ async function readCapped(response: Response, maxBytes: number): Promise<string>
     size += value.byteLength;
     if (size > maxBytes) {
       await reader.cancel();
-      throw new Error(`the response is more than ${maxBytes} bytes`);
+      throw new JwksFetchError('response_too_large', `the response is more than ${maxBytes} bytes`);
     }
     chunks.push(value);
   }
@@ -74,18 +99,19 @@ export async function getJson(url: string, what: string, options: GetJsonOptions
     const response = await options.fetch(url, { signal, headers: { accept: 'application/json, application/jwk-set+json' } });
     if (response.status !== 200) {
       await response.body?.cancel().catch(() => undefined);
-      throw new Error(`${what} at ${url} answered HTTP ${response.status}`);
+      throw new JwksFetchError('http_status', `${what} at ${url} answered HTTP ${response.status}`);
     }
     const text = await readCapped(response, MAX_RESPONSE_BYTES);
     try {
       return JSON.parse(text) as unknown;
     } catch {
-      throw new Error(`${what} at ${url} is not JSON`);
+      throw new JwksFetchError('not_json', `${what} at ${url} is not JSON`);
     }
   } catch (error) {
-    if (timeout.aborted) throw new Error(`${what} request to ${url} timed out after ${options.timeoutMs} ms`, { cause: error });
-    if (error instanceof Error && error.message.startsWith(what)) throw error;
-    throw new Error(`${what} request to ${url} failed: ${describe(error)}`, { cause: error });
+    if (timeout.aborted) throw new JwksFetchError('timeout', `${what} request to ${url} timed out after ${options.timeoutMs} ms`, { cause: error });
+    if (error instanceof JwksFetchError && error.message.startsWith(what)) throw error;
+    if (error instanceof JwksFetchError) throw new JwksFetchError(error.code, `${what} at ${url}: ${error.message}`, { cause: error });
+    throw new JwksFetchError('request_failed', `${what} request to ${url} failed: ${describe(error)}`, { cause: error });
   }
 }
 
@@ -93,12 +119,12 @@ export async function getJson(url: string, what: string, options: GetJsonOptions
 export async function discoverJwksUri(issuer: string, options: GetJsonOptions): Promise<string> {
   const url = discoveryUrl(issuer);
   const document = (await getJson(url, 'OIDC discovery', options)) as { issuer?: unknown; jwks_uri?: unknown } | null;
-  if (!document || typeof document !== 'object') throw new Error(`OIDC discovery at ${url} is not a JSON object`);
+  if (!document || typeof document !== 'object') throw new JwksFetchError('discovery_invalid', `OIDC discovery at ${url} is not a JSON object`);
   if (document.issuer !== issuer) {
-    throw new Error(`OIDC discovery at ${url} names issuer ${quote(document.issuer)}, not ${quote(issuer)}; set the provider's issuer exactly as the provider spells it`);
+    throw new JwksFetchError('discovery_issuer_mismatch', `OIDC discovery at ${url} names issuer ${quote(document.issuer)}, not ${quote(issuer)}; set the provider's issuer exactly as the provider spells it`);
   }
   if (typeof document.jwks_uri !== 'string' || !URL.canParse(document.jwks_uri)) {
-    throw new Error(`OIDC discovery at ${url} has no valid jwks_uri; set jwks_uri in the provider config`);
+    throw new JwksFetchError('discovery_invalid', `OIDC discovery at ${url} has no valid jwks_uri; set jwks_uri in the provider config`);
   }
   return document.jwks_uri;
 }

@@ -78,6 +78,7 @@ describe('JwksCache', () => {
     const c = cache({ issuer: idp.issuer.replace(/\/$/, '') });
     const e = await refused(c.start(), 'jwks_unavailable');
     expect(e.message).toContain('names issuer');
+    expect(c.stats().lastErrorCode).toBe('discovery_issuer_mismatch');
   });
 
   it('uses only signature keys: use=enc, private and symmetric entries are ignored', async () => {
@@ -283,6 +284,7 @@ describe('JwksCache', () => {
         expect(gaps[1]).toBeGreaterThanOrEqual(75);
         expect(gaps[2]).toBeGreaterThanOrEqual(150);
         await vi.waitFor(() => expect(c.stats().lastError).toContain('HTTP 500'), { interval: 5 });
+        expect(c.stats().lastErrorCode).toBe('http_status');
         await expect(c.getKey({ kid: known, alg: 'RS256' })).resolves.toBeDefined();
         idp.mode = 'ok';
         await vi.waitFor(() => expect(c.stats().lastError).toBeUndefined(), { interval: 10 });
@@ -298,6 +300,7 @@ describe('JwksCache', () => {
       closers.push(c);
       const e = await refused(c.start(), 'jwks_unavailable');
       expect(e.message).toContain('timed out after 150 ms');
+      expect(c.stats().lastErrorCode).toBe('timeout');
       expect(e.message).toMatch(/retrying in \d+ s/);
       const before = idp.counts.jwks;
       await refused(c.getKey({ kid: 'x', alg: 'RS256' }), 'jwks_unavailable');
