@@ -4,6 +4,7 @@
  * plain names, so both are looked for.
  */
 import { decodeJwt, type JWTPayload } from 'jose';
+import { namespacedClaim, nonEmptyString, rolesFromClaim, stringClaim } from '../shared/claims.js';
 
 export interface Identity {
   readonly sub: string | undefined;
@@ -23,26 +24,14 @@ export function decodeClaims(token: string | undefined): JWTPayload {
   }
 }
 
-function claimEndingWith(claims: Record<string, unknown>, suffix: string): unknown {
-  const exact = claims[suffix];
-  if (exact !== undefined) return exact;
-  const key = Object.keys(claims).find((k) => k.startsWith('http') && k.endsWith(`/${suffix}`));
-  return key === undefined ? undefined : claims[key];
-}
-
-function asString(value: unknown): string | undefined {
-  return typeof value === 'string' && value !== '' ? value : undefined;
-}
-
 /** `accessClaims` win; `idClaims` (from the ID token) fill in what an access token lacks. */
 export function identityFromClaims(accessClaims: Record<string, unknown>, idClaims: Record<string, unknown> = {}): Identity {
-  const rolesValue = claimEndingWith(accessClaims, 'roles') ?? claimEndingWith(idClaims, 'roles');
-  const roles = Array.isArray(rolesValue) ? rolesValue.filter((r): r is string => typeof r === 'string') : typeof rolesValue === 'string' ? rolesValue.split(/[\s,]+/).filter(Boolean) : [];
+  const roles = rolesFromClaim(namespacedClaim(accessClaims, 'roles') ?? namespacedClaim(idClaims, 'roles'));
   return Object.freeze({
-    sub: asString(accessClaims.sub) ?? asString(idClaims.sub),
-    email: asString(claimEndingWith(accessClaims, 'email')) ?? asString(idClaims.email),
-    name: asString(accessClaims.name) ?? asString(idClaims.name),
+    sub: stringClaim(accessClaims, 'sub') ?? stringClaim(idClaims, 'sub'),
+    email: nonEmptyString(namespacedClaim(accessClaims, 'email')) ?? stringClaim(idClaims, 'email'),
+    name: stringClaim(accessClaims, 'name') ?? stringClaim(idClaims, 'name'),
     roles: Object.freeze(roles),
-    orgId: asString(claimEndingWith(accessClaims, 'org_id')) ?? asString(idClaims.org_id),
+    orgId: nonEmptyString(namespacedClaim(accessClaims, 'org_id')) ?? stringClaim(idClaims, 'org_id'),
   });
 }

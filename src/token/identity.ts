@@ -20,6 +20,9 @@
 import { PROVIDER_CLAIM_DEFAULTS, type ProviderConfig } from '../config/proxy-config.js';
 import { TokenError, quote } from './errors.js';
 import type { VerifiedToken } from './verifier.js';
+import { firstStringClaim, rolesFromClaim, stringClaim } from '../shared/claims.js';
+
+export { rolesFromClaim };
 
 export interface Identity {
   /** The startup user that matched a username claim. */
@@ -41,27 +44,6 @@ export interface Identity {
 export interface RoleRule {
   readonly role: string;
   readonly account: string;
-}
-
-/** Roles as an array of strings, or one string separated by spaces or commas. */
-export function rolesFromClaim(value: unknown): string[] {
-  const raw = typeof value === 'string' ? value.split(/[\s,]+/) : Array.isArray(value) ? value.filter((r): r is string => typeof r === 'string') : [];
-  return [...new Set(raw.filter((r) => r.length > 0))];
-}
-
-/** An own, non-empty string claim (never something inherited from Object.prototype). */
-function stringClaim(claims: Record<string, unknown>, name: string): string | undefined {
-  if (!Object.hasOwn(claims, name)) return undefined;
-  const value = claims[name];
-  return typeof value === 'string' && value.length > 0 ? value : undefined;
-}
-
-function firstString(claims: Record<string, unknown>, names: readonly string[]): string | undefined {
-  for (const name of names) {
-    const value = stringClaim(claims, name);
-    if (value !== undefined) return value;
-  }
-  return undefined;
 }
 
 /** `prefix:value` when the provider has a prefix, the value itself otherwise. */
@@ -153,8 +135,8 @@ export function resolveIdentity(token: VerifiedToken, startupUser: string, roleM
     );
   }
 
-  const email = verified ? firstString(claims, settings.emailClaims) : undefined;
-  const tenant = firstString(claims, settings.tenantClaims);
+  const email = verified ? firstStringClaim(claims, settings.emailClaims) : undefined;
+  const tenant = firstStringClaim(claims, settings.tenantClaims);
   // An unverified e-mail reaches nothing the session sets either (context.settings are filled from these).
   const usableClaims = verified ? claims : Object.freeze(Object.fromEntries(Object.entries(claims).filter(([name]) => !isEmailClaim(name, settings.emailClaims))));
   return {

@@ -21,6 +21,7 @@ import { parseStartupPacket, type StartupMessagePacket } from '../protocol/start
 import { authenticateUpstream, connectTls, UpstreamError, type ProxyAddress, type TunnelDialer } from './upstream.js';
 import { errorCode, GprxyError } from '../shared/errors.js';
 import { DEFAULT_USERNAME_CLAIMS } from '../config/username-claims.js';
+import { firstStringClaim } from '../shared/claims.js';
 
 /** Where the tunnel gets access tokens (the oauth TokenSource, or a fixed CI token). */
 export interface TunnelTokenSource {
@@ -82,12 +83,9 @@ export interface Listener {
   readonly socketPath?: string;
 }
 
+/** The user the tunnel connects as: the first username claim, by the proxy's own default list. */
 export function usernameFromClaims(claims: Record<string, unknown>, names: readonly string[] = DEFAULT_USERNAME_CLAIMS): string | undefined {
-  for (const name of names) {
-    const v = claims[name];
-    if (typeof v === 'string' && v) return v;
-  }
-  return undefined;
+  return firstStringClaim(claims, names);
 }
 
 export class Tunnel {
