@@ -181,7 +181,8 @@ export class TokenSource {
         const again = await store.load(profile);
         const newer = again && again.refreshToken !== data.refreshToken ? currentOf(again) : undefined;
         if (newer && newer.expiresAt > this.#now()) return this.#answer(newer);
-        throw err;
+        // The OIDC client does not know the profile: name it in the one line the person acts on.
+        throw new LoginRequiredError(`the stored login${profile === 'default' ? '' : ` (profile ${profile})`} has expired or was revoked: ${runLogin(profile)}`, { cause: err });
       }
       // An unreachable provider does not end a session whose token still works: use it, say so.
       if (err instanceof ProviderUnreachableError && current && stillValid) {

@@ -233,7 +233,8 @@ export class Tunnel {
       // The token source's LoginRequiredError (oauth/errors.ts): only gprxy login can help.
       const loginRequired = errorCode(e) === 'login_required';
       this.options.events?.onTokenError?.(err, loginRequired);
-      const message = loginRequired ? `gprxy: not logged in or the session expired; run gprxy login` : `gprxy: cannot get an access token: ${err.message}`;
+      // Its message names the fix, with --profile when the tunnel's profile is not the default.
+      const message = loginRequired ? `gprxy: ${err.message}${err.message.includes('gprxy login') ? '' : '; run gprxy login'}` : `gprxy: cannot get an access token: ${err.message}`;
       refuse(SqlState.INVALID_AUTHORIZATION, message);
       return;
     }

@@ -110,7 +110,7 @@ describe('TokenSource with stored tokens', () => {
     await (await person()()).revoke(record.refreshToken!);
     await store.save('p', { ...record, accessTokenExpiresAt: Date.now() - 1 });
     const source = new TokenSource({ profile: 'p', mode: { kind: 'stored', store }, client: person() });
-    await expect(source.getAccessToken()).rejects.toMatchObject({ code: 'login_required', message: expect.stringContaining('run gprxy login') });
+    await expect(source.getAccessToken()).rejects.toMatchObject({ code: 'login_required', message: expect.stringMatching(/\(profile p\) has expired or was revoked: run gprxy login --profile p$/) });
   });
 
   it('nothing stored, or a login for another issuer, is login_required', async () => {

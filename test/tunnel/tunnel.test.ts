@@ -82,6 +82,20 @@ describe('gprxy connect tunnel', () => {
     }
   });
 
+  it('the refusal names the profile to log in to, as the token source says it', async () => {
+    const loginRequired = new LoginRequiredError('not logged in (profile work): run gprxy login --profile work');
+    const tunnel = await startTunnel({ getAccessToken: () => Promise.reject(loginRequired) });
+    try {
+      const err = await psql(tunnel.listeners[0]!.port, 'select 1').then(
+        () => undefined,
+        (e: { stderr: string }) => e,
+      );
+      expect(err?.stderr).toContain('gprxy: not logged in (profile work): run gprxy login --profile work');
+    } finally {
+      await tunnel.close();
+    }
+  });
+
   it("forwards psql's Ctrl+C across both hops", async () => {
     const tunnel = await startTunnel(fixedTokens(aliceToken));
     try {
