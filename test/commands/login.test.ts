@@ -214,7 +214,7 @@ describe('gprxy login errors: one line, the next step, exit 1 (4 when only a log
       await e.setPassword(JSON.stringify(r));`]);
     const r = await gprxy(['token', '--profile', 'pkce']);
     expect(r.code).toBe(4); // login required
-    expect(r.stderr).toMatch(/^gprxy: the stored login has expired or was revoked: run gprxy login\n$/);
+    expect(r.stderr).toMatch(/^gprxy: the stored login \(profile pkce\) has expired or was revoked: run gprxy login --profile pkce\n$/);
   });
 
   it('denied consent', async () => {
