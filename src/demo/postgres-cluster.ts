@@ -46,6 +46,12 @@ export interface Cluster {
   createDatabase(name: string): Promise<void>;
   /** A LOGIN role with a SCRAM password. */
   createRole(name: string, password: string, extra?: string): Promise<void>;
+  /**
+   * Stops the server and keeps its data (fast: SIGINT, sessions end with 57P01; immediate: SIGQUIT, crash
+   * recovery at the next start); start() brings it back on the same port. For fault tests.
+   */
+  halt(mode: 'fast' | 'immediate'): Promise<void>;
+  start(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -172,13 +178,11 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
   const versionText = execFileSync(join(binDir, 'postgres'), ['--version']).toString();
   const majorVersion = Number(/(\d+)(?:\.\d+)?/.exec(versionText)?.[1] ?? 0);
 
-  let child: ChildProcess | undefined;
-  let port = 0;
-  for (let attempt = 0; attempt < 5 && !child; attempt++) {
-    port = await freePort();
+  /** Starts `postgres` on `p`; undefined when it could not (the port was taken meanwhile, or it failed). */
+  const launch = async (p: number): Promise<ChildProcess | undefined> => {
     const settings: Record<string, string> = {
       listen_addresses: '127.0.0.1',
-      port: String(port),
+      port: String(p),
       unix_socket_directories: socketDir,
       fsync: 'off',
       synchronous_commit: 'off',
@@ -210,22 +214,41 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
         resolve(false);
       });
     });
-    if (ready) child = proc;
-    else proc.kill('SIGKILL');
+    if (!ready) {
+      proc.kill('SIGKILL');
+      return undefined;
+    }
+    // If our process ends without stop() (a crash, a killed test worker), the server must not outlive it.
+    const killOnExit = () => proc.kill('SIGINT');
+    process.once('exit', killOnExit);
+    proc.once('exit', () => process.off('exit', killOnExit));
+    // Keep the pipes drained so a chatty server never blocks.
+    proc.stdout!.resume();
+    proc.stderr!.resume();
+    return proc;
+  };
+
+  let child: ChildProcess | undefined;
+  let port = 0;
+  for (let attempt = 0; attempt < 5 && !child; attempt++) {
+    port = await freePort();
+    child = await launch(port);
   }
   if (!child) {
     cleanupDir();
     throw new ClusterError('PostgreSQL did not start (see its log)');
   }
-  const proc = child;
-  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-  // If our process ends without stop() (a crash, a killed test worker), the server must not outlive it.
-  const killOnExit = () => proc.kill('SIGINT');
-  process.once('exit', killOnExit);
-  void exited.then(() => process.off('exit', killOnExit));
-  // Keep the pipes drained so a chatty server never blocks.
-  proc.stdout!.resume();
-  proc.stderr!.resume();
+  let proc: ChildProcess = child;
+  const running = () => proc.exitCode === null && proc.signalCode === null;
+  /** Signals the postmaster (SIGINT: fast shutdown, SIGQUIT: immediate) and waits for it to exit. */
+  const halt = async (signal: 'SIGINT' | 'SIGQUIT') => {
+    if (!running()) return;
+    const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+    proc.kill(signal);
+    const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(timer);
+  };
 
   const host = '127.0.0.1';
   const connect = (database = 'postgres') => new pg.Client({ host, port, user: superuser, password: superuserPassword, database });
@@ -253,13 +276,24 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     async createRole(name, password, extra = '') {
       await cluster.query(`CREATE ROLE ${sqlIdent(name)} LOGIN PASSWORD ${sqlLiteral(password)} ${extra}`);
     },
-    async stop() {
-      if (proc.exitCode === null && proc.signalCode === null) {
-        proc.kill('SIGINT'); // fast shutdown
-        const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
-        await exited;
-        clearTimeout(timer);
+    async halt(mode) {
+      await halt(mode === 'fast' ? 'SIGINT' : 'SIGQUIT');
+    },
+    async start() {
+      if (running()) return;
+      // The same port, so that clients configured with it find the server again.
+      for (let attempt = 0; attempt < 20; attempt++) {
+        const started = await launch(port);
+        if (started) {
+          proc = started;
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 250));
       }
+      throw new ClusterError(`PostgreSQL did not start again on port ${port} (see its log)`);
+    },
+    async stop() {
+      await halt('SIGINT'); // fast shutdown
       cleanupDir();
     },
   };
