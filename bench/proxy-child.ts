@@ -3,7 +3,7 @@
  * opening thousands of idle connections) never competes with the proxy's event loop. It loads a config
  * file exactly as `gprxy serve --config` does, starts ProxyServer and reports the bound port over IPC.
  *
- * IPC requests: { type: 'stats' } → memory, sessions, pools; { type: 'gc' } → the same after a full GC
+ * IPC requests: { type: 'stats' } → memory, sessions, pools, open handles by kind; { type: 'gc' } → the same after a full GC
  * (when started with --expose-gc); { type: 'heap-snapshot', dir } → a V8 heap snapshot written to `dir`;
  * { type: 'stop' } → graceful close, then exit.
  */
@@ -22,6 +22,8 @@ function snapshot() {
     sessions: proxy?.activeSessions ?? 0,
     pools: proxy?.pools.stats() ?? {},
     verifier: proxy?.verifier.stats(),
+    // Open handles by kind (TCPSocketWrap, Timeout, ...): the chaos soak checks that none leak.
+    handles: process.getActiveResourcesInfo().reduce<Record<string, number>>((acc, kind) => ((acc[kind] = (acc[kind] ?? 0) + 1), acc), {}),
   };
 }
 
