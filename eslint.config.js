@@ -13,7 +13,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['src/config/**', 'src/commands/**', 'src/cli/**', 'bin/**', 'test/**', 'bench/**', 'vitest.config.ts'],
+    files: ['src/config/**', 'src/commands/**', 'src/cli/**', 'bin/**', 'test/**', 'bench/**', 'chaos/**', 'vitest.config.ts'],
     rules: { 'no-restricted-properties': 'off' },
   },
   // Errors are classes with a literal code: they extend GprxyError (src/shared/errors.ts), never Error directly.

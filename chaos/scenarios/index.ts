@@ -1,0 +1,6 @@
+/** Every scenario of `npm run chaos`, in the order a full run takes them. */
+import type { Scenario } from '../lib/scenario.js';
+import { fuzzCodec } from './fuzz-codec.js';
+import { pgRestart } from './pg-restart.js';
+
+export const SCENARIOS: readonly Scenario[] = [fuzzCodec, pgRestart];
