@@ -64,7 +64,7 @@ export interface TunnelOptions {
   readonly localUser?: string;
 }
 
-export type TunnelErrorCode = 'port_in_use' | 'unsafe_socket_dir' | 'listen_failed';
+export type TunnelErrorCode = 'port_in_use' | 'unsafe_socket_dir' | 'listen_failed' | 'local_tls_unsupported';
 
 export class TunnelError extends GprxyError<TunnelErrorCode> {
   constructor(
@@ -87,6 +87,17 @@ export interface Listener {
 export function usernameFromClaims(claims: Record<string, unknown>, names: readonly string[] = DEFAULT_USERNAME_CLAIMS): string | undefined {
   return firstStringClaim(claims, names);
 }
+
+/**
+ * The local listener has no TLS: it is on loopback (or a 0700 Unix socket) and the hop that leaves the
+ * machine, to the proxy, is TLS. A client that insists on TLS would otherwise fail with libpq's terse
+ * "server does not support SSL" or a dropped handshake; the tunnel says which setting to change.
+ */
+const LOCAL_TLS_FIX = "the tunnel's local listener has no TLS (it is loopback-only; the connection to the proxy is TLS): connect with sslmode=prefer or disable";
+const DIRECT_TLS_REFUSED = `a local client started TLS directly (sslnegotiation=direct); ${LOCAL_TLS_FIX}, without sslnegotiation=direct`;
+const TLS_REQUIRED_LEFT = `a local client asked for TLS and left when the tunnel said it has none (sslmode=require or verify-*); ${LOCAL_TLS_FIX}`;
+/** The first byte of a TLS record carrying a handshake (a ClientHello sent without an SSLRequest). */
+const TLS_HANDSHAKE_RECORD = 0x16;
 
 export class Tunnel {
   private readonly servers: Server[] = [];
@@ -161,7 +172,16 @@ export class Tunnel {
     let failure: Error | undefined;
     // Frames are taken from the reader on demand: after the startup the client's next bytes are tagged
     // messages (the password), not startup frames.
+    let firstChunk = true;
     const onData = (chunk: Buffer) => {
+      if (firstChunk) {
+        firstChunk = false;
+        if (chunk[0] === TLS_HANDSHAKE_RECORD) {
+          failure = new TunnelError('local_tls_unsupported', DIRECT_TLS_REFUSED);
+          wake?.();
+          return;
+        }
+      }
       try {
         reader.push(chunk);
       } catch (e) {
@@ -189,11 +209,18 @@ export class Tunnel {
     };
 
     let startup: StartupMessagePacket | undefined;
+    let askedForTls = false;
     while (!startup) {
       const frame = await next(() => reader.nextStartupFrame());
-      if (!frame) return;
+      if (!frame) {
+        if (askedForTls) throw new TunnelError('local_tls_unsupported', TLS_REQUIRED_LEFT);
+        return;
+      }
       const packet = parseStartupPacket(frame);
-      if (packet.kind === 'ssl' || packet.kind === 'gssenc') local.write(sslResponse(false));
+      if (packet.kind === 'ssl' || packet.kind === 'gssenc') {
+        askedForTls = packet.kind === 'ssl';
+        local.write(sslResponse(false));
+      }
       else if (packet.kind === 'cancel') {
         // The client holds the key the central proxy issued: forward the request verbatim.
         local.destroy();

@@ -96,6 +96,33 @@ describe('gprxy connect tunnel', () => {
     }
   });
 
+  it('a client that insists on TLS locally is told which sslmode to use, for the SSLRequest and the direct handshake', async () => {
+    const errors: { code: string | undefined; message: string }[] = [];
+    const tunnel = await startTunnel(fixedTokens(aliceToken), { events: { onConnectionError: (e) => errors.push({ code: (e as { code?: string }).code, message: e.message }) } });
+    try {
+      const port = tunnel.listeners[0]!.port;
+      await expect(psql(port, 'select 1', { PGSSLMODE: 'require' })).rejects.toMatchObject({ stderr: expect.stringContaining('does not support SSL') });
+      await waitUntil(() => errors.length === 1);
+      expect(errors[0]).toMatchObject({ code: 'local_tls_unsupported', message: expect.stringContaining('sslmode=prefer or disable') });
+
+      // sslnegotiation=direct: a TLS ClientHello with no SSLRequest first.
+      const { connect } = await import('node:tls');
+      const direct = connect({ host: '127.0.0.1', port, ALPNProtocols: ['postgresql'], rejectUnauthorized: false });
+      await new Promise<void>((resolve) => {
+        direct.on('error', () => undefined);
+        direct.on('close', () => resolve());
+      });
+      await waitUntil(() => errors.length === 2);
+      expect(errors[1]).toMatchObject({ code: 'local_tls_unsupported', message: expect.stringContaining('sslnegotiation=direct') });
+
+      // sslmode=prefer still works on the same listener.
+      expect((await psql(port, 'select 1')).stdout.trim()).toBe('1');
+      expect(errors).toHaveLength(2);
+    } finally {
+      await tunnel.close();
+    }
+  });
+
   it("forwards psql's Ctrl+C across both hops", async () => {
     const tunnel = await startTunnel(fixedTokens(aliceToken));
     try {
