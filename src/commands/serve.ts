@@ -19,6 +19,7 @@ export default class Serve extends BaseCommand {
     const config = loadProxyConfig(flags.config, process.env);
     if (flags.check) {
       const dbs = Object.entries(config.databases).map(([n, d]) => `${n} → ${d.host}:${d.port}/${d.dbname} (${d.mode})`);
+      for (const w of config.warnings) this.logToStderr(`gprxy: warning: ${w}`);
       this.log(`config OK: listen ${config.listen.host}:${config.listen.port}, ${config.providers.length} provider(s), databases: ${dbs.join('; ')}`);
       if (flags.connect) {
         const checks = await checkBackends(config);

@@ -4,6 +4,7 @@
  * (TLS certificates, CA files, the JWKS cache directory) resolve against the config file's directory.
  */
 import { DEFAULT_USERNAME_CLAIMS } from './username-claims.js';
+import { buildCiSettings, ciRuleSchema, type CiProviderSettings } from './ci-provider-config.js';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
@@ -70,7 +71,11 @@ const providerSchema = z.strictObject({
     .min(1)
     .default(['RS256']),
   roles_claim: z.string().min(1).default('https://gprxy.io/roles'),
-  username_claims: z.array(z.string().min(1)).min(1).default([...DEFAULT_USERNAME_CLAIMS]),
+  // Default: DEFAULT_USERNAME_CLAIMS, or `sub` for a CI provider (a job token names no person).
+  username_claims: z.array(z.string().min(1)).min(1).optional(),
+  // Providers of kind CI (issue 19, src/config/ci-provider-config.ts): job tokens admitted by rules over claims.
+  kind: z.enum(['oauth', 'github_actions', 'gitlab']).default('oauth'),
+  rules: z.array(ciRuleSchema).optional(),
   required_scopes: z.array(z.string().min(1)).default([]),
   ca: z.string().optional(),
   // Identity namespacing and claims (src/token/identity.ts; README "Several identity providers").
@@ -199,6 +204,8 @@ export interface ProviderConfig {
   readonly emailVerifiedClaim?: string;
   /** The operator declares every e-mail this provider issues verified. */
   readonly emailsVerified?: boolean;
+  /** A CI provider (GitHub Actions, GitLab): its rules pick the account instead of role_mapping. */
+  readonly ci?: CiProviderSettings;
 }
 
 export interface DatabaseConfig {
@@ -268,6 +275,8 @@ export interface ProxyConfig {
   readonly metrics?: { readonly host: string; readonly port: number };
   /** Verification endpoint for PostgreSQL 18's native OAuth validator module. */
   readonly validator?: { readonly socket: string; readonly socketMode: number };
+  /** Accepted but questionable settings (e.g. a CI rule pinning only mutable names): logged at start. */
+  readonly warnings: readonly string[];
 }
 
 function formatIssues(error: z.ZodError, locate?: LocateKey): string {
@@ -349,6 +358,7 @@ export function buildProxyConfig(
   if (!parsed.success) throw new ConfigError(formatIssues(parsed.error, locate));
   const f = parsed.data;
   const problems: string[] = [];
+  const warnings: string[] = [];
   const load = (path: string, what: string): string => {
     const full = resolve(baseDir, path);
     try {
@@ -387,6 +397,13 @@ export function buildProxyConfig(
       prefixes.set(key, i);
     }
   }
+  const ciSettings = f.providers.map((p, i) => {
+    if (p.kind === 'oauth') {
+      if (p.rules !== undefined) problems.push(`providers[${i}].rules: rules apply to CI providers; set kind: github_actions or kind: gitlab (or use role_mapping)`);
+      return undefined;
+    }
+    return buildCiSettings(`providers[${i}]`, p.kind, p.rules, f.accounts, problems, warnings);
+  });
   // With prefixes, token roles are `prefix:role` (src/token/identity.ts): a rule names the provider it trusts.
   const rolePrefixes = f.providers.flatMap((p) => (p.prefix === undefined ? [] : [p.prefix]));
   for (const [i, rule] of f.role_mapping.entries()) {
@@ -419,7 +436,7 @@ export function buildProxyConfig(
       problems.push(`databases.${name}.audit.statements: statement auditing needs mode: oauth (a passthrough session has no verified identity to attribute statements to)`);
     }
   }
-  if (Object.values(databases).some((d) => d.mode === 'oauth') && f.role_mapping.length === 0) {
+  if (Object.values(databases).some((d) => d.mode === 'oauth') && f.role_mapping.length === 0 && f.providers.some((p) => p.kind === 'oauth')) {
     problems.push('role_mapping: an oauth database needs at least one rule mapping a token role to an account');
   }
   const accounts = dictionary<AccountConfig>();
@@ -452,7 +469,7 @@ export function buildProxyConfig(
       ...(p.jwks_uri ? { jwksUri: p.jwks_uri } : {}),
       algorithms: p.algorithms,
       rolesClaim: p.roles_claim,
-      usernameClaims: p.username_claims,
+      usernameClaims: p.username_claims ?? (p.kind === 'oauth' ? [...DEFAULT_USERNAME_CLAIMS] : ['sub']),
       requiredScopes: p.required_scopes,
       ...(p.ca ? { ca: load(p.ca, `providers[${i}].ca`) } : {}),
       ...(p.prefix !== undefined ? { prefix: p.prefix } : {}),
@@ -461,6 +478,7 @@ export function buildProxyConfig(
       tenantClaims: p.tenant_claims,
       emailVerifiedClaim: p.email_verified_claim,
       emailsVerified: p.emails_verified,
+      ...(ciSettings[i] ? { ci: ciSettings[i] } : {}),
     })),
     jwks: { cacheTtlMs: f.jwks.cache_ttl, ...(f.jwks.cache_dir ? { cacheDir: resolve(baseDir, f.jwks.cache_dir) } : {}) },
     roleMapping: f.role_mapping,
@@ -478,6 +496,7 @@ export function buildProxyConfig(
     log: { level: f.log.level, ...(f.log.file ? { file: resolve(baseDir, f.log.file) } : {}) },
     ...(f.metrics ? { metrics: f.metrics.listen } : {}),
     ...(f.validator ? { validator: { socket: resolve(baseDir, f.validator.socket), socketMode: parseInt(f.validator.socket_mode, 8) } } : {}),
+    warnings,
   });
 }
 
@@ -501,4 +520,9 @@ export function loadProxyConfig(file: string, env: Readonly<Record<string, strin
     if (e instanceof ConfigError) throw new ConfigError(`${file}:\n${e.message}`);
     throw e;
   }
+}
+
+/** Every account a login can be mapped to: role_mapping's and the CI providers' rules', once each, in order. */
+export function mappedAccounts(config: Pick<ProxyConfig, 'roleMapping' | 'providers'>): string[] {
+  return [...new Set([...config.roleMapping.map((r) => r.account), ...config.providers.flatMap((p) => p.ci?.rules.map((r) => r.account) ?? [])])];
 }

@@ -5,7 +5,7 @@
  * same code the pools use (Backend.connect: TCP, TLS per sslmode, SCRAM), and the outcome is classified so
  * PostgreSQL down, TLS trouble, a wrong account password and a missing database read differently.
  */
-import type { AccountConfig, DatabaseConfig, ProxyConfig } from '../config/proxy-config.js';
+import { mappedAccounts, type AccountConfig, type DatabaseConfig, type ProxyConfig } from '../config/proxy-config.js';
 import { Backend, BackendError, defaultDialer, negotiateTls, type Dialer } from './backend.js';
 
 export type BackendCheckOutcome = 'ok' | 'unreachable' | 'tls_failed' | 'auth_failed' | 'database_missing' | 'refused';
@@ -23,10 +23,10 @@ export interface BackendCheck {
   readonly sqlstate?: string;
 }
 
-/** The accounts an oauth database is reached with: every account of role_mapping, once each. */
-function accountsFor(config: Pick<ProxyConfig, 'roleMapping' | 'accounts'>, database: DatabaseConfig): AccountConfig[] {
+/** The accounts an oauth database is reached with: every account of role_mapping and CI rules, once each. */
+function accountsFor(config: Pick<ProxyConfig, 'roleMapping' | 'accounts' | 'providers'>, database: DatabaseConfig): AccountConfig[] {
   if (database.mode !== 'oauth') return [];
-  const names = [...new Set(config.roleMapping.map((r) => r.account))];
+  const names = mappedAccounts(config);
   return names.map((n) => config.accounts[n]).filter((a): a is AccountConfig => !!a);
 }
 
@@ -60,7 +60,7 @@ export interface CheckBackendsOptions {
 }
 
 /** Tries every database × account pair at once; never throws. */
-export async function checkBackends(config: Pick<ProxyConfig, 'databases' | 'roleMapping' | 'accounts'>, options: CheckBackendsOptions = {}): Promise<BackendCheck[]> {
+export async function checkBackends(config: Pick<ProxyConfig, 'databases' | 'roleMapping' | 'accounts' | 'providers'>, options: CheckBackendsOptions = {}): Promise<BackendCheck[]> {
   const timeoutMs = options.timeoutMs ?? 5000;
   const attempts: Promise<BackendCheck>[] = [];
   for (const database of Object.values(config.databases)) {

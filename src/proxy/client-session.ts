@@ -99,7 +99,7 @@ export class ClientSession {
     };
     const base = { phase: 'login' as const, canSpeak: this.login.canSpeak, fields };
     if (e instanceof Refusal) return { ...base, reason: e.code, detail: { text: e.message, ...(database ? { database: database.name } : {}) }, ...(e.sqlstate ? { sqlstate: e.sqlstate } : {}) };
-    if (e instanceof TokenError) return { ...base, reason: e.code, detail: { text: e.message } };
+    if (e instanceof TokenError) return { ...base, reason: e.code, detail: { text: e.message }, ...(e.explanation ? { fields: { ...fields, explanation: e.explanation } } : {}) };
     if (e instanceof OAuthBearerDiscoveryEnd) return { ...base, reason: e.code, detail: { text: e.message } };
     if (e instanceof ProtocolError) return { ...base, reason: 'protocol_violation', detail: { text: e.message } };
     if (e instanceof PoolTimeoutError || e instanceof PoolClosedError) return { ...base, reason: e.code, detail: { text: e.message } };

@@ -88,6 +88,8 @@ export const END_REASONS = {
   token_scope: token,
   token_user_mismatch: token,
   token_no_role: token,
+  // A CI job token no provider rule admits (src/token/ci-rules.ts); the audit line carries the explanation.
+  token_rule_refused: token,
   token_no_user_id: token,
   token_email_unverified: token,
   // limits.max_sessions_per_identity: the message names the limit and the user.
@@ -122,6 +124,8 @@ export const END_REASONS = {
   // During the session.
   server_shutdown: { ...refused(), ...ended(SqlState.ADMIN_SHUTDOWN, shuttingDown) },
   session_max_lifetime: ended(SqlState.ADMIN_SHUTDOWN, () => 'session exceeded limits.session_max_lifetime; reconnect to continue'),
+  // A CI rule's max_session (issue 19): independent of the job token's expiry.
+  ci_max_session: ended(SqlState.ADMIN_SHUTDOWN, () => "session reached the max_session of the CI rule that admitted this job; reconnect with a fresh job token to continue"),
   protocol_error: ended(SqlState.PROTOCOL_VIOLATION, (d) => `protocol violation: ${d.text ?? 'malformed message'}`),
   client_terminate: ended(),
   client_closed: ended(),

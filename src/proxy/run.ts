@@ -9,6 +9,7 @@ import { ProxyServer } from './server.js';
 
 export async function runProxy(config: ProxyConfig, options: { drainMs: number }): Promise<number> {
   const logger = createLogger({ level: config.log.level, ...(config.log.file ? { file: config.log.file } : {}) });
+  for (const warning of config.warnings) logger.warn({ event: 'config_warning' }, warning);
   const proxy = new ProxyServer(config, { logger });
   await proxy.start();
   // Every database × account is tried once now: a wrong password or a database that is down shows in the

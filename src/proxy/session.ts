@@ -51,7 +51,7 @@ export interface SessionClient {
 export type Authenticated = Extract<LoginResult, { kind: 'authenticated' }>;
 
 /** The reasons a running session is stopped by the proxy (rather than ended by a side). */
-export type StopReason = Extract<SessionEndReason, 'server_shutdown' | 'token_expired' | 'session_max_lifetime'>;
+export type StopReason = Extract<SessionEndReason, 'server_shutdown' | 'token_expired' | 'session_max_lifetime' | 'ci_max_session'>;
 
 export class Session {
   private relay: Relay | undefined;
@@ -83,9 +83,11 @@ export class Session {
     const tenant = identity.tenantId ?? null;
     // When the session must end (operator's choice, DESIGN.md 2.4); the identity context expires with it.
     const limits = config.limits;
+    // A CI rule's max_session replaces the token's expiry as the end (job tokens live minutes, a job longer).
+    const ciEnd = identity.ci && identity.ci.maxSessionMs > 0 ? now() + identity.ci.maxSessionMs : undefined;
     const endsAt = Math.min(
       limits.sessionMaxLifetimeMs > 0 ? now() + limits.sessionMaxLifetimeMs : Infinity,
-      limits.endSessionAtTokenExpiry ? expiresAt : Infinity,
+      ciEnd ?? (limits.endSessionAtTokenExpiry ? expiresAt : Infinity),
     );
     const contextExpiry = Number.isFinite(endsAt) ? endsAt : now() + SESSION_WITHOUT_END_MS;
     const backend = await this.setUp(client, login, tenant, contextExpiry);
@@ -108,7 +110,8 @@ export class Session {
     greeting.push(backendKeyData(key.processId, key.secretKey), readyForQuery('I'));
     socket.write(Buffer.concat(greeting));
     this.deps.metrics?.authSucceeded();
-    this.log = this.log.child({ user: identity.user, account: identity.account, database: database.name });
+    // A CI job's run (GitHub run_id/run_attempt, GitLab pipeline_id/job_id) is on every line of its session.
+    this.log = this.log.child({ user: identity.user, account: identity.account, database: database.name, ...(identity.ci ? { ci: { kind: identity.ci.kind, rule: identity.ci.rule, ...identity.ci.run } } : {}) });
     this.log.info(
       {
         event: 'auth_success',
@@ -140,7 +143,7 @@ export class Session {
     this.relay = relay;
     let lifetimeTimer: LongTimer | undefined;
     if (Number.isFinite(endsAt)) {
-      const reason = limits.endSessionAtTokenExpiry && endsAt === expiresAt ? 'token_expired' : 'session_max_lifetime';
+      const reason = ciEnd !== undefined && endsAt === ciEnd ? 'ci_max_session' : ciEnd === undefined && limits.endSessionAtTokenExpiry && endsAt === expiresAt ? 'token_expired' : 'session_max_lifetime';
       // A 30-day token or session_max_lifetime is beyond setTimeout's range: setLongTimeout, never setTimeout.
       lifetimeTimer = setLongTimeout(() => this.stop(reason), endsAt - now());
     }

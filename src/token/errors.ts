@@ -17,6 +17,7 @@ export type TokenErrorCode =
   | 'token_scope'
   | 'token_user_mismatch'
   | 'token_no_role'
+  | 'token_rule_refused'
   | 'token_no_user_id'
   | 'token_email_unverified'
   | 'jwks_unavailable'
@@ -33,11 +34,14 @@ export class TokenError extends GprxyError<TokenErrorCode> implements SqlStateEr
   override readonly name = 'TokenError';
   readonly code: TokenErrorCode;
   readonly sqlstate: TokenSqlState;
+  /** For the audit log only, never the client: the full reason (a CI rule refusal names the rules' required values). */
+  readonly explanation?: string;
 
-  constructor(code: TokenErrorCode, message: string, options?: { cause?: unknown }) {
+  constructor(code: TokenErrorCode, message: string, options?: { cause?: unknown; explanation?: string }) {
     super(message, options);
     this.code = code;
     this.sqlstate = sqlstateFor(code);
+    if (options?.explanation !== undefined) this.explanation = options.explanation;
   }
 }
 

@@ -19,6 +19,8 @@
  */
 import { PROVIDER_CLAIM_DEFAULTS, type ProviderConfig } from '../config/proxy-config.js';
 import { TokenError, quote } from './errors.js';
+import { ciRunFields, decideCi } from './ci-rules.js';
+import type { CiKind } from '../config/ci-provider-config.js';
 import type { VerifiedToken } from './verifier.js';
 import { firstStringClaim, rolesFromClaim, stringClaim } from '../shared/claims.js';
 
@@ -39,6 +41,18 @@ export interface Identity {
   /** The tenant policies see (gprxy.tenant_id()), `prefix:`-namespaced when configured. */
   readonly tenantId?: string;
   readonly claims: Record<string, unknown>;
+  /** A CI job token (issue 19): the rule that admitted it and the run, for the session limit and the audit log. */
+  readonly ci?: CiJob;
+}
+
+export interface CiJob {
+  readonly kind: CiKind;
+  readonly rule: number;
+  /** The rule's max_session (0: not set): the session ends then, whatever the token's expiry. */
+  readonly maxSessionMs: number;
+  /** Which run this is (GitHub run_id/run_attempt, GitLab pipeline_id/job_id, ...). */
+  readonly run: Readonly<Record<string, string>>;
+  readonly explanation: string;
 }
 
 export interface RoleRule {
@@ -125,7 +139,16 @@ export function resolveIdentity(token: VerifiedToken, startupUser: string, roleM
   // Roles are namespaced like the ids: they grant accounts (role_mapping) and rows (gprxy.has_role), so a
   // second provider must not be able to mint another provider's roles any more than its users.
   const roles = rolesFromClaim(Object.hasOwn(claims, rolesClaim) ? claims[rolesClaim] : undefined).map((r) => namespaced(provider, r));
-  const rule = roleMapping.find((r) => roles.includes(r.role));
+  // A CI provider's rules pick the account (src/token/ci-rules.ts); role_mapping is for people's tokens.
+  let ci: CiJob | undefined;
+  if (provider.ci) {
+    const decision = decideCi(provider.ci, claims);
+    if (!decision.admitted || !decision.rule) {
+      throw new TokenError('token_rule_refused', decision.clientReason, { explanation: decision.explanation });
+    }
+    ci = { kind: provider.ci.kind, rule: decision.rule.number, maxSessionMs: decision.rule.maxSessionMs, run: ciRunFields(provider.ci.kind, claims), explanation: decision.explanation };
+  }
+  const rule = ci ? { account: provider.ci!.rules[ci.rule - 1]!.account } : roleMapping.find((r) => roles.includes(r.role));
   if (!rule) {
     throw new TokenError(
       'token_no_role',
@@ -148,6 +171,7 @@ export function resolveIdentity(token: VerifiedToken, startupUser: string, roleM
     account: rule.account,
     ...(tenant !== undefined ? { tenantId: namespaced(provider, tenant) } : {}),
     claims: usableClaims,
+    ...(ci ? { ci } : {}),
   };
 }
 
