@@ -109,6 +109,8 @@ const databaseSchema = z.strictObject({
   oauth_issuer: z.string().url().optional(),
   oauth_scope: z.string().min(1).regex(/^[\x21-\x7e]+( [\x21-\x7e]+)*$/, 'scopes are printable ASCII separated by single spaces').optional(),
   pool: poolSchema.default({ mode: 'session', size: 20, idle_timeout: 600_000, max_lifetime: 3_600_000 }),
+  // Who the database sees (issue 12): the mapped service account, or a PostgreSQL role per SSO user.
+  identity: z.enum(['shared_account', 'per_user']).default('shared_account'),
   audit: z
     .strictObject({
       statements: z.enum(['none', 'ddl', 'write', 'all']).default('none'),
@@ -126,6 +128,18 @@ const accountSchema = z.strictObject({
   sslcert: z.string().min(1).optional(),
   sslkey: z.string().min(1).optional(),
   pool_size: z.number().int().min(1).max(10_000).optional(),
+});
+
+/** Per-user roles (databases.<name>.identity: per_user): the admin connection and the credential secret. */
+const provisioningSchema = z.strictObject({
+  admin_url: z.string().min(1).optional(),
+  admin_url_file: z.string().min(1).optional(),
+  secret: z.string().min(32, 'provisioning.secret must be at least 32 characters').optional(),
+  secret_file: z.string().min(1).optional(),
+  role_name: z.enum(['email', 'sub']).default('email'),
+  groups: z
+    .array(z.strictObject({ role: z.string().min(1), group: z.string().min(1).max(63) }))
+    .optional(),
 });
 
 const fileSchema = z.strictObject({
@@ -171,6 +185,7 @@ const fileSchema = z.strictObject({
     .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'), file: z.string().optional() })
     .default({ level: 'info' }),
   metrics: z.strictObject({ listen: hostPort }).optional(),
+  provisioning: provisioningSchema.optional(),
   // The Unix socket PostgreSQL 18's gprxy_oauth_validator module asks (validator/README.md).
   validator: z
     .strictObject({ socket: z.string().min(1), socket_mode: z.string().regex(/^0?[0-7]{3}$/, 'an octal file mode such as 0660').default('0660') })
@@ -224,6 +239,20 @@ export interface DatabaseConfig {
   readonly pool: { readonly mode: 'session'; readonly size: number; readonly idleTimeoutMs: number; readonly maxLifetimeMs: number };
   /** Statement audit trail (DESIGN.md 2.6); `statements: 'none'` keeps the relay header-only. */
   readonly audit: StatementAuditConfig;
+  /** shared_account: the mapped service account; per_user: a provisioned PostgreSQL role per user (issue 12). */
+  readonly identity?: 'shared_account' | 'per_user';
+}
+
+/** provisioning (per_user databases): how the proxy creates and maintains the users' roles. */
+export interface ProvisioningConfig {
+  /** A superuser or CREATEROLE connection URL (its database name is replaced per database). */
+  readonly adminUrl: string;
+  /** Derives each role's password (HMAC); replicas share it, nothing else. */
+  readonly secret: string;
+  /** email: the verified e-mail, else the subject; sub: always the subject. */
+  readonly roleName: 'email' | 'sub';
+  /** Token role → NOLOGIN group; absent: derived from role_mapping (the level of the mapped account). */
+  readonly groups?: readonly { readonly role: string; readonly group: string }[];
 }
 
 export type AuditStatements = 'none' | 'ddl' | 'write' | 'all';
@@ -273,6 +302,7 @@ export interface ProxyConfig {
   };
   readonly log: { readonly level: string; readonly file?: string };
   readonly metrics?: { readonly host: string; readonly port: number };
+  readonly provisioning?: ProvisioningConfig;
   /** Verification endpoint for PostgreSQL 18's native OAuth validator module. */
   readonly validator?: { readonly socket: string; readonly socketMode: number };
   /** Accepted but questionable settings (e.g. a CI rule pinning only mutable names): logged at start. */
@@ -338,6 +368,41 @@ function oauthBearerSettings(
   const known = providers.some((p) => p.issuer === issuer || p.issuer.replace(/\/$/, '') === base.replace(/\/$/, ''));
   if (!known) problems.push(`databases.${name}.oauth_issuer: "${issuer}" is not the issuer of any entry in providers; tokens from it could not be verified`);
   return { oauth: { issuer, scope: d.oauth_scope ?? 'openid' } };
+}
+
+/**
+ * The provisioning section: required (admin connection and secret, each inline or from a file) as soon as a
+ * database is per_user. Groups must be plain group names: never a service account (granting it would hand
+ * users the account's LOGIN identity), never a reserved pg_ role.
+ */
+function provisioningConfig(
+  p: z.infer<typeof provisioningSchema> | undefined,
+  databases: readonly DatabaseConfig[],
+  accounts: Record<string, unknown>,
+  load: (path: string, what: string) => string,
+  problems: string[],
+): ProvisioningConfig | undefined {
+  const perUser = databases.filter((d) => d.identity === 'per_user').map((d) => d.name);
+  if (!p) {
+    if (perUser.length) problems.push(`provisioning: databases ${perUser.join(', ')} use identity: per_user, which needs provisioning.admin_url (or admin_url_file) and provisioning.secret (or secret_file): README "Per-user roles"`);
+    return undefined;
+  }
+  const one = (inline: string | undefined, file: string | undefined, what: string): string => {
+    if (inline !== undefined && file !== undefined) problems.push(`provisioning: set ${what} or ${what}_file, not both`);
+    if (file !== undefined) return load(file, `provisioning.${what}_file`).trim();
+    return inline ?? '';
+  };
+  const adminUrl = one(p.admin_url, p.admin_url_file, 'admin_url');
+  const secret = one(p.secret, p.secret_file, 'secret');
+  if (!adminUrl) problems.push('provisioning.admin_url: required (a superuser or CREATEROLE connection URL, e.g. "${GPRXY_PROVISIONING_URL}", or admin_url_file)');
+  else if (!/^postgres(ql)?:\/\//.test(adminUrl)) problems.push('provisioning.admin_url: must be a postgresql:// URL');
+  if (!secret) problems.push('provisioning.secret: required (at least 32 characters, e.g. "${GPRXY_PROVISIONING_SECRET}", or secret_file): it derives every per-user role\'s password');
+  else if (secret.length < 32) problems.push('provisioning.secret: must be at least 32 characters');
+  for (const [i, g] of (p.groups ?? []).entries()) {
+    if (/^pg_/.test(g.group)) problems.push(`provisioning.groups[${i}].group: "${g.group}" is a reserved PostgreSQL role; name a NOLOGIN group (e.g. gprxy_writer)`);
+    if (Object.hasOwn(accounts, g.group)) problems.push(`provisioning.groups[${i}].group: "${g.group}" is a service account (a LOGIN role); per-user roles are granted NOLOGIN groups only`);
+  }
+  return { adminUrl, secret, roleName: p.role_name, ...(p.groups ? { groups: p.groups } : {}) };
 }
 
 /** Validates an already parsed document. `baseDir` resolves relative paths; `readFile` is a seam for tests. */
@@ -431,7 +496,13 @@ export function buildProxyConfig(
       ...oauthBearerSettings(name, d, f.providers, problems),
       pool: { mode: d.pool.mode, size: d.pool.size, idleTimeoutMs: d.pool.idle_timeout, maxLifetimeMs: d.pool.max_lifetime },
       audit: auditConfig(d.audit, baseDir),
+      identity: d.identity,
     };
+    if (d.identity === 'per_user') {
+      if (d.mode !== 'oauth') problems.push(`databases.${name}.identity: per_user needs mode: oauth (a passthrough database logs in with PostgreSQL's own roles already)`);
+      // Transaction pooling with per-user roles is not built yet: refuse rather than run a half-tested mix.
+      if ((d.pool.mode as string) !== 'session') problems.push(`databases.${name}: identity: per_user works with pool.mode: session only (transaction pooling of per-user roles is not supported yet)`);
+    }
     if (d.mode === 'passthrough' && databases[name]!.audit.statements !== 'none') {
       problems.push(`databases.${name}.audit.statements: statement auditing needs mode: oauth (a passthrough session has no verified identity to attribute statements to)`);
     }
@@ -451,6 +522,7 @@ export function buildProxyConfig(
       ...(a.pool_size ? { poolSize: a.pool_size } : {}),
     };
   }
+  const provisioning = provisioningConfig(f.provisioning, Object.values(databases), f.accounts, load, problems);
   const certAccounts = Object.values(accounts).filter((a) => a.sslcert).map((a) => a.name);
   for (const d of Object.values(databases)) {
     if (certAccounts.length && d.mode === 'oauth' && d.sslmode === 'disable') {
@@ -495,6 +567,7 @@ export function buildProxyConfig(
     },
     log: { level: f.log.level, ...(f.log.file ? { file: resolve(baseDir, f.log.file) } : {}) },
     ...(f.metrics ? { metrics: f.metrics.listen } : {}),
+    ...(provisioning ? { provisioning } : {}),
     ...(f.validator ? { validator: { socket: resolve(baseDir, f.validator.socket), socketMode: parseInt(f.validator.socket_mode, 8) } } : {}),
     warnings,
   });
