@@ -23,6 +23,8 @@ import { resolveAccountLevels, type AccessLevel } from './levels.js';
 import { clearPassword, databaseGrants, ensureLoginRole, ensureNologinRole, GROUP_ROLES, groupMembership, schemaGrants, setPassword } from './roles.js';
 import { scramVerifier, scramVerifierMatches } from './scram.js';
 import { catalogSnapshot, changedSections } from './snapshot.js';
+import { perUserHbaLines, perUserStatements, provisionerNotes, USERS_ROLE } from './per-user.js';
+import { groupMapping } from './user-groups.js';
 
 export interface Queryable {
   query(sql: string, params?: unknown[]): Promise<{ rows: Record<string, unknown>[] }>;
@@ -70,6 +72,8 @@ export interface DatabaseState {
   readonly superuser: boolean;
   /** Peer functions PUBLIC may still execute, per group. */
   readonly publicPeerFunctions: ReadonlyMap<PeerFunctionGroup['key'], readonly string[]>;
+  /** The provisioning connection's role (per_user databases), when it exists here. */
+  readonly provisioner?: { readonly name: string; readonly superuser: boolean };
 }
 
 export interface PlanStatement {
@@ -108,8 +112,19 @@ const LOCK_SQL = `SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('g
  */
 export const SAFE_SEARCH_PATH_SQL = 'SET LOCAL search_path = pg_catalog, pg_temp';
 
-export function managedRoles(config: Pick<ProxyConfig, 'accounts'>): string[] {
-  return [OWNER_ROLE, ...Object.values(GROUP_ROLES), ...Object.keys(config.accounts)];
+export function managedRoles(config: Pick<ProxyConfig, 'accounts'> & Partial<Pick<ProxyConfig, 'databases'>>): string[] {
+  const perUser = Object.values(config.databases ?? {}).some((d) => d.identity === 'per_user');
+  return [OWNER_ROLE, ...Object.values(GROUP_ROLES), ...(perUser ? [USERS_ROLE] : []), ...Object.keys(config.accounts)];
+}
+
+/** The user of provisioning.admin_url (the role that provisions per-user roles), if it names one. */
+export function provisionerRole(config: Pick<ProxyConfig, 'provisioning'>): string | undefined {
+  if (!config.provisioning) return undefined;
+  try {
+    return decodeURIComponent(new URL(config.provisioning.adminUrl).username) || undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The databases db init applies to: the named one, or every oauth database. */
@@ -155,6 +170,16 @@ export function planDbInit(config: ProxyConfig, database: DatabaseConfig, option
   if (!options.keepPeerAccess) add(...peerIsolationStatements());
   if (options.forceRls) add(forceRlsStatement([...levels.keys()]));
   if (state) notes.push(...hardeningNotes(state, options));
+  const hba = hbaLines(database, [...levels.keys()]);
+  if (database.identity === 'per_user') {
+    // Without a server (--print alone) the admin URL's user is assumed to exist and not to be a superuser.
+    const named = provisionerRole(config);
+    const provisioner = state ? state.provisioner : named !== undefined ? { name: named, superuser: false } : undefined;
+    const limited = provisioner && !provisioner.superuser ? provisioner.name : undefined;
+    add(...perUserStatements(groupMapping(config).all, limited, state?.serverVersion ?? 160000));
+    notes.push(...provisionerNotes(provisioner?.name, provisioner?.superuser ?? false, state?.serverVersion ?? 160000));
+    hba.push(...perUserHbaLines(database.dbname));
+  }
 
   if (config.context.secret === undefined) {
     notes.push('no context.secret in the config: gprxy.claims() returns NULL until db init runs with one');
@@ -174,7 +199,7 @@ export function planDbInit(config: ProxyConfig, database: DatabaseConfig, option
     else if (secret?.current === 'match' && options.rotateSecret) notes.push('context secret already current (a previous one, if any, stays accepted)');
     else if (secret?.current === 'unreadable') notes.push('this admin cannot read gprxy.context_secret: run db init as a superuser or a member of gprxy_owner');
   }
-  return { database, statements, roles: managedRoles(config), schemas, notes, hba: hbaLines(database, [...levels.keys()]) };
+  return { database, statements, roles: managedRoles(config), schemas, notes, hba };
 }
 
 /** What the public-schema and peer-isolation statements will change here, why, and what that breaks. */
@@ -303,7 +328,17 @@ export async function inspectDatabase(
     databaseOwner,
     superuser: server.superuser === true,
     publicPeerFunctions: await publicPeerFunctions(client),
+    ...(await inspectProvisioner(client, config)),
   };
+}
+
+/** Whether provisioning.admin_url's role exists and is a superuser (what db init must grant it otherwise). */
+async function inspectProvisioner(client: Queryable, config: ProxyConfig): Promise<{ provisioner?: { name: string; superuser: boolean } }> {
+  const name = provisionerRole(config);
+  if (name === undefined) return {};
+  const row = (await client.query(`SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = $1`, [name])).rows[0];
+  if (!row) return {};
+  return { provisioner: { name, superuser: row.rolsuper === true } };
 }
 
 /** Runs a plan's statements on `client`, inside the caller's transaction. */
