@@ -25,6 +25,7 @@ import { PoolClosedError, PoolTimeoutError } from './pool.js';
 import type { PoolManager } from './pools.js';
 import { relayPassthrough } from './passthrough.js';
 import { Session } from './session.js';
+import type { PerUserRoles } from './per-user/per-user-login.js';
 
 export interface SessionDeps {
   readonly config: Pick<ProxyConfig, 'databases' | 'accounts' | 'roleMapping' | 'allowPlaintextLoopback' | 'limits' | 'context'>;
@@ -38,6 +39,8 @@ export interface SessionDeps {
   readonly metrics?: ProxyMetrics;
   /** limits.max_sessions_per_identity; absent: no limit. */
   readonly identitySessions?: IdentitySessions;
+  /** identity: per_user databases (src/proxy/per-user/). */
+  readonly perUser?: PerUserRoles;
 }
 
 export class ClientSession {

@@ -118,6 +118,10 @@ export const END_REASONS = {
   backend_setup_failed: authFailed(SqlState.CANNOT_CONNECT_NOW),
   session_setup_rejected: authFailed(SqlState.CANNOT_CONNECT_NOW),
   backend_epoch_refused: authFailed(SqlState.CANNOT_CONNECT_NOW),
+  // identity: per_user (src/proxy/per-user/provisioner.ts): a role of the user's name the proxy did not make,
+  // or provisioning itself failed (admin connection, a missing group, db init not run).
+  user_role_refused: authFailed(SqlState.INVALID_AUTHORIZATION),
+  provisioning_failed: authFailed(SqlState.CANNOT_CONNECT_NOW, (d) => `database ${d.database ?? ''} cannot set up your database role right now; try again shortly, and tell an operator if it persists (the proxy log has details)`),
   internal_error: authFailed(SqlState.INTERNAL, () => 'internal proxy error; the proxy log has details'),
   // Passthrough: PostgreSQL refused the login and already told the client.
   refused_by_database: { login: { event: 'auth_failure' } },

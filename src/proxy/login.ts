@@ -27,6 +27,7 @@ import { identityKey, type IdentitySessions } from './identity-sessions.js';
 import { PoolClosedError, PoolTimeoutError, type BackendPool } from './pool.js';
 import type { PoolManager } from './pools.js';
 import { FrontendCode } from '../protocol/codes.js';
+import type { PerUserRoles } from './per-user/per-user-login.js';
 
 /**
  * The largest message accepted before authentication: a password or SASL message carrying an access token
@@ -48,6 +49,8 @@ export interface LoginDeps {
   readonly secureContext?: SecureContext | undefined;
   /** limits.max_sessions_per_identity; absent: no limit. */
   readonly identitySessions?: IdentitySessions | undefined;
+  /** Provisioning of per-user roles; present when a database has identity: per_user. */
+  readonly perUser?: PerUserRoles | undefined;
 }
 
 export type LoginResult =
@@ -201,6 +204,12 @@ export class Login {
     }
     this.identity = identity;
     this.countIdentity(identity);
+    if (database.identity === 'per_user') {
+      if (!this.deps.perUser) throw new Refusal('provisioning_failed', `database ${database.name} is per_user but the proxy has no provisioning`);
+      const asRole = await this.deps.perUser.login(database, identity, this.deps.pools, (p) => this.acquire(p));
+      this.identity = asRole.identity;
+      return { kind: 'authenticated', startup, database, identity: asRole.identity, expiresAt: verified.expiresAt, tokenId: verified.tokenId, pool: asRole.pool, backend: asRole.backend };
+    }
     const account = config.accounts[identity.account]!;
     const pool = this.deps.pools.get(database, account);
     const backend = await this.acquire(pool);

@@ -81,6 +81,42 @@ export class PoolManager {
   }
 
   /**
+   * The pool of one per-user role (identity: per_user): keyed per (database, role), sized by pool.size per
+   * user, idle backends closed after pool.idle_timeout like any pool. No role-settings guard: the
+   * provisioner repairs the role at each login, and a user's role settings only reach her own sessions.
+   */
+  getUser(database: DatabaseConfig, role: string, password: string): BackendPool {
+    const key = `${database.name}/user:${role}`;
+    let pool = this.pools.get(key);
+    if (!pool) {
+      const target: BackendTarget = {
+        host: database.host,
+        port: database.port,
+        dbname: database.dbname,
+        sslmode: database.sslmode,
+        ...(database.ca ? { ca: database.ca } : {}),
+        user: role,
+        password,
+      };
+      const readStart = this.options.readBackendStart ? backendPreparer(key, this.options.logger) : undefined;
+      pool = new BackendPool({
+        name: `${database.name}/${role}`,
+        target,
+        size: database.pool.size,
+        idleTimeoutMs: database.pool.idleTimeoutMs,
+        maxLifetimeMs: database.pool.maxLifetimeMs,
+        waitTimeoutMs: this.options.waitTimeoutMs,
+        logger: this.options.logger,
+        ...(this.options.dialer ? { dialer: this.options.dialer } : {}),
+        ...(readStart ? { prepare: readStart } : {}),
+        cancel: (backend: Backend) => this.cancel(backend),
+      });
+      this.pools.set(key, pool);
+    }
+    return pool;
+  }
+
+  /**
    * What every new backend goes through before first use: the role-settings guard, then the context's
    * reads; and the guard again when a new backend ends before it could be checked.
    */

@@ -17,6 +17,8 @@ import { disconnect } from './disconnect.js';
 import { ProxyMetrics } from './metrics.js';
 import { PoolManager } from './pools.js';
 import { ValidatorEndpoint } from './validator-endpoint.js';
+import { perUserRoles } from './per-user/setup.js';
+import type { PerUserRoles } from './per-user/per-user-login.js';
 
 export interface ProxyServerDeps {
   readonly logger: Logger;
@@ -53,6 +55,8 @@ export class ProxyServer {
   private readonly now: () => number;
   private readonly log: Logger;
   private validator: ValidatorEndpoint | undefined;
+  /** Provisioning of per-user roles (identity: per_user databases). */
+  readonly perUser: PerUserRoles | undefined;
 
   constructor(
     readonly config: ProxyConfig,
@@ -79,6 +83,7 @@ export class ProxyServer {
       events: { serviceAccountTampered: (pool) => this.metrics.serviceAccountTampered(pool), serviceAccountLoginFailed: (pool) => this.metrics.serviceAccountLoginFailed(pool) },
       ...(deps.dialer ? { dialer: deps.dialer } : {}),
     });
+    this.perUser = perUserRoles(config, deps.logger);
     this.metrics = new ProxyMetrics({ sessions: () => this.sessions.size, pools: this.pools, verifier: this.verifier });
     if (config.tls) this.secureContext = createSecureContext({ cert: config.tls.cert, key: config.tls.key, minVersion: 'TLSv1.2' });
   }
@@ -149,6 +154,7 @@ export class ProxyServer {
       pools: this.pools,
       cancels: this.cancels,
       identitySessions: this.identitySessions,
+      ...(this.perUser ? { perUser: this.perUser } : {}),
       logger: this.log,
       now: this.now,
       metrics: this.metrics,
@@ -179,6 +185,7 @@ export class ProxyServer {
     await closed;
     await this.validator?.close();
     await this.pools.close();
+    await this.perUser?.close();
     await this.metrics.close();
     this.verifier.close();
     this.log.info({ event: 'stopped' }, 'gprxy stopped');

@@ -81,10 +81,10 @@ export function proxyDocument(cluster: Cluster, idp: TestProvider, tls: { cert: 
   };
 }
 
-export async function startProxyStack(options: { overrides?: Record<string, unknown> } = {}): Promise<ProxyStack> {
+export async function startProxyStack(options: { overrides?: Record<string, unknown>; provider?: Parameters<typeof startTestProvider>[0] } = {}): Promise<ProxyStack> {
   const cluster = await startTestPostgres();
   await createAppDatabase(cluster);
-  const idp = await startTestProvider();
+  const idp = await startTestProvider(options.provider);
   const leaf = await idp.ca.issue(['localhost', '127.0.0.1']);
   const logs = new LogCapture();
   const files: Record<string, string> = { 'inline-cert': leaf.cert, 'inline-key': leaf.key, 'inline-ca': idp.provider.caCert };
