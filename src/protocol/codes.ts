@@ -15,6 +15,7 @@ export const FrontendCode = {
   DESCRIBE: 0x44, // 'D'
   CLOSE: 0x43, // 'C'
   SYNC: 0x53, // 'S'
+  FLUSH: 0x48, // 'H'
   FUNCTION_CALL: 0x46, // 'F'
   TERMINATE: 0x58, // 'X'
 } as const;
@@ -37,6 +38,8 @@ export const BackendCode = {
   PORTAL_SUSPENDED: 0x73, // 's'
   ROW_DESCRIPTION: 0x54, // 'T'
   NO_DATA: 0x6e, // 'n'
+  PARAMETER_DESCRIPTION: 0x74, // 't'
+  FUNCTION_CALL_RESPONSE: 0x56, // 'V'
   COPY_IN_RESPONSE: 0x47, // 'G'
   COPY_OUT_RESPONSE: 0x48, // 'H'
   COPY_BOTH_RESPONSE: 0x57, // 'W'

@@ -9,4 +9,5 @@ export * from './startup.js';
 export * from './server-messages.js';
 export * from './client-messages.js';
 export * from './message-scanner.js';
+export * from './extended-messages.js';
 export * from './oauthbearer.js';

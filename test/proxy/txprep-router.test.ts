@@ -1,0 +1,324 @@
+/**
+ * The prepared-statement router (src/proxy/txpool/prepared-statements.ts) against a real PostgreSQL over raw
+ * protocol, without the proxy around it: several logical clients take turns on two backend connections, and
+ * every sequence is also run on a direct connection per client. What a client sees through the router
+ * (message types, SQLSTATEs, rows) must equal what it sees directly, with every byte of both directions fed one
+ * at a time. Hostile input: unknown names, duplicates, Close of unknown, failing Parse, malformed messages.
+ */
+
+import type { Socket } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Backend } from '../../src/proxy/backend.js';
+import { FrameReader } from '../../src/protocol/frame-reader.js';
+import { parseErrorFields, parseDataRow } from '../../src/protocol/backend-messages.js';
+import { closeMessage, commandTag, describeMessage, parseMessage } from '../../src/protocol/extended-messages.js';
+import { query } from '../../src/protocol/client-messages.js';
+import { BackendStatements, PreparedStatementStats, StatementRouter } from '../../src/proxy/txpool/prepared-statements.js';
+import { StatementStream } from '../../src/proxy/txpool/statement-stream.js';
+import { ProtocolError } from '../../src/protocol/errors.js';
+import { startTestPostgres, type Cluster } from '../support/postgres.js';
+
+let cluster: Cluster;
+const conns: Socket[] = [];
+
+beforeAll(async () => {
+  cluster = await startTestPostgres();
+  await cluster.query('create table t (id int primary key, v text); insert into t select g, $$v$$ || g from generate_series(1, 5) g');
+});
+afterAll(async () => {
+  for (const c of conns) c.destroy();
+  await cluster?.stop();
+});
+
+async function connect(): Promise<Socket> {
+  const b = await Backend.connect({ host: cluster.host, port: cluster.port, dbname: 'postgres', sslmode: 'disable', user: cluster.superuser, password: cluster.superuserPassword });
+  const s = b.detach();
+  s.resume();
+  conns.push(s);
+  return s;
+}
+
+// ---- frontend message builders (text parameters) ----
+function msg(type: string, body: Buffer): Buffer {
+  const out = Buffer.alloc(5 + body.length);
+  out[0] = type.charCodeAt(0);
+  out.writeInt32BE(4 + body.length, 1);
+  body.copy(out, 5);
+  return out;
+}
+const cstr = (s: string) => Buffer.from(s + '\0');
+const i16 = (n: number) => Buffer.from([(n >> 8) & 0xff, n & 0xff]);
+function i32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeInt32BE(n);
+  return b;
+}
+const P = (name: string, sql: string, types: number[] = []) => parseMessage(name, sql, Buffer.concat([i16(types.length), ...types.map(i32)]));
+function B(stmt: string, params: string[] = [], portal = ''): Buffer {
+  const values = params.flatMap((p) => [i32(Buffer.byteLength(p)), Buffer.from(p)]);
+  return msg('B', Buffer.concat([cstr(portal), cstr(stmt), i16(0), i16(params.length), ...values, i16(0)]));
+}
+const E = (portal = '') => msg('E', Buffer.concat([cstr(portal), i32(0)]));
+const S = () => msg('S', Buffer.alloc(0));
+const D = (name: string) => describeMessage('S', name);
+const C = (name: string) => closeMessage('S', name);
+const Q = (sql: string) => query(sql);
+
+/** What a client sees, one string per message: types, SQLSTATEs, command tags, row values. */
+function trace(bytes: Buffer): string[] {
+  const r = new FrameReader({ maxMessageLength: 1 << 30 });
+  r.push(bytes);
+  const out: string[] = [];
+  let m;
+  while ((m = r.nextMessage())) {
+    const t = String.fromCharCode(m.type);
+    if (t === 'E') out.push(`E:${parseErrorFields(m.body).code}`);
+    else if (t === 'C') out.push(`C:${commandTag(m.body)}`);
+    else if (t === 'D') out.push(`D:${parseDataRow(m.body).join(',')}`);
+    else if (t === 'Z') out.push(`Z:${String.fromCharCode(m.body[0]!)}`);
+    else if (t === 'N' || t === 'S') continue;
+    else out.push(t);
+  }
+  return out;
+}
+
+function countReady(bytes: Buffer): number {
+  return trace(bytes).filter((m) => m.startsWith('Z:')).length;
+}
+
+/** Sends `bytes` on a direct connection; resolves with what came back once `ready` ReadyForQuery arrived. */
+async function direct(sock: Socket, bytes: Buffer, ready: number): Promise<string[]> {
+  let got = Buffer.alloc(0);
+  const done = new Promise<void>((resolve) => {
+    const on = (d: Buffer) => {
+      got = Buffer.concat([got, d]);
+      if (countReady(got) >= ready) {
+        sock.off('data', on);
+        resolve();
+      }
+    };
+    sock.on('data', on);
+  });
+  sock.write(bytes);
+  await done;
+  return trace(got);
+}
+
+/** A logical client: its router, attached to one backend connection per turn, every byte fed one at a time. */
+class Client {
+  readonly router: StatementRouter;
+  constructor(readonly stats: PreparedStatementStats) {
+    this.router = new StatementRouter(stats);
+  }
+
+  async run(backend: { sock: Socket; statements: BackendStatements }, bytes: Buffer, ready: number, bytewise = true): Promise<string[]> {
+    this.router.attach(backend.statements);
+    const stream = new StatementStream(this.router);
+    let toClient = Buffer.alloc(0);
+    const done = new Promise<void>((resolve) => {
+      const on = (d: Buffer) => {
+        const pieces = bytewise ? [...d].map((b) => Buffer.from([b])) : [d];
+        for (const p of pieces) toClient = Buffer.concat([toClient, stream.fromBackend(p)]);
+        if (countReady(toClient) >= ready) {
+          backend.sock.off('data', on);
+          resolve();
+        }
+      };
+      backend.sock.on('data', on);
+    });
+    const pieces = bytewise ? [...bytes].map((b) => Buffer.from([b])) : [bytes];
+    for (const p of pieces) {
+      const out = stream.fromClient(p);
+      if (out.toBackend.length) backend.sock.write(out.toBackend);
+      toClient = Buffer.concat([toClient, out.toClient]);
+    }
+    await done;
+    expect(this.router.idle).toBe(true);
+    expect(stream.atBoundary).toBe(true);
+    this.router.detach();
+    return trace(toClient);
+  }
+}
+
+async function backendStatementNames(b: { sock: Socket }): Promise<string[]> {
+  const rows = await direct(b.sock, Q('select name from pg_prepared_statements order by name'), 1);
+  return rows.filter((r) => r.startsWith('D:')).map((r) => r.slice(2));
+}
+
+describe('prepared statements across backends (router on raw protocol, real PostgreSQL)', () => {
+  let b1: { sock: Socket; statements: BackendStatements };
+  let b2: { sock: Socket; statements: BackendStatements };
+  let stats: PreparedStatementStats;
+
+  beforeAll(async () => {
+    b1 = { sock: await connect(), statements: new BackendStatements(200) };
+    b2 = { sock: await connect(), statements: new BackendStatements(200) };
+  });
+
+  /** Runs each step on a direct connection per client and through the router on the given backend; equal traces. */
+  async function same(steps: { client: Client; on: typeof b1; bytes: Buffer; ready: number; direct: Socket }[]): Promise<string[][]> {
+    const traces: string[][] = [];
+    for (const s of steps) {
+      const viaRouter = await s.client.run(s.on, s.bytes, s.ready);
+      const viaDirect = await direct(s.direct, s.bytes, s.ready);
+      expect(viaRouter, `step ${traces.length}`).toEqual(viaDirect);
+      traces.push(viaRouter);
+    }
+    return traces;
+  }
+
+  it('a client prepares on one backend and executes on another: re-prepared there, answers as direct', async () => {
+    stats = new PreparedStatementStats();
+    const a = new Client(stats);
+    const da = await connect();
+    const traces = await same([
+      { client: a, on: b1, direct: da, ready: 1, bytes: Buffer.concat([P('s1', 'select v from t where id = $1', [23]), B('s1', ['2']), E(), S()]) },
+      { client: a, on: b2, direct: da, ready: 1, bytes: Buffer.concat([B('s1', ['3']), E(), S()]) },
+      { client: a, on: b2, direct: da, ready: 1, bytes: Buffer.concat([D('s1'), S()]) },
+      { client: a, on: b1, direct: da, ready: 1, bytes: Buffer.concat([B('s1', ['4']), E(), S()]) },
+    ]);
+    expect(traces[0]).toEqual(['1', '2', 'D:v2', 'C:SELECT 1', 'Z:I']);
+    expect(traces[1]).toEqual(['2', 'D:v3', 'C:SELECT 1', 'Z:I']);
+    expect(traces[2]).toEqual(['t', 'T', 'Z:I']);
+    expect(stats.misses).toBe(2); // prepared once per backend
+    // The backends hold the statement under the proxy's name only.
+    expect(await backendStatementNames(b1)).toEqual([expect.stringMatching(/^gprxy_[0-9a-f]{32}$/)]);
+    expect(await backendStatementNames(b2)).toEqual(await backendStatementNames(b1));
+  });
+
+  it('another client preparing the same text gets a synthesized ParseComplete (cache hit) and its own name', async () => {
+    stats = new PreparedStatementStats();
+    const c = new Client(stats);
+    const dc = await connect();
+    await same([
+      { client: c, on: b1, direct: dc, ready: 1, bytes: Buffer.concat([P('other_name', 'select v from t where id = $1', [23]), B('other_name', ['5']), E(), S()]) },
+      { client: c, on: b2, direct: dc, ready: 1, bytes: Buffer.concat([P('', 'select 1'), B(''), E(), B('other_name', ['1']), E(), S()]) },
+    ]);
+    expect(stats.hits).toBe(1);
+    expect(stats.misses).toBe(0);
+  });
+
+  it('duplicate name, unknown name, Close of unknown, Close then use: PostgreSQL\'s own answers (42P05, 26000)', async () => {
+    stats = new PreparedStatementStats();
+    const a = new Client(stats);
+    const da = await connect();
+    const traces = await same([
+      { client: a, on: b1, direct: da, ready: 1, bytes: Buffer.concat([P('dup', 'select 1'), S()]) },
+      { client: a, on: b2, direct: da, ready: 2, bytes: Buffer.concat([P('dup', 'select 1'), S(), P('dup', 'select 2'), S()]) },
+      { client: a, on: b1, direct: da, ready: 3, bytes: Buffer.concat([B('nope'), E(), S(), D('nope'), S(), C('nope'), S()]) },
+      { client: a, on: b2, direct: da, ready: 2, bytes: Buffer.concat([C('dup'), S(), B('dup'), E(), S()]) },
+      { client: a, on: b1, direct: da, ready: 1, bytes: Buffer.concat([B('gprxy_0123'), E(), S()]) },
+    ]);
+    expect(traces[1]).toEqual(['E:42P05', 'Z:I', 'E:42P05', 'Z:I']);
+    expect(traces[2]).toEqual(['E:26000', 'Z:I', 'E:26000', 'Z:I', '3', 'Z:I']);
+    expect(traces[3]).toEqual(['3', 'Z:I', 'E:26000', 'Z:I']);
+    // Close answered by the proxy: the shared statement stays on the backend.
+    expect((await backendStatementNames(b2)).length).toBeGreaterThan(0);
+  });
+
+  it('a Parse that fails leaves no mapping, also pipelined with a later good Parse of the same name', async () => {
+    stats = new PreparedStatementStats();
+    const a = new Client(stats);
+    const da = await connect();
+    const traces = await same([
+      { client: a, on: b1, direct: da, ready: 2, bytes: Buffer.concat([P('f', 'selec 1'), B('f'), E(), S(), B('f'), E(), S()]) },
+      { client: a, on: b2, direct: da, ready: 2, bytes: Buffer.concat([P('g', 'select * from missing_table'), S(), P('g', 'select 7'), B('g'), E(), S()]) },
+      { client: a, on: b1, direct: da, ready: 1, bytes: Buffer.concat([B('g'), E(), S()]) },
+      // Skipped after an error, before Sync: a Parse, a Close and a Bind of a known name have no effect either.
+      { client: a, on: b2, direct: da, ready: 2, bytes: Buffer.concat([P('', 'select 1/0'), B(''), E(), P('h', 'select 8'), C('g'), S(), B('h'), E(), S()]) },
+      { client: a, on: b1, direct: da, ready: 1, bytes: Buffer.concat([B('g'), E(), S()]) },
+    ]);
+    expect(traces[0]).toEqual(['E:42601', 'Z:I', 'E:26000', 'Z:I']);
+    expect(traces[2]).toEqual(['2', 'D:7', 'C:SELECT 1', 'Z:I']);
+    expect(traces[3]).toEqual(['1', 'E:22012', 'Z:I', 'E:26000', 'Z:I']);
+    expect(traces[4]).toEqual(['2', 'D:7', 'C:SELECT 1', 'Z:I']);
+  });
+
+  it('DEALLOCATE ALL / DISCARD ALL clear only this client, simple or pipelined, never a later mapping', async () => {
+    stats = new PreparedStatementStats();
+    const a = new Client(stats);
+    const other = new Client(stats);
+    const da = await connect();
+    const dother = await connect();
+    const traces = await same([
+      { client: other, on: b1, direct: dother, ready: 1, bytes: Buffer.concat([P('keep', 'select 42'), S()]) },
+      { client: a, on: b1, direct: da, ready: 1, bytes: Buffer.concat([P('s1', 'select 1'), P('s2', 'select 2'), S()]) },
+      { client: a, on: b2, direct: da, ready: 1, bytes: Q('DEALLOCATE ALL') },
+      { client: a, on: b1, direct: da, ready: 2, bytes: Buffer.concat([B('s1'), E(), S(), B('s2'), E(), S()]) },
+      // pipelined: statements parsed before the DEALLOCATE ALL go, the one parsed after it stays (pgx, Prisma)
+      { client: a, on: b1, direct: da, ready: 1, bytes: Buffer.concat([P('s1', 'select 1'), P('', 'deallocate all'), B(''), E(), P('s3', 'select 3'), B('s3'), E(), S()]) },
+      { client: a, on: b2, direct: da, ready: 2, bytes: Buffer.concat([B('s1'), E(), S(), B('s3'), E(), S()]) },
+      { client: other, on: b1, direct: dother, ready: 1, bytes: Buffer.concat([B('keep'), E(), S()]) },
+      { client: other, on: b2, direct: dother, ready: 1, bytes: Buffer.concat([B('keep'), E(), S()]) },
+      // DISCARD ALL as a Query of its own; and one that fails (inside a transaction block) clears nothing
+      { client: a, on: b2, direct: da, ready: 1, bytes: Buffer.concat([P('s4', 'select 4'), S()]) },
+      { client: a, on: b2, direct: da, ready: 3, bytes: Buffer.concat([Q('begin'), Q('discard all'), Q('rollback')]) },
+      { client: a, on: b1, direct: da, ready: 1, bytes: Buffer.concat([B('s4'), E(), S()]) },
+      { client: a, on: b1, direct: da, ready: 2, bytes: Buffer.concat([Q('discard all'), B('s4'), E(), S()]) },
+      // a prepared DEALLOCATE ALL whose Execute is skipped after an error clears nothing
+      { client: a, on: b1, direct: da, ready: 2, bytes: Buffer.concat([P('s5', 'select 5'), P('da', 'deallocate all'), S(), P('', 'select 1/0'), B(''), E(), B('da'), E(), S()]) },
+      { client: a, on: b2, direct: da, ready: 1, bytes: Buffer.concat([B('s5'), E(), S()]) },
+    ]);
+    expect(traces[3]).toEqual(['E:26000', 'Z:I', 'E:26000', 'Z:I']);
+    expect(traces[5]).toEqual(['E:26000', 'Z:I', '2', 'D:3', 'C:SELECT 1', 'Z:I']);
+    expect(traces[6]).toEqual(['2', 'D:42', 'C:SELECT 1', 'Z:I']);
+    expect(traces[7]).toEqual(['2', 'D:42', 'C:SELECT 1', 'Z:I']);
+    expect(traces[10]).toEqual(['2', 'D:4', 'C:SELECT 1', 'Z:I']);
+    expect(traces[11]).toEqual(['C:DISCARD ALL', 'Z:I', 'E:26000', 'Z:I']);
+    expect(traces[13]).toEqual(['2', 'D:5', 'C:SELECT 1', 'Z:I']);
+  });
+
+  it('Rails: SQL-level DEALLOCATE of a protocol-level statement is tracked; SQL PREPARE/EXECUTE are refused with 0A000', async () => {
+    stats = new PreparedStatementStats();
+    const a = new Client(stats);
+    const da = await connect();
+    await same([
+      { client: a, on: b1, direct: da, ready: 1, bytes: Buffer.concat([P('a1', 'select 11'), S()]) },
+      { client: a, on: b2, direct: da, ready: 3, bytes: Buffer.concat([Q('DEALLOCATE a1'), B('a1'), E(), S(), Q('deallocate "a1"')]) },
+      { client: a, on: b1, direct: da, ready: 2, bytes: Buffer.concat([P('a1', 'select 12'), B('a1'), E(), S(), Q('DEALLOCATE PREPARE a1')]) },
+    ]);
+    const viaRouter = await a.run(b1, Buffer.concat([Q('prepare x as select 1'), Q('execute x'), Q('select 1; deallocate foo'), P('', 'execute x'), B(''), E(), S(), Q('select 1')]), 5);
+    expect(viaRouter).toEqual(['E:0A000', 'Z:I', 'E:0A000', 'Z:I', 'E:0A000', 'Z:I', '1', '2', 'E:0A000', 'Z:I', 'T', 'D:1', 'C:SELECT 1', 'Z:I']);
+    // A client cannot deallocate the proxy's shared statements by their backend names.
+    const names = await backendStatementNames(b1);
+    const hostile = await a.run(b1, Q(`deallocate ${names[0]}`), 1);
+    expect(hostile).toEqual(['E:26000', 'Z:I']);
+    expect(await backendStatementNames(b1)).toEqual(names);
+  });
+
+  it('LRU: a backend holds at most pool.prepared_statements statements; evicted ones are Closed and re-prepared when used', async () => {
+    stats = new PreparedStatementStats();
+    const small = { sock: await connect(), statements: new BackendStatements(2) };
+    const a = new Client(stats);
+    const da = await connect();
+    const bytes = Buffer.concat([1, 2, 3, 4].flatMap((i) => [P(`q${i}`, `select ${i}`), B(`q${i}`), E()]).concat([S()]));
+    await same([
+      { client: a, on: small, direct: da, ready: 1, bytes },
+      { client: a, on: small, direct: da, ready: 1, bytes: Buffer.concat([B('q1'), E(), B('q4'), E(), B('q2'), E(), S()]) },
+    ]);
+    expect(stats.evictions).toBeGreaterThanOrEqual(3);
+    const names = await backendStatementNames(small);
+    expect(names.length).toBe(2);
+    expect([...names].sort()).toEqual([...small.statements.names()].sort());
+  });
+
+  it('malformed and oversized messages are protocol errors (08P01), not crashes', () => {
+    const stream = new StatementStream(new StatementRouter(new PreparedStatementStats()));
+    stream.router.attach(new BackendStatements());
+    const badParse = msg('P', Buffer.concat([cstr('x'), cstr('select 1'), i16(2), i32(23)]));
+    expect(() => stream.fromClient(badParse)).toThrow(ProtocolError);
+    const s2 = new StatementStream(new StatementRouter(new PreparedStatementStats()));
+    s2.router.attach(new BackendStatements());
+    for (const bad of [msg('B', cstr('portal-without-statement')), msg('D', Buffer.from('X\0')), msg('C', Buffer.from('S')), msg('E', cstr(''))]) {
+      const s = new StatementStream(new StatementRouter(new PreparedStatementStats()));
+      s.router.attach(new BackendStatements());
+      expect(() => s.fromClient(bad)).toThrow(ProtocolError);
+    }
+    const huge = Buffer.alloc(5);
+    huge[0] = 0x50;
+    huge.writeUInt32BE(0x7fffffff, 1);
+    expect(() => s2.fromClient(huge)).toThrow(ProtocolError);
+  });
+});
+
+
