@@ -23,12 +23,10 @@ let github: CiIssuer;
 let gitlab: CiIssuer;
 let configFile: string;
 let config: ProxyConfig;
-let fetchCa: string;
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'gprxy-policy-'));
   const ca = await createCertificateAuthority('policy test CA');
-  fetchCa = ca.cert;
   github = await startCiIssuer(ca);
   gitlab = await startCiIssuer(ca);
   await writeFile(path.join(dir, 'ca.pem'), ca.cert);
