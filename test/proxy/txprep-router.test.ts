@@ -286,6 +286,27 @@ describe('prepared statements across backends (router on raw protocol, real Post
     expect(await backendStatementNames(b1)).toEqual(names);
   });
 
+  it("pgx's describe-then-execute: the unnamed statement follows its client to the next backend, never to another client", async () => {
+    stats = new PreparedStatementStats();
+    const a = new Client(stats);
+    const b = new Client(stats);
+    const c = new Client(stats);
+    const [da, db, dc] = [await connect(), await connect(), await connect()];
+    const traces = await same([
+      { client: a, on: b1, direct: da, ready: 1, bytes: Buffer.concat([P('', 'select v from t where id = $1', [23]), D(''), S()]) },
+      { client: b, on: b1, direct: db, ready: 1, bytes: Buffer.concat([P('', 'select 99'), S()]) },
+      { client: a, on: b1, direct: da, ready: 1, bytes: Buffer.concat([B('', ['1']), E(), S()]) },
+      { client: a, on: b2, direct: da, ready: 1, bytes: Buffer.concat([B('', ['2']), E(), S()]) },
+      { client: c, on: b2, direct: dc, ready: 2, bytes: Buffer.concat([B(''), E(), S(), D(''), S()]) },
+      { client: a, on: b2, direct: da, ready: 2, bytes: Buffer.concat([Q('select 1'), B('', ['2']), E(), S()]) },
+      { client: b, on: b2, direct: db, ready: 2, bytes: Buffer.concat([P('', 'selec'), S(), B(''), E(), S()]) },
+      { client: b, on: b1, direct: db, ready: 2, bytes: Buffer.concat([P('', 'select 5'), S(), P('', 'select 1/0'), B(''), E(), P('', 'select 6'), S(), B(''), E(), S()]) },
+    ]);
+    expect(traces[2]).toEqual(['2', 'D:v1', 'C:SELECT 1', 'Z:I']);
+    expect(traces[3]).toEqual(['2', 'D:v2', 'C:SELECT 1', 'Z:I']);
+    expect(traces[4]).toEqual(['E:26000', 'Z:I', 'E:26000', 'Z:I']);
+  });
+
   it('LRU: a backend holds at most pool.prepared_statements statements; evicted ones are Closed and re-prepared when used', async () => {
     stats = new PreparedStatementStats();
     const small = { sock: await connect(), statements: new BackendStatements(2) };

@@ -20,6 +20,10 @@
  * after a DEALLOCATE ALL that did not run, or an eviction Close that an error skipped): that is harmless because
  * every (re-)prepare is Close+Parse, and Close of a missing statement is no error.
  *
+ * The unnamed statement follows its client too (pgx's describe-then-execute parses it in one transaction and binds
+ * it in the next): a backend whose unnamed statement is not this client's gets it re-parsed before the Bind, and a
+ * client never binds another client's.
+ *
  * SQL-level PREPARE/EXECUTE are refused with 0A000 by the backend itself (statement-sql.ts), `DEALLOCATE name`
  * sent as a Query of its own (Rails) is tracked, DEALLOCATE ALL / DISCARD ALL clear the client's statements.
  *
@@ -77,6 +81,8 @@ export class BackendStatements {
   private readonly lru = new Map<string, StatementDef>();
   /** Names whose Parse was sent and not yet answered: they may still fail, so nothing is answered from them. */
   private readonly pending = new Set<string>();
+  /** Whose unnamed statement the backend holds (the client's definition object), if anyone's. */
+  unnamed: StatementDef | undefined;
 
   constructor(readonly capacity: number = DEFAULT_PREPARED_STATEMENTS) {}
 
@@ -144,8 +150,8 @@ export class BackendStatements {
 /** One client's statements, as it named them: they follow the client from backend to backend. */
 export class ClientStatements {
   readonly byName = new Map<string, StatementDef>();
-  /** The unnamed statement's kind (for a DEALLOCATE ALL run through the unnamed statement). */
-  unnamedKind: StatementKind = { kind: 'other' };
+  /** The client's unnamed statement (pgx's describe-then-execute binds it in a later transaction). */
+  unnamed: StatementDef | undefined;
   /** Portals bound to a DEALLOCATE ALL / DISCARD ALL statement (the only ones whose Execute matters here). */
   readonly deallocatingPortals = new Set<string>();
 
@@ -180,8 +186,8 @@ interface Entry {
   readonly swallow?: boolean;
   /** Answered by the proxy, not the backend: sent to the client when the entry reaches the head of the queue. */
   readonly synthesized?: Buffer;
-  /** Reverts the entry's effect when PostgreSQL skips or refuses the message. */
-  undo?: () => void;
+  /** Reverts the entry's effect when PostgreSQL refuses the message (failed) or skips it after an earlier error. */
+  undo?: (failed: boolean) => void;
   /** Runs when the backend answered the message without an error. */
   onSuccess?: () => void;
   /** The command tags this entry must see for its effect to stand (DEALLOCATE ALL...); else undo at its end. */
@@ -242,10 +248,8 @@ export class StatementRouter {
         return this.bind(body, raw, backend, out);
       case FrontendCode.DESCRIBE: {
         const t = parseTargetMessage(body, 'Describe');
-        if (t.kind === 'S' && t.name !== '') {
-          const backendName = this.use(t.name, backend, out);
-          out.toBackend.push(describeMessage('S', backendName));
-        } else out.toBackend.push(raw);
+        const name = t.kind === 'S' ? this.use(t.name, backend, out) : t.name;
+        out.toBackend.push(name === t.name ? raw : describeMessage('S', name));
         return this.expect({ expect: 'describe' }, out);
       }
       case FrontendCode.CLOSE: {
@@ -332,7 +336,7 @@ export class StatementRouter {
 
   private pop(): void {
     const entry = this.queue.shift()!;
-    if (entry.confirmTags && !entry.confirmed) entry.undo?.();
+    if (entry.confirmTags && !entry.confirmed) entry.undo?.(true);
   }
 
   /** Synthesized answers whose turn has come. */
@@ -350,7 +354,7 @@ export class StatementRouter {
     let n = 0;
     while (n < this.queue.length && this.queue[n]!.expect !== 'sync') n++;
     const skipped = this.queue.splice(0, n);
-    for (let i = skipped.length - 1; i >= 0; i--) skipped[i]!.undo?.();
+    for (let i = skipped.length - 1; i >= 0; i--) skipped[i]!.undo?.(i === 0);
     if (this.queue.length === 0) this.skipping = true;
   }
 
@@ -360,9 +364,17 @@ export class StatementRouter {
     const refused = kind.kind === 'sql_prepare' || kind.kind === 'deallocate';
     const query = refused ? refusalStatement(kind.kind === 'deallocate' ? 'DEALLOCATE' : kind.keyword) : msg.query;
     if (msg.name === '') {
-      this.statements.unnamedKind = kind;
+      // PostgreSQL drops the old unnamed statement first: a failed Parse leaves none, a skipped one changes nothing.
+      const def: StatementDef = { query, paramTypes: msg.paramTypes, backendName: '', kind };
+      const before = { client: this.statements.unnamed, backend: backend.unnamed };
+      this.statements.unnamed = def;
+      backend.unnamed = def;
       out.toBackend.push(refused ? parseMessage('', query, msg.paramTypes) : raw);
-      return this.expect({ expect: 'parse' }, out);
+      const undo = (failed: boolean) => {
+        if (this.statements.unnamed === def) this.statements.unnamed = failed ? undefined : before.client;
+        if (backend.unnamed === def) backend.unnamed = failed ? undefined : before.backend;
+      };
+      return this.expect({ expect: 'parse', undo }, out);
     }
     const def: StatementDef = { query, paramTypes: msg.paramTypes, backendName: backendStatementName(query, msg.paramTypes), kind };
     const existing = this.statements.byName.get(msg.name);
@@ -403,20 +415,37 @@ export class StatementRouter {
 
   private bind(body: Buffer, raw: Buffer, backend: BackendStatements, out: RouterOutput): void {
     const head = parseBindHead(body);
-    const kind = head.statement === '' ? this.statements.unnamedKind : this.statements.byName.get(head.statement)?.kind;
+    const kind = head.statement === '' ? this.statements.unnamed?.kind : this.statements.byName.get(head.statement)?.kind;
     if (kind?.kind === 'deallocate_all') this.statements.deallocatingPortals.add(head.portal);
     else this.statements.deallocatingPortals.delete(head.portal);
-    if (head.statement === '') out.toBackend.push(raw);
-    else out.toBackend.push(bindWithStatement(body, head, this.use(head.statement, backend, out)));
+    const name = this.use(head.statement, backend, out);
+    out.toBackend.push(name === head.statement ? raw : bindWithStatement(body, head, name));
     this.expect({ expect: 'bind' }, out);
   }
 
   /** The backend name for a client's statement name, preparing it on this backend first if needed. */
   private use(name: string, backend: BackendStatements, out: RouterOutput): string {
+    if (name === '') return this.useUnnamed(backend, out);
     const def = this.statements.byName.get(name);
     // Unknown: PostgreSQL's own 26000 names it. A name in the proxy's namespace must not reach another client's statement.
     if (!def) return name.startsWith(BACKEND_STATEMENT_PREFIX) ? `${BACKEND_STATEMENT_PREFIX}unknown ${name}` : name;
     return this.ensure(def, backend, out);
+  }
+
+  /** The unnamed statement: the backend's must be this client's (pgx parses it in one transaction, binds in the next). */
+  private useUnnamed(backend: BackendStatements, out: RouterOutput): string {
+    const def = this.statements.unnamed;
+    // None: PostgreSQL's own 26000, unless the backend holds someone else's, which this client must not run.
+    if (!def) return backend.unnamed ? `${BACKEND_STATEMENT_PREFIX}unknown unnamed` : '';
+    if (backend.unnamed === def) return '';
+    const before = backend.unnamed;
+    backend.unnamed = def;
+    out.toBackend.push(parseMessage('', def.query, def.paramTypes));
+    const undo = (failed: boolean) => {
+      if (backend.unnamed === def) backend.unnamed = failed ? undefined : before;
+    };
+    this.expect({ expect: 'parse', swallow: true, undo }, out);
+    return '';
   }
 
   private ensure(def: StatementDef, backend: BackendStatements, out: RouterOutput): string {
@@ -449,6 +478,9 @@ export class StatementRouter {
 
   private query(body: Buffer, raw: Buffer, backend: BackendStatements, out: RouterOutput): void {
     const kinds = queryKinds(parseQueryText(body));
+    // A simple Query destroys the unnamed statement.
+    this.statements.unnamed = undefined;
+    backend.unnamed = undefined;
     if (kinds.length === 0) {
       out.toBackend.push(raw);
       return this.expect({ expect: 'query' }, out);
