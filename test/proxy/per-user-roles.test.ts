@@ -6,12 +6,17 @@
  * repaired at her next login; a role of the same name the proxy did not make is never adopted.
  */
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { DevUser } from '../../src/demo/oidc-provider.js';
 import { createLogger } from '../../src/proxy/logger.js';
 import { ProxyServer } from '../../src/proxy/server.js';
 import { runDbInit } from '../../src/sql/db-init.js';
+import { listUserRoles, pruneUserRoles } from '../../src/sql/db-users.js';
 import { startProxyStack, type ProxyStack } from '../support/proxy-stack.js';
 import { loginAs } from '../support/tokens.js';
 
@@ -181,5 +186,82 @@ describe('identity: per_user', () => {
     const r = await stack.cluster.query(`select rolcreatedb, (select count(*)::int from pg_auth_members where member = '"erin@example.com"'::regrole) as groups from pg_roles where rolname = 'erin@example.com'`);
     expect(r.rows[0]).toEqual({ rolcreatedb: true, groups: 0 });
     await stack.logs.waitFor((l) => l.reason === 'user_role_refused');
+  });
+});
+
+describe('gprxy db users', () => {
+  const DAY = 86_400_000;
+  const age = (role: string, days: number) =>
+    stack.cluster.query(`update gprxy.user_login set last_login = now() - make_interval(days => $2) where role = $1`, [role, days], 'mydb');
+
+  it('lists the provisioned roles with their last login and groups (not a role the proxy did not make)', async () => {
+    const roles = await listUserRoles(stack.config, { adminUrl: stack.cluster.url() });
+    const names = roles.map((r) => r.role);
+    expect(names).toEqual(expect.arrayContaining(['alice@example.com', 'carol@example.com', 'dave@example.com']));
+    expect(names).not.toContain('erin@example.com');
+    const carol = roles.find((r) => r.role === 'carol@example.com')!;
+    expect(carol).toMatchObject({ canLogin: true, groups: ['gprxy_writer'], email: 'carol@example.com', subject: 'auth0|carol0005' });
+    expect(Date.now() - carol.lastLogin!.getTime()).toBeLessThan(5 * 60_000);
+
+    const dir = mkdtempSync(join(tmpdir(), 'gprxy-users-'));
+    try {
+      const file = join(dir, 'gprxy.yaml');
+      writeFileSync(
+        file,
+        `tls: { allow_plaintext_loopback: true }
+providers: [{ issuer: "https://idp.example/", audience: "https://gprxy.io" }]
+role_mapping: [{ role: pg_writer, account: app_writer }]
+accounts: { app_writer: { password: x } }
+databases: { mydb: { host: ${stack.cluster.host}, port: ${stack.cluster.port}, identity: per_user } }
+provisioning: { admin_url: "\${ADMIN}", secret: "${SECRET}" }
+`,
+      );
+      const dev = fileURLToPath(new URL('../../bin/dev.js', import.meta.url));
+      const out = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', dev, 'db', 'users', '--config', file], {
+          env: { PATH: process.env.PATH, HOME: process.env.HOME, OCLIF_DISABLE_ENGINE_WARNING: '1', ADMIN: stack.cluster.url() },
+        });
+        let stdout = '';
+        child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+        child.on('close', (code) => resolve({ code, stdout }));
+      });
+      expect(out.code).toBe(0);
+      expect(out.stdout).toMatch(/^ROLE\s+LOGIN\s+LAST LOGIN/);
+      expect(out.stdout).toMatch(/carol@example\.com\s+yes\s+\d{4}-\d\d-\d\dT/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('--prune --idle 90d locks idle roles, is idempotent, and the next login unlocks the role', async () => {
+    await age('dave@example.com', 100);
+    const first = await pruneUserRoles(stack.config, { adminUrl: stack.cluster.url(), idleMs: 90 * DAY });
+    expect(first).toEqual([{ role: 'dave@example.com', server: `${stack.cluster.host}:${stack.cluster.port}`, action: 'locked' }]);
+    expect((await stack.cluster.query(`select rolcanlogin from pg_roles where rolname = 'dave@example.com'`)).rows[0].rolcanlogin).toBe(false);
+    expect(await pruneUserRoles(stack.config, { adminUrl: stack.cluster.url(), idleMs: 90 * DAY })).toEqual([]);
+
+    const dave = await connect('dave');
+    expect((await dave.query('select current_user as u')).rows[0].u).toBe('dave@example.com');
+    expect((await stack.cluster.query(`select rolcanlogin from pg_roles where rolname = 'dave@example.com'`)).rows[0].rolcanlogin).toBe(true);
+    await stack.logs.waitFor((l) => l.event === 'user_role_unlocked' && l.role === 'dave@example.com');
+  });
+
+  it('--drop reassigns what the role owns, drops its privileges in every database and the role, once', async () => {
+    await stack.cluster.query(`grant create on schema public to "carol@example.com"`, [], 'mydb');
+    const carol = await connect('carol');
+    await carol.query(`create table public.carol_notes (body text)`);
+    await carol.end();
+    open.delete(carol);
+    await stack.cluster.query(`grant select on public.notes to "carol@example.com"`, [], 'mydb');
+    await stack.cluster.createDatabase('otherdb');
+    await stack.cluster.query(`grant create on database otherdb to "carol@example.com"`);
+    await stack.cluster.query(`select pg_terminate_backend(pid) from pg_stat_activity where usename = 'carol@example.com'`);
+    await age('carol@example.com', 100);
+
+    const dropped = await pruneUserRoles(stack.config, { adminUrl: stack.cluster.url(), idleMs: 90 * DAY, dropReassignTo: 'app_admin' });
+    expect(dropped).toEqual([{ role: 'carol@example.com', server: `${stack.cluster.host}:${stack.cluster.port}`, action: 'dropped' }]);
+    expect((await stack.cluster.query(`select count(*)::int as n from pg_roles where rolname = 'carol@example.com'`)).rows[0].n).toBe(0);
+    expect((await stack.cluster.query(`select tableowner from pg_tables where tablename = 'carol_notes'`, [], 'mydb')).rows[0].tableowner).toBe('app_admin');
+    expect(await pruneUserRoles(stack.config, { adminUrl: stack.cluster.url(), idleMs: 90 * DAY, dropReassignTo: 'app_admin' })).toEqual([]);
   });
 });
