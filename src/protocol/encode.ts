@@ -33,6 +33,11 @@ export class Writer {
     return this;
   }
 
+  int16(value: number): this {
+    this.off = this.buf.writeInt16BE(value, this.off);
+    return this;
+  }
+
   int32(value: number): this {
     this.off = this.buf.writeInt32BE(value, this.off);
     return this;

@@ -11,3 +11,4 @@ export * from './client-messages.js';
 export * from './message-scanner.js';
 export * from './extended-messages.js';
 export * from './oauthbearer.js';
+export * from './bind-message.js';

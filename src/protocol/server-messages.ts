@@ -133,3 +133,62 @@ export function negotiateProtocolVersion(newestMinor: number, unsupported: strin
 export function sslResponse(accept: boolean): Buffer {
   return Buffer.from([accept ? EncryptionAnswer.ACCEPT : EncryptionAnswer.REJECT]);
 }
+
+// Result sets: what a server sends for a query (the admin console's answers).
+
+/** A column of a RowDescription. Type OIDs are PostgreSQL's (25 text, 20 int8, 23 int4, 16 bool, 1184 timestamptz). */
+export interface ColumnDescription {
+  readonly name: string;
+  readonly typeOid: number;
+  /** pg_type.typlen of the type: -1 for variable length. */
+  readonly typeSize: number;
+}
+
+/** RowDescription: every column in text format, no table attribution (a computed result, as SHOW gives). */
+export function rowDescription(columns: readonly ColumnDescription[]): Buffer {
+  const names = columns.map((c) => encodeString(c.name, 'column name'));
+  const size = names.reduce((n, b) => n + b.length + 1 + 18, 2);
+  const w = new Writer(BackendCode.ROW_DESCRIPTION, size).int16(columns.length);
+  columns.forEach((c, i) => {
+    checkUint32(c.typeOid, 'type OID');
+    w.cstring(names[i]!).int32(0).int16(0).uint32(c.typeOid).int16(c.typeSize).int32(-1).int16(0);
+  });
+  return w.done();
+}
+
+/** DataRow: text values, null for SQL NULL (values are length-prefixed, so any text fits). */
+export function dataRow(values: readonly (string | null)[]): Buffer {
+  const bytes = values.map((v) => (v === null ? null : Buffer.from(v, 'utf8')));
+  const size = bytes.reduce((n, b) => n + 4 + (b?.length ?? 0), 2);
+  const w = new Writer(BackendCode.DATA_ROW, size).int16(values.length);
+  for (const b of bytes) {
+    if (b === null) w.int32(-1);
+    else w.int32(b.length).bytes(b);
+  }
+  return w.done();
+}
+
+/** CommandComplete with its tag, e.g. "SHOW", "SELECT 3", "PAUSE". */
+export function commandComplete(tag: string): Buffer {
+  const t = encodeString(tag, 'command tag');
+  return new Writer(BackendCode.COMMAND_COMPLETE, t.length + 1).cstring(t).done();
+}
+
+export function emptyQueryResponse(): Buffer {
+  return new Writer(BackendCode.EMPTY_QUERY_RESPONSE, 0).done();
+}
+
+export function bindComplete(): Buffer {
+  return new Writer(BackendCode.BIND_COMPLETE, 0).done();
+}
+
+export function noData(): Buffer {
+  return new Writer(BackendCode.NO_DATA, 0).done();
+}
+
+/** ParameterDescription: the types of a prepared statement's parameters. */
+export function parameterDescription(typeOids: readonly number[]): Buffer {
+  const w = new Writer(BackendCode.PARAMETER_DESCRIPTION, 2 + 4 * typeOids.length).int16(typeOids.length);
+  for (const oid of typeOids) w.uint32(checkUint32(oid, 'type OID'));
+  return w.done();
+}

@@ -15,6 +15,15 @@ export const SqlState = {
   QUERY_CANCELED: '57014',
   ADMIN_SHUTDOWN: '57P01',
   FEATURE_NOT_SUPPORTED: '0A000',
+  /** A valid login without the privilege the target needs (PostgreSQL's "permission denied for database"). */
+  INSUFFICIENT_PRIVILEGE: '42501',
+  SYNTAX_ERROR: '42601',
+  INVALID_SQL_STATEMENT_NAME: '26000',
+  INVALID_CURSOR_NAME: '34000',
+  UNDEFINED_OBJECT: '42704',
+  OBJECT_NOT_IN_PREREQUISITE_STATE: '55000',
+  /** RELOAD failed (PgBouncer's code for it): the running configuration stays. */
+  CONFIG_FILE_ERROR: 'F0000',
   INTERNAL: 'XX000',
 } as const;
 
