@@ -51,6 +51,12 @@ export interface JwksStats {
   readonly lastErrorCode?: string;
   /** Completed fetch attempts (successful or not). */
   readonly fetches: number;
+  /** Fetch failures in a row since the last success (0 when the last fetch worked). */
+  readonly failures: number;
+  /** When the next scheduled fetch runs (ms epoch): the refresh at 80% of the TTL, or the retry after a failure. */
+  readonly nextRefreshAt?: number;
+  /** Key ids held now, for the operator's view (SHOW PROVIDERS). */
+  readonly kids: readonly string[];
 }
 
 const DEFAULT_COOLDOWN_MS = 30_000;
@@ -85,6 +91,7 @@ export class JwksCache {
   private nextRetryAt = Number.NEGATIVE_INFINITY;
   private inflight: Promise<void> | undefined;
   private timer: LongTimer | undefined;
+  private nextRefreshAt: number | undefined;
   private closed = false;
   private readonly closing = new AbortController();
 
@@ -182,6 +189,9 @@ export class JwksCache {
       ...(this.lastError !== undefined ? { lastError: this.lastError } : {}),
       ...(this.lastErrorCode !== undefined ? { lastErrorCode: this.lastErrorCode } : {}),
       fetches: this.fetches,
+      failures: this.failures,
+      ...(this.nextRefreshAt !== undefined ? { nextRefreshAt: this.nextRefreshAt } : {}),
+      kids: this.keys.map((k) => k.kid ?? '(no kid)'),
     };
   }
 
@@ -276,9 +286,11 @@ export class JwksCache {
   private schedule(delayMs: number): void {
     if (this.closed) return;
     this.timer?.clear();
+    this.nextRefreshAt = this.now() + delayMs;
     // A pending refresh must not keep the process alive (setLongTimeout's timers are unref'd).
     this.timer = setLongTimeout(() => {
       this.timer = undefined;
+      this.nextRefreshAt = undefined;
       this.refresh().catch(() => undefined);
     }, delayMs);
   }

@@ -61,7 +61,7 @@ describe('JwksCache', () => {
     expect(idp.counts.jwks - before.jwks).toBe(1);
     const key = await c.getKey({ kid: idp.key.kid, alg: 'RS256' });
     expect(key.type).toBe('public');
-    expect(c.stats()).toEqual({ keys: 1, fetchedAt: clock.t, fetches: 1 });
+    expect(c.stats()).toEqual({ keys: 1, fetchedAt: clock.t, fetches: 1, failures: 0, nextRefreshAt: clock.t + 0.8 * 3_600_000, kids: [idp.key.kid] });
     // No kid in the header is fine while the provider publishes one key for the algorithm.
     await expect(c.getKey({ alg: 'RS256' })).resolves.toBe(key);
   });
