@@ -6,6 +6,7 @@
 import { DEFAULT_USERNAME_CLAIMS } from './username-claims.js';
 import { buildCiSettings, ciRuleSchema, type CiProviderSettings } from './ci-provider-config.js';
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { closestKey, knownKeys, parseWithPositions, type LocateKey } from './config-hints.js';
@@ -186,6 +187,15 @@ const fileSchema = z.strictObject({
     .default({ level: 'info' }),
   metrics: z.strictObject({ listen: hostPort }).optional(),
   provisioning: provisioningSchema.optional(),
+  // The operator's console (a virtual database on the listener) and status page: src/proxy/admin/.
+  admin: z
+    .strictObject({
+      database: z.string().min(1).max(63).default('gprxy'),
+      roles: z.array(z.string().min(1)).min(1, 'name at least one role (a value of the roles claim) that may use the admin console'),
+      networks: z.array(z.string().min(1)).min(1).default(['127.0.0.1/32', '::1/128']),
+      status_page: z.boolean().default(false),
+    })
+    .optional(),
   // The Unix socket PostgreSQL 18's gprxy_oauth_validator module asks (validator/README.md).
   validator: z
     .strictObject({ socket: z.string().min(1), socket_mode: z.string().regex(/^0?[0-7]{3}$/, 'an octal file mode such as 0660').default('0660') })
@@ -269,6 +279,36 @@ export interface StatementAuditConfig {
   readonly file?: string;
 }
 
+export interface AdminConfig {
+  /** The virtual database name clients connect to (never a key of databases). */
+  readonly database: string;
+  /** Token roles (namespaced like role_mapping roles) that may use the console and the status page. */
+  readonly roles: readonly string[];
+  /** Client networks (CIDR) the console and the page accept; others are refused before any token is read. */
+  readonly networks: readonly AdminNetwork[];
+  /** Serve GET /status on the metrics listener. */
+  readonly statusPage: boolean;
+}
+
+export interface AdminNetwork {
+  readonly address: string;
+  readonly prefix: number;
+  readonly family: 'ipv4' | 'ipv6';
+}
+
+/** `10.0.0.0/8`, `::1/128` or a single address, checked here so the proxy can build its matcher without surprises. */
+function parseNetwork(text: string, at: string, problems: string[]): AdminNetwork | undefined {
+  const [address = '', bits, extra] = text.trim().split('/');
+  const family = isIP(address);
+  const max = family === 6 ? 128 : 32;
+  const prefix = bits === undefined ? max : /^\d{1,3}$/.test(bits) ? Number(bits) : NaN;
+  if (family === 0 || extra !== undefined || !(prefix >= 0 && prefix <= max)) {
+    problems.push(`${at}: "${text}" is not a network: write an address with a prefix length, e.g. 10.0.0.0/8, 127.0.0.1/32 or ::1/128`);
+    return undefined;
+  }
+  return { address, prefix, family: family === 6 ? 'ipv6' : 'ipv4' };
+}
+
 export interface AccountConfig {
   readonly name: string;
   /** Absent when the account authenticates with a client certificate only. */
@@ -303,6 +343,8 @@ export interface ProxyConfig {
   readonly log: { readonly level: string; readonly file?: string };
   readonly metrics?: { readonly host: string; readonly port: number };
   readonly provisioning?: ProvisioningConfig;
+  /** The admin console (virtual database) and the status page on the metrics listener. */
+  readonly admin?: AdminConfig;
   /** Verification endpoint for PostgreSQL 18's native OAuth validator module. */
   readonly validator?: { readonly socket: string; readonly socketMode: number };
   /** Accepted but questionable settings (e.g. a CI rule pinning only mutable names): logged at start. */
@@ -529,6 +571,20 @@ export function buildProxyConfig(
       problems.push(`databases.${d.name}.sslmode: accounts ${certAccounts.join(', ')} log in with client certificates, which need TLS: use require or verify-full`);
     }
   }
+  let admin: AdminConfig | undefined;
+  if (f.admin) {
+    if (Object.hasOwn(f.databases, f.admin.database)) {
+      problems.push(`admin.database: "${f.admin.database}" is also a key of databases; the admin console is a virtual database of its own: rename one of them`);
+    }
+    for (const [i, role] of f.admin.roles.entries()) {
+      if (rolePrefixes.length > 0 && !rolePrefixes.some((prefix) => role.startsWith(`${prefix}:`))) {
+        problems.push(`admin.roles[${i}]: "${role}" names no provider: with provider prefixes, token roles are prefix:role (e.g. "${rolePrefixes[0]}:${role}")`);
+      }
+    }
+    if (f.admin.status_page && !f.metrics) problems.push('admin.status_page: the status page is served on the metrics listener: set metrics.listen too');
+    const networks = f.admin.networks.flatMap((n, i) => parseNetwork(n, `admin.networks[${i}]`, problems) ?? []);
+    admin = { database: f.admin.database, roles: f.admin.roles, networks, statusPage: f.admin.status_page };
+  }
   if (problems.length) throw new ConfigError(problems.join('\n'));
 
   return deepFreeze({
@@ -568,6 +624,7 @@ export function buildProxyConfig(
     log: { level: f.log.level, ...(f.log.file ? { file: resolve(baseDir, f.log.file) } : {}) },
     ...(f.metrics ? { metrics: f.metrics.listen } : {}),
     ...(provisioning ? { provisioning } : {}),
+    ...(admin ? { admin } : {}),
     ...(f.validator ? { validator: { socket: resolve(baseDir, f.validator.socket), socketMode: parseInt(f.validator.socket_mode, 8) } } : {}),
     warnings,
   });

@@ -26,9 +26,14 @@ import type { PoolManager } from './pools.js';
 import { relayPassthrough } from './passthrough.js';
 import { Session } from './session.js';
 import type { PerUserRoles } from './per-user/per-user-login.js';
+import type { AdminAccess } from './admin/admin-access.js';
+import type { AdminContext } from './admin/commands.js';
+import { AdminConsole } from './admin/console.js';
+import type { LoginResult } from './login.js';
+import type { KillReason, SessionRegistry, TrackedSession } from './session-registry.js';
 
 export interface SessionDeps {
-  readonly config: Pick<ProxyConfig, 'databases' | 'accounts' | 'roleMapping' | 'allowPlaintextLoopback' | 'limits' | 'context'>;
+  readonly config: Pick<ProxyConfig, 'databases' | 'accounts' | 'roleMapping' | 'allowPlaintextLoopback' | 'limits' | 'context' | 'admin'>;
   readonly verifier: TokenVerifier;
   readonly pools: PoolManager;
   readonly cancels: CancelRegistry;
@@ -41,6 +46,10 @@ export interface SessionDeps {
   readonly identitySessions?: IdentitySessions;
   /** identity: per_user databases (src/proxy/per-user/). */
   readonly perUser?: PerUserRoles;
+  /** Where this connection is listed for SHOW SESSIONS and KILL. */
+  readonly registry?: SessionRegistry;
+  /** The admin console (config `admin`): who may enter, and what it reads and acts on. */
+  readonly admin?: { readonly access: AdminAccess; readonly context: AdminContext };
 }
 
 export class ClientSession {
@@ -48,6 +57,11 @@ export class ClientSession {
   private readonly log: Logger;
   private readonly login: Login;
   private readonly session: Session;
+  /** This connection in the session registry (SHOW SESSIONS, KILL). */
+  readonly track: TrackedSession;
+  private loggedIn = false;
+  private killRequested = false;
+  private console: AdminConsole | undefined;
 
   constructor(
     socket: Socket,
@@ -56,14 +70,27 @@ export class ClientSession {
     this.startedAt = deps.now();
     const client = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
     this.log = deps.logger.child({ session: deps.sessionId, client });
-    this.login = new Login(socket, deps, this.log);
-    this.session = new Session(deps, this.log, this.startedAt);
+    this.track = { id: deps.sessionId, client, clientAddress: socket.remoteAddress ?? '', since: this.startedAt, state: 'login', kill: (reason) => this.kill(reason) };
+    this.track.relay = () => this.session.probe();
+    const inner = { ...deps, track: this.track, adminAccess: deps.admin?.access };
+    this.login = new Login(socket, inner, this.log);
+    this.session = new Session(inner, this.log, this.startedAt);
+    deps.registry?.add(this.track);
   }
 
   /** Asks the session to end (server shutdown): at the next message boundary the client gets 57P01. */
   shutdown(): void {
-    if (this.session.relaying) this.session.stop('server_shutdown');
+    if (this.console) this.console.stop('server_shutdown');
+    else if (this.session.relaying) this.session.stop('server_shutdown');
     else this.login.abort();
+  }
+
+  /** KILL SESSION / KILL USER: 57P01 at the next message boundary (during login: as soon as the login can be interrupted). */
+  kill(reason: KillReason): void {
+    this.killRequested = true;
+    if (this.console) this.console.stop(reason);
+    else if (this.loggedIn) this.session.stop(reason);
+    else this.login.fail(new Refusal(reason, 'terminated by an operator (admin console KILL)'));
   }
 
   async run(): Promise<void> {
@@ -72,19 +99,76 @@ export class ClientSession {
     }, this.deps.config.limits.loginTimeoutMs);
     try {
       const login = await this.login.run();
+      this.loggedIn = true;
       if (login.kind === 'cancel') return;
+      const track = this.track;
+      track.application = login.startup.parameters.application_name ?? '';
+      if (login.kind === 'admin') {
+        loginTimer.clear();
+        await this.adminConsole(login);
+        return;
+      }
+      track.database = login.database.name;
       if (login.kind === 'passthrough') {
+        track.mode = 'passthrough';
+        track.identity = { user: login.startup.parameters.user ?? '' };
+        track.state = 'active';
         loginTimer.clear();
         await this.passthrough(login.database, login.startup);
         return;
       }
+      track.mode = 'oauth';
+      if (this.killRequested) this.session.stop('killed_by_admin');
       await this.session.run(this.login, login, loginTimer);
+      track.established = true;
     } catch (e) {
       loginTimer.clear();
       await disconnect(this.connection(), this.refusal(e));
     } finally {
       this.login.releaseIdentity();
+      this.deps.registry?.retire(this.track);
     }
+  }
+
+  /** The admin console (src/proxy/admin/console.ts) on this connection, until it ends. */
+  private async adminConsole(login: Extract<LoginResult, { kind: 'admin' }>): Promise<void> {
+    const admin = this.deps.admin!;
+    const { identity, expiresAt } = login;
+    const track = this.track;
+    track.mode = 'admin';
+    // No service account: the console answers itself.
+    track.identity = { user: identity.user, subject: identity.subject, ...(identity.issuer ? { issuer: identity.issuer } : {}), roles: identity.roles };
+    track.database = admin.access.database;
+    track.state = 'admin';
+    const { socket, pending } = this.login.detach();
+    const cancelKey = this.deps.cancels.register({ cancel: () => undefined });
+    const log = this.log.child({ user: identity.user, database: admin.access.database });
+    const consoleSession = new AdminConsole(socket, {
+      ctx: admin.context,
+      log,
+      identity,
+      sessionId: this.deps.sessionId,
+      client: track.client,
+      ...(track.application ? { applicationName: track.application } : {}),
+      cancelKey,
+    });
+    this.console = consoleSession;
+    this.deps.metrics?.authSucceeded();
+    log.info(
+      { event: 'auth_success', auth_method: 'password', admin: true, sub: identity.subject, issuer: identity.issuer, roles: identity.roles, token: login.tokenId, duration_ms: this.deps.now() - this.startedAt },
+      `${identity.user} opened the admin console`,
+    );
+    // An admin session ends with its token like any other (limits.end_session_at_token_expiry).
+    const expiry = this.deps.config.limits.endSessionAtTokenExpiry ? setLongTimeout(() => consoleSession.stop('token_expired'), Math.max(0, expiresAt - this.deps.now())) : undefined;
+    consoleSession.start(pending);
+    if (this.killRequested) consoleSession.stop('killed_by_admin');
+    const end = await consoleSession.done;
+    expiry?.clear();
+    this.deps.cancels.unregister(cancelKey.processId);
+    await disconnect(
+      { ...this.connection(), socket, log },
+      { phase: 'session', reason: end.reason, say: end.reason, detail: { ...(end.error ? { text: end.error } : {}), tokenExpiresAt: expiresAt }, user: identity.user, fields: { admin: true, ...(end.error ? { error: end.error } : {}) } },
+    );
   }
 
   private connection(): Connection {
@@ -96,7 +180,7 @@ export class ClientSession {
     const { user, database, identity, authMethod } = this.login;
     const fields = {
       user,
-      database: database?.name,
+      database: database?.name ?? this.login.adminDatabase,
       ...(authMethod ? { auth_method: authMethod } : {}),
       ...(identity ? { email: identity.email, roles: identity.roles, account: identity.account } : {}),
     };
@@ -125,6 +209,7 @@ export class ClientSession {
       await disconnect(conn, { phase: 'login', reason: 'refused_by_database', socketDone: true, detail: { text: result.refused }, fields });
       return;
     }
+    this.track.established = true;
     // relayPassthrough closed both sockets already.
     await disconnect(conn, { phase: 'session', reason: result.reason === 'stopped' ? 'server_shutdown' : result.reason, user, fields: { ...fields, bytes_in: result.bytesFromClient, bytes_out: result.bytesFromBackend } });
   }

@@ -123,6 +123,15 @@ export const END_REASONS = {
   user_role_refused: authFailed(SqlState.INVALID_AUTHORIZATION),
   provisioning_failed: authFailed(SqlState.CANNOT_CONNECT_NOW, (d) => `database ${d.database ?? ''} cannot set up your database role right now; try again shortly, and tell an operator if it persists (the proxy log has details)`),
   internal_error: authFailed(SqlState.INTERNAL, () => 'internal proxy error; the proxy log has details'),
+  // The admin console (src/proxy/admin/admin-access.ts): an address outside admin.networks is refused before
+  // any token is read (28000, as PostgreSQL's pg_hba); a valid login without an admin role gets 42501.
+  admin_network_refused: refused(SqlState.INVALID_AUTHORIZATION),
+  admin_role_missing: authFailed(SqlState.INSUFFICIENT_PRIVILEGE),
+  // KILL SESSION / KILL USER in the admin console: 57P01 as PostgreSQL's pg_terminate_backend says.
+  killed_by_admin: {
+    ...refused(SqlState.ADMIN_SHUTDOWN, () => 'terminating connection due to administrator command (gprxy admin console: KILL)'),
+    ...ended(SqlState.ADMIN_SHUTDOWN, () => 'terminating connection due to administrator command (gprxy admin console: KILL); reconnect if you still may'),
+  },
   // Passthrough: PostgreSQL refused the login and already told the client.
   refused_by_database: { login: { event: 'auth_failure' } },
   // During the session.
@@ -213,6 +222,8 @@ export async function disconnect(conn: Connection, end: End): Promise<void> {
     } else socket.destroy();
     if (rule.event === 'auth_failure') conn.metrics?.authFailed(end.reason);
     else conn.metrics?.sessionEnded(end.reason);
+    // The status page's chart: refusals a client was told about (an OAUTHBEARER discovery round is a normal first step).
+    if (rule.sqlstate && end.reason !== 'oauth_discovery') conn.metrics?.loginRefused(end.reason);
     conn.log[end.level ?? 'info'](
       {
         event: rule.event,

@@ -26,6 +26,8 @@ import { Refusal } from './disconnect.js';
 import { identityKey, type IdentitySessions } from './identity-sessions.js';
 import { PoolClosedError, PoolTimeoutError, type BackendPool } from './pool.js';
 import type { PoolManager } from './pools.js';
+import type { AdminAccess } from './admin/admin-access.js';
+import type { TrackedSession } from './session-registry.js';
 import { FrontendCode } from '../protocol/codes.js';
 import type { PerUserRoles } from './per-user/per-user-login.js';
 
@@ -42,7 +44,7 @@ export const PG_ALPN = 'postgresql';
 const TLS_HANDSHAKE_RECORD = 0x16;
 
 export interface LoginDeps {
-  readonly config: Pick<ProxyConfig, 'databases' | 'accounts' | 'roleMapping' | 'allowPlaintextLoopback'>;
+  readonly config: Pick<ProxyConfig, 'databases' | 'accounts' | 'roleMapping' | 'allowPlaintextLoopback' | 'admin'>;
   readonly verifier: TokenVerifier;
   readonly pools: PoolManager;
   readonly cancels: CancelRegistry;
@@ -51,10 +53,16 @@ export interface LoginDeps {
   readonly identitySessions?: IdentitySessions | undefined;
   /** Provisioning of per-user roles; present when a database has identity: per_user. */
   readonly perUser?: PerUserRoles | undefined;
+  /** The admin console's access rule, when `admin` is configured. */
+  readonly adminAccess?: AdminAccess | undefined;
+  /** This connection's entry in the session registry (SHOW SESSIONS). */
+  readonly track?: TrackedSession | undefined;
+  readonly now?: () => number;
 }
 
 export type LoginResult =
   | { readonly kind: 'cancel' }
+  | { readonly kind: 'admin'; readonly startup: StartupMessagePacket; readonly identity: Identity; readonly expiresAt: number; readonly tokenId: string }
   | { readonly kind: 'passthrough'; readonly startup: StartupMessagePacket; readonly database: DatabaseConfig }
   | {
       readonly kind: 'authenticated';
@@ -84,6 +92,8 @@ export class Login {
   user: string | undefined;
   database: DatabaseConfig | undefined;
   identity: Identity | undefined;
+  /** The admin console's database name, when that is what the client asked for. */
+  adminDatabase: string | undefined;
   /** How the client presented its token (audit events); set once the database is known. */
   authMethod: 'password' | 'oauthbearer' | undefined;
 
@@ -183,6 +193,8 @@ export class Login {
     const { config } = this.deps;
     this.user = startup.parameters.user!;
     const dbName = startup.parameters.database ?? this.user;
+    const admin = this.deps.adminAccess;
+    if (admin && dbName === admin.database) return this.adminLogin(startup, admin);
     // Own keys only: `constructor` or `__proto__` must not find Object.prototype's members.
     const database = Object.hasOwn(config.databases, dbName) ? config.databases[dbName] : undefined;
     if (!database) {
@@ -204,6 +216,8 @@ export class Login {
     }
     this.identity = identity;
     this.countIdentity(identity);
+    const track = this.deps.track;
+    if (track) track.identity = identity;
     if (database.identity === 'per_user') {
       if (!this.deps.perUser) throw new Refusal('provisioning_failed', `database ${database.name} is per_user but the proxy has no provisioning`);
       const asRole = await this.deps.perUser.login(database, identity, this.deps.pools, (p) => this.acquire(p));
@@ -214,6 +228,22 @@ export class Login {
     const pool = this.deps.pools.get(database, account);
     const backend = await this.acquire(pool);
     return { kind: 'authenticated', startup, database, identity, expiresAt: verified.expiresAt, tokenId: verified.tokenId, pool, backend };
+  }
+
+  /**
+   * The admin console's login (src/proxy/admin/admin-access.ts): the address first (28000, before any
+   * token is read), then the token as a password like any login, then the admin role (42501 without it).
+   */
+  private async adminLogin(startup: StartupMessagePacket, admin: AdminAccess): Promise<LoginResult> {
+    this.authMethod = 'password';
+    this.adminDatabase = admin.database;
+    const address = this.currentSocket.remoteAddress;
+    if (!admin.allowsAddress(address)) throw admin.networkRefusal(address);
+    this.currentSocket.write(authenticationCleartextPassword());
+    const verified = await this.deps.verifier.verify(await this.readPassword());
+    const identity = admin.identify(verified, this.user!);
+    this.identity = identity;
+    return { kind: 'admin', startup, identity, expiresAt: verified.expiresAt, tokenId: verified.tokenId };
   }
 
   private identitySlot: (() => void) | undefined;
@@ -244,11 +274,26 @@ export class Login {
   /** A backend from the pool; refused when the client left while it waited. */
   async acquire(pool: BackendPool, fresh = false): Promise<Backend> {
     let backend: Backend;
+    const track = this.deps.track;
+    if (track) {
+      track.state = 'waiting';
+      track.waitingSince = (this.deps.now ?? Date.now)();
+    }
     try {
       backend = await (fresh ? pool.acquireFresh() : pool.acquire());
     } catch (e) {
       if (e instanceof BackendError || e instanceof PoolTimeoutError || e instanceof PoolClosedError) throw e;
       throw new Refusal('backend_unavailable', (e as Error).message, undefined, { cause: e });
+    } finally {
+      if (track) {
+        track.state = 'login';
+        delete track.waitingSince;
+      }
+    }
+    if (this.readError instanceof Refusal && this.readError.code === 'killed_by_admin') {
+      // KILL while it waited: the backend goes back untouched.
+      await pool.release(backend, true);
+      throw this.readError;
     }
     if (this.closed) {
       // The client left while it waited: a relay on its closed socket would hold the backend forever.

@@ -3,10 +3,14 @@
  * GET /metrics, GET /healthz (the process is up), GET /readyz (listening, and every provider has keys).
  * Gauges are read from the live objects at scrape time, so the hot path pays nothing for them.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { TokenVerifier } from '../token/verifier.js';
 import type { PoolManager } from './pools.js';
+import { RefusalHistory } from './refusal-history.js';
+
+/** An extra route on the metrics listener (the admin status page); returns false to fall through to 404. */
+export type HttpRoute = (req: IncomingMessage, res: ServerResponse, path: string) => boolean;
 
 export class ProxyMetrics {
   readonly registry = new Registry();
@@ -14,6 +18,10 @@ export class ProxyMetrics {
   private readonly sessionsEnded: Counter<'reason'>;
   private readonly serviceAccount: Counter<'pool' | 'event'>;
   private server: Server | undefined;
+  /** Refused logins per minute over the last hour (the status page's chart). */
+  readonly refusals = new RefusalHistory();
+  /** Set before listen(): the admin status page. */
+  route: HttpRoute | undefined;
 
   constructor(sources: { sessions: () => number; pools: PoolManager; verifier: TokenVerifier }) {
     collectDefaultMetrics({ register: this.registry, prefix: 'gprxy_process_' });
@@ -87,6 +95,11 @@ export class ProxyMetrics {
     this.serviceAccount.inc({ pool, event: 'login_failed' });
   }
 
+  /** A login refused with a FATAL the client saw (not a client that just left). */
+  loginRefused(reason: string): void {
+    this.refusals.record(reason);
+  }
+
   sessionEnded(reason: string): void {
     this.sessionsEnded.inc({ reason });
   }
@@ -103,7 +116,7 @@ export class ProxyMetrics {
       else if (path === '/readyz') {
         const ok = ready();
         res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ready\n' : 'not ready\n');
-      } else res.writeHead(404).end();
+      } else if (!this.route?.(req, res, path ?? '/')) res.writeHead(404).end();
     });
     this.server = server;
     server.on('clientError', (_e, socket) => socket.destroy());

@@ -49,6 +49,8 @@ export interface PoolOptions {
   readonly cancel?: (backend: Backend) => void;
   /** How long a backend released mid-query may take to end after its cancel (default 10 s). */
   readonly drainTimeoutMs?: number;
+  /** Waits while the database is paused (admin console PAUSE); rejects when the wait times out. */
+  readonly beforeAcquire?: () => Promise<void>;
 }
 
 /**
@@ -93,6 +95,8 @@ export class BackendPool {
 
   async acquire(): Promise<Backend> {
     if (this.closed) throw new PoolClosedError(`pool ${this.name} is shutting down`);
+    await this.options.beforeAcquire?.();
+    if (this.closed) throw new PoolClosedError(`pool ${this.name} is shutting down`);
     const ready = this.takeIdle();
     if (ready) return this.checkout(ready);
     if (this.total < this.options.size) return this.checkout(await this.open());
@@ -106,6 +110,8 @@ export class BackendPool {
    * the pool is full; otherwise waits like acquire() and takes the first freed slot, opening a new one.
    */
   async acquireFresh(): Promise<Backend> {
+    if (this.closed) throw new PoolClosedError(`pool ${this.name} is shutting down`);
+    await this.options.beforeAcquire?.();
     if (this.closed) throw new PoolClosedError(`pool ${this.name} is shutting down`);
     if (this.total >= this.options.size) {
       const idle = this.idle.shift();

@@ -11,7 +11,8 @@ import { defaultDialer, negotiateTls, type Backend, type BackendTarget, type Dia
 import { BACKEND_PREPARE } from './backend-sql.js';
 import { BackendGuard } from './backend-guard.js';
 import { EpochSource } from './identity-context.js';
-import { BackendPool, type PoolOptions } from './pool.js';
+import { PauseGate } from './pause-gate.js';
+import { BackendPool, PoolTimeoutError, type PoolOptions } from './pool.js';
 
 export interface PoolManagerOptions {
   readonly waitTimeoutMs: number;
@@ -38,6 +39,8 @@ export const BINDS_CHECKOUT = 'bindsCheckout';
 export class PoolManager {
   private readonly pools = new Map<string, BackendPool>();
   private readonly epochs: EpochSource;
+  /** PAUSE / RESUME per database (admin console). */
+  readonly gate = new PauseGate();
 
   constructor(private readonly options: PoolManagerOptions) {
     this.epochs = options.epochs ?? new EpochSource();
@@ -73,6 +76,7 @@ export class PoolManager {
         ...(this.options.dialer ? { dialer: this.options.dialer } : {}),
         ...this.preparer(key, target),
         cancel: (backend: Backend) => this.cancel(backend),
+        beforeAcquire: () => this.gate.wait(database.name, this.options.waitTimeoutMs, () => pausedTimeout(database.name, this.options.waitTimeoutMs)),
         ...(this.options.events ? { onLoginFailed: (pool: string) => this.options.events!.serviceAccountLoginFailed(pool) } : {}),
       });
       this.pools.set(key, pool);
@@ -155,6 +159,11 @@ export class PoolManager {
     );
   }
 
+  /** Every pool created so far, keyed `database/account`. */
+  all(): ReadonlyMap<string, BackendPool> {
+    return this.pools;
+  }
+
   stats(): Record<string, ReturnType<BackendPool['stats']>> {
     return Object.fromEntries([...this.pools].map(([k, p]) => [k, p.stats()]));
   }
@@ -162,6 +171,10 @@ export class PoolManager {
   async close(): Promise<void> {
     await Promise.all([...this.pools.values()].map((p) => p.close()));
   }
+}
+
+function pausedTimeout(database: string, waitedMs: number): PoolTimeoutError {
+  return new PoolTimeoutError(`database ${database} is paused by an operator (admin console PAUSE); waited ${Math.round(waitedMs / 1000)} s: try again after it is resumed`);
 }
 
 /**

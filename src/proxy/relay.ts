@@ -12,6 +12,7 @@
 import type { Socket } from 'node:net';
 import { MessageScanner } from '../protocol/message-scanner.js';
 import { BackendCode, FrontendCode, ReadyStatus } from '../protocol/codes.js';
+import type { RelayProbe } from './session-registry.js';
 
 export type RelayEndReason = 'client_terminate' | 'client_closed' | 'client_error' | 'backend_closed' | 'backend_error' | 'protocol_error' | 'stopped';
 
@@ -160,6 +161,14 @@ export class Relay {
       this.fromBackend.lastReadyStatus === READY_STATUS_IDLE &&
       this.fromClient.syncCount === this.fromBackend.syncCount
     );
+  }
+
+  /** For SHOW SESSIONS: bytes so far and what the session does, from the header scan (no extra parsing). */
+  probe(): RelayProbe {
+    const busy = !this.fromBackend.atMessageBoundary || !this.fromClient.atMessageBoundary || this.fromClient.syncCount !== this.fromBackend.syncCount;
+    const status = this.fromBackend.lastReadyStatus;
+    const activity = busy ? 'active' : status === ReadyStatus.IN_TRANSACTION ? 'idle in transaction' : status === ReadyStatus.FAILED ? 'idle in transaction (aborted)' : 'idle';
+    return { bytesFromClient: this.bytesFromClient, bytesFromBackend: this.bytesFromBackend, activity };
   }
 
   /** A message may be injected toward the client now without splitting one of the backend's. */

@@ -19,6 +19,9 @@ import { PoolManager } from './pools.js';
 import { ValidatorEndpoint } from './validator-endpoint.js';
 import { perUserRoles } from './per-user/setup.js';
 import type { PerUserRoles } from './per-user/per-user-login.js';
+import { AdminAccess } from './admin/admin-access.js';
+import type { AdminContext } from './admin/commands.js';
+import { SessionRegistry } from './session-registry.js';
 
 export interface ProxyServerDeps {
   readonly logger: Logger;
@@ -48,6 +51,11 @@ export class ProxyServer {
   /** limits.max_sessions_per_identity, across all databases of this process. */
   readonly identitySessions: IdentitySessions;
   private readonly sessions = new Set<ClientSession>();
+  /** Every client connection with who and what it is (admin console SHOW SESSIONS, KILL; the status page). */
+  readonly registry = new SessionRegistry();
+  /** The admin console: who may enter and what it acts on (config `admin`). */
+  readonly admin: { readonly access: AdminAccess; readonly context: AdminContext } | undefined;
+  private readonly startedAt: number;
   private readonly sockets = new Set<Socket>();
   private server: Server | undefined;
   private secureContext: SecureContext | undefined;
@@ -85,6 +93,21 @@ export class ProxyServer {
     });
     this.perUser = perUserRoles(config, deps.logger);
     this.metrics = new ProxyMetrics({ sessions: () => this.sessions.size, pools: this.pools, verifier: this.verifier });
+    this.startedAt = this.now();
+    if (config.admin) {
+      this.admin = {
+        access: new AdminAccess(config.admin),
+        context: {
+          config: () => this.config,
+          registry: this.registry,
+          pools: this.pools,
+          jwks: () => this.verifier.jwksStats(),
+          now: this.now,
+          startedAt: this.startedAt,
+          totals: () => this.registry.totals(),
+        },
+      };
+    }
     if (config.tls) this.secureContext = createSecureContext({ cert: config.tls.cert, key: config.tls.key, minVersion: 'TLSv1.2' });
   }
 
@@ -159,6 +182,8 @@ export class ProxyServer {
       now: this.now,
       metrics: this.metrics,
       sessionId: this.nextSessionId++,
+      registry: this.registry,
+      ...(this.admin ? { admin: this.admin } : {}),
       ...(this.secureContext ? { secureContext: this.secureContext } : {}),
     });
     this.sessions.add(session);

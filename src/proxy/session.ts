@@ -19,6 +19,7 @@ import type { ProxyMetrics } from './metrics.js';
 import type { BackendPool } from './pool.js';
 import { BACKEND_START, BINDS_CHECKOUT, type PoolManager } from './pools.js';
 import { Relay, type RelayResult } from './relay.js';
+import type { RelayProbe, TrackedSession } from './session-registry.js';
 import { buildSetup } from './session-setup.js';
 import { statementAuditFor } from './statement-audit/index.js';
 
@@ -36,6 +37,8 @@ export interface SessionDeps {
   /** The proxy's root logger and this connection's id, for the statement audit's events. */
   readonly logger: Logger;
   readonly sessionId: number;
+  /** This connection's entry in the session registry: application_name changes are kept there. */
+  readonly track?: TrackedSession | undefined;
 }
 
 /** What the session needs of the login: another backend (a retried checkout), and whether the client is gone. */
@@ -51,7 +54,7 @@ export interface SessionClient {
 export type Authenticated = Extract<LoginResult, { kind: 'authenticated' }>;
 
 /** The reasons a running session is stopped by the proxy (rather than ended by a side). */
-export type StopReason = Extract<SessionEndReason, 'server_shutdown' | 'token_expired' | 'session_max_lifetime' | 'ci_max_session'>;
+export type StopReason = Extract<SessionEndReason, 'server_shutdown' | 'token_expired' | 'session_max_lifetime' | 'ci_max_session' | 'killed_by_admin'>;
 
 export class Session {
   private relay: Relay | undefined;
@@ -67,6 +70,13 @@ export class Session {
     private log: Logger,
     private readonly startedAt: number,
   ) {}
+
+  /** Bytes and activity of the relay (SHOW SESSIONS); the final counts once it ended. */
+  probe(): RelayProbe | undefined {
+    return this.relay?.probe() ?? this.lastProbe;
+  }
+
+  private lastProbe: RelayProbe | undefined;
 
   /** True once the relay runs: a stop then waits for a message boundary. */
   get relaying(): boolean {
@@ -134,6 +144,7 @@ export class Session {
     const relay = new Relay(socket, backendSocket, audit, {
       onParameterStatus: (name, value) => {
         if (name !== 'application_name') return;
+        if (this.deps.track) this.deps.track.application = value;
         this.log.warn(
           { event: 'application_name_changed', email: identity.email, sub: identity.subject, backend_pid: backend.processId, application_name: value },
           `${identity.user} set application_name to "${value}"`,
@@ -150,6 +161,7 @@ export class Session {
     relay.start(pending);
     if (this.stopRequested) this.stop(this.endReason ?? 'server_shutdown');
     const result = await relay.done;
+    this.lastProbe = relay.probe();
     this.relay = undefined;
     lifetimeTimer?.clear();
     clearTimeout(this.boundaryTimer);
