@@ -7,6 +7,7 @@ import { exitCodeForChild, exitCodeForSignal } from '../cli/exit-codes.js';
 import { caFixHint, CliConfigError, DEFAULT_PROFILE, proxyFixHint, resolveCliSettings } from '../config/cli-config.js';
 import { decodeClaims } from '../oauth/identity.js';
 import { createTokenSource, loginGenerations } from '../oauth/cli-session.js';
+import { CiTokenSource } from '../oauth/ci-token-source.js';
 import { openTunnel } from '../tunnel/open.js';
 import { usernameFromClaims } from '../tunnel/tunnel.js';
 import { profileFlag } from '../cli/flags.js';
@@ -25,6 +26,7 @@ After gprxy logout (or a login as someone else) a running tunnel refuses new con
     "gprxy connect mydb -- psql -c 'select current_user'",
     'gprxy connect mydb --local-password   # prints a one-time password that psql must give',
     'gprxy connect mydb --unix-socket ~/.gprxy/sock',
+    "GPRXY_AUDIENCE=https://gprxy.example GPRXY_PROXY=proxy.example:6432 gprxy connect mydb --ci -- psql -c 'select 1'   # in a CI job",
   ];
   static override strict = false;
   static override args = { databases: Args.string({ description: 'database name(s) as the proxy serves them', required: true }) };
@@ -33,6 +35,7 @@ After gprxy logout (or a login as someone else) a running tunnel refuses new con
     'unix-socket': Flags.string({ description: 'listen on a Unix socket in this directory (made mode 0700) instead of TCP' }),
     'local-password': Flags.boolean({ description: 'require a random one-time password (printed) from local clients, so other local users and processes cannot use your identity; exec mode always does', default: false }),
     profile: profileFlag('to use'),
+    ci: Flags.boolean({ description: "use this CI job's OIDC token (GitHub Actions: needs permissions: id-token: write; GitLab: an id_tokens variable, GPRXY_ID_TOKEN or the name in GPRXY_CI_TOKEN_VAR); detected without the flag when no other credentials are set", default: false }),
   };
 
   async run(): Promise<void> {
@@ -56,6 +59,9 @@ After gprxy logout (or a login as someone else) a running tunnel refuses new con
     const execMode = command.length > 0;
     // A random one-time password for the local listener: exec mode always, interactive on request.
     const localPassword = execMode || flags['local-password'] ? randomBytes(18).toString('base64url') : undefined;
+    const source = createTokenSource(settings, { warn: (m) => warn(`warning: ${m}`), debug: (m) => this.debugLog(m) }, { ci: flags.ci });
+    // A CI job token: no login to watch, no tunnel registry, nothing written to disk.
+    const ciJob = source instanceof CiTokenSource;
     const opened = await openTunnel(
       {
         databases,
@@ -70,7 +76,7 @@ After gprxy logout (or a login as someone else) a running tunnel refuses new con
         ...(flags['unix-socket'] ? { unixSocketDir: flags['unix-socket'] } : {}),
         ...(localPassword ? { localPassword } : {}),
       },
-      { source: createTokenSource(settings, { warn: (m) => warn(`warning: ${m}`), debug: (m) => this.debugLog(m) }), warn },
+      { source, warn },
     );
     const { keeper, listeners, user } = opened;
 
@@ -78,9 +84,9 @@ After gprxy logout (or a login as someone else) a running tunnel refuses new con
     // marker (no keychain polling); the tunnel confirms in its registry entry, which logout reads.
     const generations = loginGenerations(settings);
     const describe = listeners.map((l) => `${l.database}@${l.socketPath ?? `${l.host}:${l.port}`}`);
-    let seen = (await generations.read(settings.profile))?.generation ?? null;
-    const unregister = await generations.registerTunnel({ pid: process.pid, profile: settings.profile, listeners: describe, generation: seen });
-    const unwatch = await generations.watch(settings.profile, (mark) => {
+    let seen = ciJob ? null : ((await generations.read(settings.profile))?.generation ?? null);
+    const unregister = ciJob ? async () => {} : await generations.registerTunnel({ pid: process.pid, profile: settings.profile, listeners: describe, generation: seen });
+    const unwatch = ciJob ? () => {} : await generations.watch(settings.profile, (mark) => {
       keeper.invalidate();
       seen = mark?.generation ?? null;
       void (async () => {

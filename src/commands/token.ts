@@ -13,13 +13,14 @@ export default class Token extends BaseCommand {
   ];
   static override flags = {
     profile: profileFlag('to use'),
+    ci: Flags.boolean({ description: "print this CI job's OIDC token for the proxy's audience (GitHub Actions, GitLab CI); detected without the flag when no other credentials are set", default: false }),
     json: Flags.boolean({ description: 'print {access_token, token_type, expires_at, expires_in} as JSON (for applications and token caches)', default: false }),
   };
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Token);
     const settings = resolveCliSettings({ profile: flags.profile, env: process.env });
-    const source = createTokenSource(settings, { warn: (m) => this.logToStderr(`gprxy: warning: ${m}`), debug: (m) => this.debugLog(m) });
+    const source = createTokenSource(settings, { warn: (m) => this.logToStderr(`gprxy: warning: ${m}`), debug: (m) => this.debugLog(m) }, { ci: flags.ci });
     // Ctrl+C during a refresh waits for it to save the rotated refresh token (dying in between would leave a
     // used one behind, and the provider revokes the whole login when it is used again), then exits 130/143.
     let received: NodeJS.Signals | undefined;

@@ -225,6 +225,41 @@ function readCa(file: string): string {
   }
 }
 
+/** The GitLab CI variable holding the job's ID token when GPRXY_CI_TOKEN_VAR does not name another. */
+export const DEFAULT_CI_TOKEN_VAR = 'GPRXY_ID_TOKEN';
+
+/**
+ * A CI job token this environment offers (issue 19): GitHub Actions' request endpoint (the job has
+ * `permissions: id-token: write`), or a GitLab `id_tokens` variable. `none` carries what is missing when
+ * the environment looks like a CI job that could have one.
+ */
+export type CiJobEnvironment =
+  | { readonly kind: 'github_actions'; readonly requestUrl: string; readonly requestToken: string }
+  | { readonly kind: 'gitlab'; readonly variable: string; readonly token: string }
+  | { readonly kind: 'none'; readonly missing?: string };
+
+function detectCiJob(env: NodeJS.ProcessEnv): CiJobEnvironment {
+  const url = nonEmpty(env.ACTIONS_ID_TOKEN_REQUEST_URL);
+  const requestToken = nonEmpty(env.ACTIONS_ID_TOKEN_REQUEST_TOKEN);
+  if (url && requestToken) return Object.freeze({ kind: 'github_actions', requestUrl: url, requestToken });
+  const variable = nonEmpty(env.GPRXY_CI_TOKEN_VAR) ?? DEFAULT_CI_TOKEN_VAR;
+  const token = nonEmpty(env[variable]);
+  if (token) return Object.freeze({ kind: 'gitlab', variable, token });
+  if (env.GITHUB_ACTIONS === 'true') {
+    return Object.freeze({
+      kind: 'none',
+      missing: 'this GitHub Actions job has no ID token: ACTIONS_ID_TOKEN_REQUEST_URL and ACTIONS_ID_TOKEN_REQUEST_TOKEN are not set; give the job (or workflow) `permissions: id-token: write`',
+    });
+  }
+  if (env.GITLAB_CI === 'true') {
+    return Object.freeze({
+      kind: 'none',
+      missing: `this GitLab CI job has no ID token in $${variable}: add \`id_tokens: { ${variable}: { aud: <the proxy's audience> } }\` to the job${env.GPRXY_CI_TOKEN_VAR ? '' : ' (or set GPRXY_CI_TOKEN_VAR to the name of your id_tokens variable)'}`,
+    });
+  }
+  return Object.freeze({ kind: 'none' });
+}
+
 export interface CliSettings {
   readonly profile: string;
   /** Whether the profile exists in the config file (env variables alone can also make a usable setup). */
@@ -243,6 +278,8 @@ export interface CliSettings {
   readonly clientCredentials: { readonly clientId: string; readonly clientSecret: string } | undefined;
   /** GPRXY_TOKEN: used as is. */
   readonly staticToken: string | undefined;
+  /** A CI job token the environment offers (GitHub Actions, GitLab CI): used when nothing above is set, or with --ci. */
+  readonly ciJob: CiJobEnvironment;
   /** Where the proxy address and the CA came from, so messages name the place to fix them. */
   readonly sources: { readonly proxy: SettingSource; readonly ca: SettingSource };
   readonly configPath: string;
@@ -317,6 +354,7 @@ export function resolveCliSettings(opts: ResolveOptions = {}): Readonly<CliSetti
     caPem: caPaths.length ? readCaFiles(caPaths) : undefined,
     clientCredentials: ciId && ciSecret ? Object.freeze({ clientId: ciId, clientSecret: ciSecret }) : undefined,
     staticToken: nonEmpty(env.GPRXY_TOKEN),
+    ciJob: detectCiJob(env),
     sources: Object.freeze({
       proxy: nonEmpty(env.GPRXY_PROXY) ? 'env' : stored?.proxy ? 'profile' : 'none',
       ca: envCa ? 'env' : caPaths.length ? 'profile' : 'none',

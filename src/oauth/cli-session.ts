@@ -21,7 +21,8 @@ import { ProviderUnreachableError } from './errors.js';
 import { LoginGenerations, type TunnelRecord } from './login-generation.js';
 import { FileProfileLock, type ProfileLock } from './profile-lock.js';
 import { FileStore, KeychainStore, type StoredTokens, type TokenStore, type TokenStoreKind } from './token-store.js';
-import { TokenSource, pickIdClaims } from './token-source.js';
+import { TokenSource, pickIdClaims, type AccessToken } from './token-source.js';
+import { CiTokenSource, noCiJob } from './ci-token-source.js';
 
 export interface SessionDeps {
   /** Default: fetchWithCa(settings.caPem). */
@@ -93,12 +94,27 @@ export function activeStore(settings: CliSettings, deps: SessionDeps = {}): Toke
   return traced(existsSync(file.fileFor(settings.profile)) ? file : keychain, deps.debug);
 }
 
-/** GPRXY_TOKEN, else client credentials (GPRXY_CLIENT_ID + GPRXY_CLIENT_SECRET), else the stored login. */
-export function createTokenSource(settings: CliSettings, deps: SessionDeps = {}): TokenSource {
+/** What gprxy token and the tunnel draw access tokens from. */
+export interface AccessTokenSource {
+  getAccessToken(): Promise<AccessToken>;
+}
+
+/**
+ * GPRXY_TOKEN, else client credentials (GPRXY_CLIENT_ID + GPRXY_CLIENT_SECRET), else a CI job token the
+ * environment offers (GitHub Actions, GitLab CI), else the stored login. `ci`: the job token or an error
+ * naming what the job lacks (--ci).
+ */
+export function createTokenSource(settings: CliSettings, deps: SessionDeps = {}, options: { readonly ci?: boolean } = {}): TokenSource | CiTokenSource {
   const logger = { warn: deps.warn ?? (() => {}) };
+  const job = settings.ciJob;
+  if (options.ci) {
+    if (job.kind === 'none') throw noCiJob(job);
+    return new CiTokenSource({ job, audience: settings.audience, fetch: deps.fetch ?? fetchWithCa(settings.caPem), ...(deps.now ? { now: deps.now } : {}) });
+  }
   if (settings.staticToken) return new TokenSource({ profile: settings.profile, mode: { kind: 'static', token: settings.staticToken }, now: deps.now, logger });
   const client = clientFactory(settings, deps);
   if (settings.clientCredentials) return new TokenSource({ profile: settings.profile, mode: { kind: 'client_credentials' }, client, now: deps.now, logger });
+  if (job.kind !== 'none') return new CiTokenSource({ job, audience: settings.audience, fetch: deps.fetch ?? fetchWithCa(settings.caPem), ...(deps.now ? { now: deps.now } : {}) });
   const expected = settings.issuer && settings.clientId ? { issuer: settings.issuer, clientId: settings.clientId } : undefined;
   return new TokenSource({ profile: settings.profile, mode: { kind: 'stored', store: activeStore(settings, deps) }, client, expected, now: deps.now, logger, lock: profileLock(settings, deps) });
 }
