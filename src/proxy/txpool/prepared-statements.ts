@@ -287,51 +287,63 @@ export class StatementRouter {
     }
   }
 
-  /** One complete backend message. */
+  /** One complete backend message (a relay that frames the backend's messages whole). */
   fromBackend(type: number, body: Buffer, raw: Buffer, out: RouterOutput): void {
+    if (this.backendHeader(type)) out.toClient.push(raw);
+    this.backendEnd(type, body, out.toClient);
+  }
+
+  /**
+   * A backend message starts: whether its bytes go to the client (a ParseComplete or CloseComplete answering a
+   * message the proxy added does not). For relays that stream the backend's bytes and read headers only.
+   */
+  backendHeader(type: number): boolean {
+    if (type === BackendCode.PARSE_COMPLETE || type === BackendCode.CLOSE_COMPLETE) return !this.queue[0]?.swallow;
+    return true;
+  }
+
+  /** A streaming relay must pass the body of this message to backendEnd (a CommandComplete that confirms an effect). */
+  wantsBody(type: number): boolean {
+    return type === BackendCode.READY_FOR_QUERY || (type === BackendCode.COMMAND_COMPLETE && this.queue[0]?.confirmTags !== undefined);
+  }
+
+  /**
+   * A backend message ended (after its bytes, if backendHeader said so, were queued for the client): the queue of
+   * expected answers moves on, and synthesized answers whose turn has come are appended to `toClient`. `body`
+   * only matters when wantsBody(type).
+   */
+  backendEnd(type: number, body: Buffer | undefined, toClient: Buffer[]): void {
     const head = this.queue[0];
     switch (type) {
       case BackendCode.PARSE_COMPLETE:
       case BackendCode.CLOSE_COMPLETE:
-      case BackendCode.BIND_COMPLETE: {
-        if (!head) break;
+      case BackendCode.BIND_COMPLETE:
+        if (!head) return;
         this.pop();
         head.onSuccess?.();
-        if (head.swallow) return this.flushSynthesized(out);
-        out.toClient.push(raw);
-        return this.flushSynthesized(out);
-      }
+        break;
       case BackendCode.ROW_DESCRIPTION:
       case BackendCode.NO_DATA:
-        out.toClient.push(raw);
-        if (head?.expect === 'describe') {
-          this.pop();
-          this.flushSynthesized(out);
-        }
-        return;
+        if (head?.expect === 'describe') this.pop();
+        break;
       case BackendCode.COMMAND_COMPLETE:
       case BackendCode.EMPTY_QUERY_RESPONSE:
       case BackendCode.PORTAL_SUSPENDED:
-        out.toClient.push(raw);
-        if (head && head.confirmTags && type === BackendCode.COMMAND_COMPLETE && head.confirmTags.includes(commandTag(body))) head.confirmed = true;
-        if (head?.expect === 'execute') {
-          this.pop();
-          this.flushSynthesized(out);
-        }
-        return;
+        if (head?.confirmTags && type === BackendCode.COMMAND_COMPLETE && body && head.confirmTags.includes(commandTag(body))) head.confirmed = true;
+        if (head?.expect === 'execute') this.pop();
+        break;
       case BackendCode.ERROR_RESPONSE:
-        out.toClient.push(raw);
         if (head && head.expect !== 'query' && head.expect !== 'function' && head.expect !== 'sync') this.skipUntilSync();
-        return this.flushSynthesized(out);
-      case BackendCode.READY_FOR_QUERY: {
-        out.toClient.push(raw);
-        this.lastStatus = body[0] ?? ReadyStatus.IDLE;
+        break;
+      case BackendCode.READY_FOR_QUERY:
+        this.lastStatus = body?.[0] ?? ReadyStatus.IDLE;
         if (head && (head.expect === 'sync' || head.expect === 'query' || head.expect === 'function')) this.pop();
         if (this.lastStatus === ReadyStatus.IDLE && this.queue.length === 0) this.statements.deallocatingPortals.clear();
-        return this.flushSynthesized(out);
-      }
+        break;
+      default:
+        return;
     }
-    out.toClient.push(raw);
+    this.flushSynthesized(toClient);
   }
 
   private pop(): void {
@@ -340,13 +352,13 @@ export class StatementRouter {
   }
 
   /** Synthesized answers whose turn has come. */
-  private flushSynthesized(out: RouterOutput): void {
-    while (this.queue.length && this.queue[0]!.synthesized) out.toClient.push(this.queue.shift()!.synthesized!);
+  private flushSynthesized(toClient: Buffer[]): void {
+    while (this.queue.length && this.queue[0]!.synthesized) toClient.push(this.queue.shift()!.synthesized!);
   }
 
   private expect(entry: Entry, out: RouterOutput): void {
     this.queue.push(entry);
-    if (this.queue.length === 1) this.flushSynthesized(out);
+    if (this.queue.length === 1) this.flushSynthesized(out.toClient);
   }
 
   /** An error: PostgreSQL skips every message up to the next Sync; their effects are undone, newest first. */
