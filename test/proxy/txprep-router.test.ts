@@ -9,14 +9,11 @@
 import type { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Backend } from '../../src/proxy/backend.js';
-import { FrameReader } from '../../src/protocol/frame-reader.js';
-import { parseErrorFields, parseDataRow } from '../../src/protocol/backend-messages.js';
-import { closeMessage, commandTag, describeMessage, parseMessage } from '../../src/protocol/extended-messages.js';
-import { query } from '../../src/protocol/client-messages.js';
 import { BackendStatements, PreparedStatementStats, StatementRouter } from '../../src/proxy/txpool/prepared-statements.js';
 import { StatementStream } from '../../src/proxy/txpool/statement-stream.js';
 import { ProtocolError } from '../../src/protocol/errors.js';
 import { startTestPostgres, type Cluster } from '../support/postgres.js';
+import { B, C, countReady, cstr, D, E, i16, i32, msg, P, Q, S, trace } from '../support/pg-messages.js';
 
 let cluster: Cluster;
 const conns: Socket[] = [];
@@ -36,54 +33,6 @@ async function connect(): Promise<Socket> {
   s.resume();
   conns.push(s);
   return s;
-}
-
-// ---- frontend message builders (text parameters) ----
-function msg(type: string, body: Buffer): Buffer {
-  const out = Buffer.alloc(5 + body.length);
-  out[0] = type.charCodeAt(0);
-  out.writeInt32BE(4 + body.length, 1);
-  body.copy(out, 5);
-  return out;
-}
-const cstr = (s: string) => Buffer.from(s + '\0');
-const i16 = (n: number) => Buffer.from([(n >> 8) & 0xff, n & 0xff]);
-function i32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeInt32BE(n);
-  return b;
-}
-const P = (name: string, sql: string, types: number[] = []) => parseMessage(name, sql, Buffer.concat([i16(types.length), ...types.map(i32)]));
-function B(stmt: string, params: string[] = [], portal = ''): Buffer {
-  const values = params.flatMap((p) => [i32(Buffer.byteLength(p)), Buffer.from(p)]);
-  return msg('B', Buffer.concat([cstr(portal), cstr(stmt), i16(0), i16(params.length), ...values, i16(0)]));
-}
-const E = (portal = '') => msg('E', Buffer.concat([cstr(portal), i32(0)]));
-const S = () => msg('S', Buffer.alloc(0));
-const D = (name: string) => describeMessage('S', name);
-const C = (name: string) => closeMessage('S', name);
-const Q = (sql: string) => query(sql);
-
-/** What a client sees, one string per message: types, SQLSTATEs, command tags, row values. */
-function trace(bytes: Buffer): string[] {
-  const r = new FrameReader({ maxMessageLength: 1 << 30 });
-  r.push(bytes);
-  const out: string[] = [];
-  let m;
-  while ((m = r.nextMessage())) {
-    const t = String.fromCharCode(m.type);
-    if (t === 'E') out.push(`E:${parseErrorFields(m.body).code}`);
-    else if (t === 'C') out.push(`C:${commandTag(m.body)}`);
-    else if (t === 'D') out.push(`D:${parseDataRow(m.body).join(',')}`);
-    else if (t === 'Z') out.push(`Z:${String.fromCharCode(m.body[0]!)}`);
-    else if (t === 'N' || t === 'S') continue;
-    else out.push(t);
-  }
-  return out;
-}
-
-function countReady(bytes: Buffer): number {
-  return trace(bytes).filter((m) => m.startsWith('Z:')).length;
 }
 
 /** Sends `bytes` on a direct connection; resolves with what came back once `ready` ReadyForQuery arrived. */
