@@ -24,6 +24,7 @@ export const SqlState = {
   OBJECT_NOT_IN_PREREQUISITE_STATE: '55000',
   /** RELOAD failed (PgBouncer's code for it): the running configuration stays. */
   CONFIG_FILE_ERROR: 'F0000',
+  PROGRAM_LIMIT_EXCEEDED: '54000',
   INTERNAL: 'XX000',
 } as const;
 

@@ -9,7 +9,7 @@
 import type { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Backend } from '../../src/proxy/backend.js';
-import { BackendStatements, PreparedStatementStats, StatementRouter } from '../../src/proxy/txpool/prepared-statements.js';
+import { BackendStatements, PreparedStatementStats, StatementRouter, type StatementLimits } from '../../src/proxy/txpool/prepared-statements.js';
 import { StatementStream } from '../../src/proxy/txpool/statement-stream.js';
 import { ProtocolError } from '../../src/protocol/errors.js';
 import { startTestPostgres, type Cluster } from '../support/postgres.js';
@@ -56,8 +56,11 @@ async function direct(sock: Socket, bytes: Buffer, ready: number): Promise<strin
 /** A logical client: its router, attached to one backend connection per turn, every byte fed one at a time. */
 class Client {
   readonly router: StatementRouter;
-  constructor(readonly stats: PreparedStatementStats) {
-    this.router = new StatementRouter(stats);
+  constructor(
+    readonly stats: PreparedStatementStats,
+    limits?: StatementLimits,
+  ) {
+    this.router = new StatementRouter(stats, limits);
   }
 
   async run(backend: { sock: Socket; statements: BackendStatements }, bytes: Buffer, ready: number, bytewise = true): Promise<string[]> {
@@ -270,6 +273,15 @@ describe('prepared statements across backends (router on raw protocol, real Post
     const names = await backendStatementNames(small);
     expect(names.length).toBe(2);
     expect([...names].sort()).toEqual([...small.statements.names()].sort());
+  });
+
+  it('a client holds a bounded number of statements: beyond it, Parse fails with 54000 and the pipeline skips to Sync', async () => {
+    stats = new PreparedStatementStats();
+    const a = new Client(stats, { statements: 2, bytes: 1024 });
+    const t = await a.run(b1, Buffer.concat([P('l1', 'select 1'), P('l2', 'select 2'), P('l3', 'select 3'), B('l1'), E(), S(), C('l2'), P('l3', 'select 3'), B('l3'), E(), S()]), 2);
+    expect(t).toEqual(['1', '1', 'E:54000', 'Z:I', '3', '1', '2', 'D:3', 'C:SELECT 1', 'Z:I']);
+    const big = await a.run(b1, Buffer.concat([C('l1'), P('big', `select '${'x'.repeat(2000)}'`), S()]), 1);
+    expect(big).toEqual(['3', 'E:54000', 'Z:I']);
   });
 
   it('malformed and oversized messages are protocol errors (08P01), not crashes', () => {

@@ -46,10 +46,23 @@ import {
   parseTargetMessage,
 } from '../../protocol/extended-messages.js';
 import { query as queryMessage } from '../../protocol/client-messages.js';
+import { errorResponse } from '../../protocol/server-messages.js';
+import { SqlState } from '../../protocol/sqlstate.js';
 import { queryKinds, quoteIdentifier, refusalStatement, statementKind, type StatementKind } from './statement-sql.js';
 
 /** PgBouncer's default for max_prepared_statements. */
 export const DEFAULT_PREPARED_STATEMENTS = 200;
+/**
+ * What one client may hold at once, so that a client cannot grow the proxy's memory without bound (PostgreSQL
+ * itself would hold them in the client's own backend; here the proxy holds the text): statements and bytes of text.
+ */
+export const MAX_CLIENT_STATEMENTS = 10_000;
+export const MAX_CLIENT_STATEMENT_BYTES = 64 * 1024 * 1024;
+export interface StatementLimits {
+  readonly statements: number;
+  readonly bytes: number;
+}
+const DEFAULT_LIMITS: StatementLimits = { statements: MAX_CLIENT_STATEMENTS, bytes: MAX_CLIENT_STATEMENT_BYTES };
 /** Prefix of every statement name the proxy prepares on a backend. */
 export const BACKEND_STATEMENT_PREFIX = 'gprxy_';
 
@@ -59,6 +72,13 @@ export interface StatementDef {
   readonly backendName: string;
   readonly kind: StatementKind;
 }
+
+const TOO_MANY_STATEMENTS = errorResponse({
+  severity: 'ERROR',
+  code: SqlState.PROGRAM_LIMIT_EXCEEDED,
+  message: `too many prepared statements for one client with transaction pooling (at most ${MAX_CLIENT_STATEMENTS} statements or ${MAX_CLIENT_STATEMENT_BYTES / 1024 / 1024} MiB of their text)`,
+  hint: 'Close (or DEALLOCATE) statements the client no longer uses.',
+});
 
 /** The backend name of a statement: a hash of its text and parameter types (identical statements share it). */
 export function backendStatementName(query: string, paramTypes: Buffer): string {
@@ -149,7 +169,11 @@ export class BackendStatements {
 
 /** One client's statements, as it named them: they follow the client from backend to backend. */
 export class ClientStatements {
+  constructor(private readonly limits: StatementLimits = DEFAULT_LIMITS) {}
+
   readonly byName = new Map<string, StatementDef>();
+  /** Bytes of statement text held in byName. */
+  private bytes = 0;
   /** The client's unnamed statement (pgx's describe-then-execute binds it in a later transaction). */
   unnamed: StatementDef | undefined;
   /** Portals bound to a DEALLOCATE ALL / DISCARD ALL statement (the only ones whose Execute matters here). */
@@ -158,21 +182,34 @@ export class ClientStatements {
   /** Sets name → def (or deletes with undefined); returns the undo, which only applies if nothing changed it since. */
   set(name: string, def: StatementDef | undefined): () => void {
     const before = this.byName.get(name);
-    if (def) this.byName.set(name, def);
-    else this.byName.delete(name);
+    this.put(name, def);
     return () => {
       if (this.byName.get(name) !== def) return;
-      if (before) this.byName.set(name, before);
-      else this.byName.delete(name);
+      this.put(name, before);
     };
+  }
+
+  /** Room for one more statement of `query`'s size. */
+  hasRoomFor(query: string): boolean {
+    return this.byName.size < this.limits.statements && this.bytes + query.length <= this.limits.bytes;
+  }
+
+  private put(name: string, def: StatementDef | undefined): void {
+    const old = this.byName.get(name);
+    if (old) this.bytes -= old.query.length;
+    if (def) {
+      this.byName.set(name, def);
+      this.bytes += def.query.length;
+    } else this.byName.delete(name);
   }
 
   /** Forgets every statement; returns the undo (restores the names the client has not reused since). */
   clear(): () => void {
     const before = new Map(this.byName);
     this.byName.clear();
+    this.bytes = 0;
     return () => {
-      for (const [name, def] of before) if (!this.byName.has(name)) this.byName.set(name, def);
+      for (const [name, def] of before) if (!this.byName.has(name)) this.put(name, def);
     };
   }
 }
@@ -190,6 +227,8 @@ interface Entry {
   undo?: (failed: boolean) => void;
   /** Runs when the backend answered the message without an error. */
   onSuccess?: () => void;
+  /** The proxy's own ErrorResponse, sent instead of the backend's (whose message is made to fail on purpose). */
+  readonly replaceError?: Buffer;
   /** The command tags this entry must see for its effect to stand (DEALLOCATE ALL...); else undo at its end. */
   confirmTags?: readonly string[];
   confirmed?: boolean;
@@ -206,14 +245,19 @@ export interface RouterOutput {
  * backend answers. Created per client; attach() at each checkout, detach() at release (nothing outstanding then).
  */
 export class StatementRouter {
-  readonly statements = new ClientStatements();
+  readonly statements: ClientStatements;
   private backend: BackendStatements | undefined;
   private readonly queue: Entry[] = [];
   /** PostgreSQL skips client messages until Sync after an error that came when no Sync was queued. */
   private skipping = false;
   private lastStatus: number = ReadyStatus.IDLE;
 
-  constructor(private readonly stats: PreparedStatementStats) {}
+  constructor(
+    private readonly stats: PreparedStatementStats,
+    limits: StatementLimits = DEFAULT_LIMITS,
+  ) {
+    this.statements = new ClientStatements(limits);
+  }
 
   attach(backend: BackendStatements): void {
     this.backend = backend;
@@ -299,6 +343,7 @@ export class StatementRouter {
    */
   backendHeader(type: number): boolean {
     if (type === BackendCode.PARSE_COMPLETE || type === BackendCode.CLOSE_COMPLETE) return !this.queue[0]?.swallow;
+    if (type === BackendCode.ERROR_RESPONSE) return !this.queue[0]?.replaceError;
     return true;
   }
 
@@ -333,6 +378,7 @@ export class StatementRouter {
         if (head?.expect === 'execute') this.pop();
         break;
       case BackendCode.ERROR_RESPONSE:
+        if (head?.replaceError) toClient.push(head.replaceError);
         if (head && head.expect !== 'query' && head.expect !== 'function' && head.expect !== 'sync') this.skipUntilSync();
         break;
       case BackendCode.READY_FOR_QUERY:
@@ -403,6 +449,12 @@ export class StatementRouter {
       this.expect({ expect: 'close', swallow: true }, out);
       this.ensure(def, backend, out);
       return;
+    }
+    if (!this.statements.hasRoomFor(query)) {
+      // The backend fails a Parse that cannot parse (so the pipeline skips to Sync as after any error); the
+      // client is told why instead.
+      out.toBackend.push(parseMessage('', 'GPRXY REFUSED THIS STATEMENT', Buffer.from([0, 0])));
+      return this.expect({ expect: 'parse', replaceError: TOO_MANY_STATEMENTS }, out);
     }
     const undoName = this.statements.set(msg.name, def);
     if (backend.confirmed(def.backendName) && this.lastStatus !== ReadyStatus.FAILED) {
