@@ -37,6 +37,7 @@ const USERS: DevUser[] = [
   { username: 'carol', password: 'carol-pw', sub: 'auth0|carol0005', email: 'carol@example.com', name: 'Carol', roles: ['pg_writer'], orgId: 'tenant-a' },
   { username: 'dave', password: 'dave-pw', sub: 'auth0|dave0006', email: 'dave@example.com', name: 'Dave', roles: ['pg_reader'], orgId: 'tenant-b' },
   { username: 'erin', password: 'erin-pw', sub: 'auth0|erin0007', email: 'erin@example.com', name: 'Erin', roles: ['pg_reader'], orgId: 'tenant-b' },
+  { username: 'frank', password: 'frank-pw', sub: 'auth0|frank0008', email: 'frank@example.com', name: 'Frank', roles: ['pg_writer'], orgId: 'tenant-b' },
 ];
 
 let stack: ProxyStack;
@@ -263,5 +264,31 @@ provisioning: { admin_url: "\${ADMIN}", secret: "${SECRET}" }
     expect((await stack.cluster.query(`select count(*)::int as n from pg_roles where rolname = 'carol@example.com'`)).rows[0].n).toBe(0);
     expect((await stack.cluster.query(`select tableowner from pg_tables where tablename = 'carol_notes'`, [], 'mydb')).rows[0].tableowner).toBe('app_admin');
     expect(await pruneUserRoles(stack.config, { adminUrl: stack.cluster.url(), idleMs: 90 * DAY, dropReassignTo: 'app_admin' })).toEqual([]);
+  });
+});
+
+describe('a provisioning role with CREATEROLE instead of a superuser', () => {
+  it('db init grants it what it needs and says what CREATEROLE means on this version; it provisions, and repairs a password it cannot read', async () => {
+    const password = 'provisioner-pw-0123456789';
+    await stack.cluster.query(`create role gprxy_provisioner login createrole password '${password}'`);
+    await stack.startProxy({ ...perUserConfig(), provisioning: { admin_url: stack.cluster.url('mydb', 'gprxy_provisioner', password), secret: SECRET } });
+    const notes: string[] = [];
+    await runDbInit(stack.config, { adminUrl: stack.cluster.url(), out: (t) => notes.push(t) });
+    const version = Number((await stack.cluster.query(`select current_setting('server_version_num') as v`)).rows[0].v);
+    expect(notes.join('\n')).toMatch(version < 160000 ? /gprxy_provisioner provisions with CREATEROLE\. On PostgreSQL \d+ \(before 16\) CREATEROLE is close to superuser/ : /gprxy_provisioner provisions with CREATEROLE and ADMIN OPTION/);
+
+    const frank = await connect('frank');
+    expect((await frank.query('select current_user as u')).rows[0].u).toBe('frank@example.com');
+    expect(await groupsOf('frank@example.com')).toEqual(['gprxy_users', 'gprxy_writer']);
+    await frank.query(`alter role current_user password 'frank-chose-this'`);
+    await frank.end();
+    open.delete(frank);
+    await stack.cluster.query(`select pg_terminate_backend(pid) from pg_stat_activity where usename = 'frank@example.com'`);
+
+    // The provisioner cannot read pg_authid: PostgreSQL refuses the derived password, the proxy sets it again.
+    const again = await connect('frank');
+    expect((await again.query('select current_user as u')).rows[0].u).toBe('frank@example.com');
+    const event = await stack.logs.waitFor((l) => l.event === 'user_role_tampered' && l.role === 'frank@example.com');
+    expect(event.repaired).toEqual(['password']);
   });
 });

@@ -5,6 +5,7 @@
  * changed it, or the admin cannot read pg_authid to compare) gets the verifier set again and one retry.
  * The session then runs as usual: the identity context still carries the claims, `account` is the role.
  */
+import type { Logger } from 'pino';
 import type { DatabaseConfig, ProxyConfig } from '../../config/proxy-config.js';
 import type { Identity } from '../../token/identity.js';
 import { BackendError, type Backend } from '../backend.js';
@@ -24,7 +25,15 @@ export class PerUserRoles {
   constructor(
     private readonly config: Pick<ProxyConfig, 'providers' | 'provisioning'>,
     readonly provisioner: Provisioner,
+    private readonly logger: Logger,
   ) {}
+
+  /** The provisioner's error as the login's refusal; the operator's log gets the details the client does not. */
+  private refusal(e: unknown, database: DatabaseConfig, role: string): unknown {
+    if (!(e instanceof ProvisioningError)) return e;
+    this.logger.warn({ event: 'provisioning_failed', code: e.code, role, database: database.name, reason: e.message }, `provisioning role ${role} failed: ${e.message}`);
+    return new Refusal(e.code, e.message, undefined, { cause: e });
+  }
 
   roleFor(identity: Identity): string {
     return userRoleName(identity, providerOf(this.config.providers, identity)?.prefix, this.config.provisioning?.roleName ?? 'email');
@@ -36,8 +45,7 @@ export class PerUserRoles {
     try {
       ({ password } = await this.provisioner.ensure(database, role, identity));
     } catch (e) {
-      if (e instanceof ProvisioningError) throw new Refusal(e.code, e.message, undefined, { cause: e });
-      throw e;
+      throw this.refusal(e, database, role);
     }
     const asRole: Identity = { ...identity, account: role };
     const pool = pools.getUser(database, role, password);
@@ -49,8 +57,7 @@ export class PerUserRoles {
     try {
       await this.provisioner.repairPassword(database, role);
     } catch (e) {
-      if (e instanceof ProvisioningError) throw new Refusal(e.code, e.message, undefined, { cause: e });
-      throw e;
+      throw this.refusal(e, database, role);
     }
     return { identity: asRole, pool, backend: await acquire(pool) };
   }

@@ -12,7 +12,8 @@
  * 3. Repair what the user may have done to his own role (a `user_role_tampered` audit event names it): a
  *    password of his own (the verifier is compared when the admin may read pg_authid; otherwise a refused
  *    backend login resets it, repairPassword), role settings (`ALTER ROLE … SET`), roles he made members of
- *    himself (PostgreSQL 13-15 let a role grant itself), and attributes.
+ *    himself (PostgreSQL 13-15 let a role grant itself; the provisioning role's own ADMIN membership, which
+ *    PostgreSQL 16+ gives a CREATEROLE role in the roles it creates, stays), and attributes.
  * 4. Memberships: exactly the NOLOGIN groups the token's roles map to now (grants added and revoked; a group
  *    that can log in, or is missing, refuses the login instead: never grant a service account), and nothing
  *    else but the marker. Checked again after the change.
@@ -50,13 +51,11 @@ SELECT r.rolcanlogin AS login, r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR
        ARRAY(SELECT DISTINCT g.rolname::pg_catalog.text FROM pg_catalog.pg_auth_members AS m JOIN pg_catalog.pg_roles AS g ON g.oid OPERATOR(pg_catalog.=) m.roleid
               WHERE m.member OPERATOR(pg_catalog.=) r.oid) AS member_of,
        ARRAY(SELECT DISTINCT u.rolname::pg_catalog.text FROM pg_catalog.pg_auth_members AS m JOIN pg_catalog.pg_roles AS u ON u.oid OPERATOR(pg_catalog.=) m.member
-              WHERE m.roleid OPERATOR(pg_catalog.=) r.oid) AS members,
+              WHERE m.roleid OPERATOR(pg_catalog.=) r.oid AND u.rolname OPERATOR(pg_catalog.<>) CURRENT_USER) AS members,
        ARRAY(SELECT DISTINCT pg_catalog.concat(d.datname, '/', pg_catalog.split_part(c.cfg, '=', 1))
                FROM pg_catalog.pg_db_role_setting AS s LEFT JOIN pg_catalog.pg_database AS d ON d.oid OPERATOR(pg_catalog.=) s.setdatabase,
                     pg_catalog.unnest(s.setconfig) AS c(cfg)
               WHERE s.setrole OPERATOR(pg_catalog.=) r.oid) AS settings,
-       CASE WHEN pg_catalog.has_table_privilege('pg_catalog.pg_authid', 'SELECT')
-            THEN (SELECT a.rolpassword FROM pg_catalog.pg_authid AS a WHERE a.oid OPERATOR(pg_catalog.=) r.oid) END AS verifier,
        pg_catalog.has_table_privilege('pg_catalog.pg_authid', 'SELECT') AS reads_authid
   FROM pg_catalog.pg_roles AS r WHERE r.rolname OPERATOR(pg_catalog.=) $1`;
 
@@ -66,8 +65,9 @@ interface RoleState {
   readonly member_of: string[];
   readonly members: string[];
   readonly settings: string[];
-  readonly verifier: string | null;
   readonly reads_authid: boolean;
+  /** The stored verifier, read only when the admin may read pg_authid (a plan naming it needs the privilege). */
+  verifier?: string | null;
 }
 
 export interface ProvisionedRole {
@@ -267,6 +267,9 @@ export class Provisioner {
 }
 
 async function inspect(c: pg.PoolClient, role: string): Promise<RoleState | undefined> {
-  const r = await c.query(INSPECT_SQL, [role]);
-  return r.rows[0] as RoleState | undefined;
+  const state = (await c.query(INSPECT_SQL, [role])).rows[0] as RoleState | undefined;
+  if (state?.reads_authid) {
+    state.verifier = (await c.query(`SELECT rolpassword FROM pg_catalog.pg_authid WHERE rolname OPERATOR(pg_catalog.=) $1`, [role])).rows[0]?.rolpassword as string | null;
+  }
+  return state;
 }

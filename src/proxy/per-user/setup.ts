@@ -12,5 +12,5 @@ import { Provisioner } from './provisioner.js';
 export function perUserRoles(config: ProxyConfig, logger: Logger): PerUserRoles | undefined {
   if (!config.provisioning || !Object.values(config.databases).some((d) => d.identity === 'per_user')) return undefined;
   const provisioner = new Provisioner({ config: config.provisioning, groups: groupMapping(config), logger });
-  return new PerUserRoles(config, provisioner);
+  return new PerUserRoles(config, provisioner, logger);
 }
