@@ -92,10 +92,14 @@ function parseParameters(frame: Buffer, minorVersion: number): StartupMessagePac
   return { kind: 'startup', majorVersion: 3, minorVersion, parameters, unsupportedOptions };
 }
 
+/** The newest protocol the proxy speaks to clients of proxied databases: 3.2 (PostgreSQL 18's longer cancel keys). */
+export const NEWEST_PROTOCOL_MINOR = 2;
+
 /**
- * True when the client asked for a newer minor version or for protocol options: the server
- * then answers NegotiateProtocolVersion(0, unsupportedOptions), as PostgreSQL does, and goes on in 3.0.
+ * True when the client asked for a minor version newer than `newestMinor` or for protocol options: the
+ * server then answers NegotiateProtocolVersion(newestMinor, unsupportedOptions), as PostgreSQL does, and
+ * goes on in 3.newestMinor (or the client's own, if older).
  */
-export function needsNegotiation(p: StartupPacket): boolean {
-  return p.kind === 'startup' && (p.minorVersion > 0 || p.unsupportedOptions.length > 0);
+export function needsNegotiation(p: StartupPacket, newestMinor = 0): boolean {
+  return p.kind === 'startup' && (p.minorVersion > newestMinor || p.unsupportedOptions.length > 0);
 }

@@ -14,7 +14,7 @@ import { FrameReader } from '../protocol/frame-reader.js';
 import { parsePasswordMessage } from '../protocol/client-messages.js';
 import { authenticationCleartextPassword, negotiateProtocolVersion, sslResponse } from '../protocol/server-messages.js';
 import { SqlState } from '../protocol/sqlstate.js';
-import { needsNegotiation, parseStartupPacket, type StartupMessagePacket } from '../protocol/startup.js';
+import { NEWEST_PROTOCOL_MINOR, needsNegotiation, parseStartupPacket, type StartupMessagePacket } from '../protocol/startup.js';
 import { TokenError, quote } from '../token/errors.js';
 import { resolveIdentity, type Identity } from '../token/identity.js';
 import { MAX_TOKEN_BYTES, type TokenVerifier, type VerifiedToken } from '../token/verifier.js';
@@ -202,6 +202,10 @@ export class Login {
       throw new Refusal('unknown_database', `database ${quote(dbName, 63)} is not served by this proxy (available: ${known})`);
     }
     this.database = database;
+    // Protocol 3.2 (PostgreSQL 18: longer cancel keys, nothing else) is ours to offer for proxied databases,
+    // whose cancel keys the proxy issues; a passthrough database's server gets a 3.0 startup, so its client too.
+    const newestMinor = database.mode === 'passthrough' ? 0 : NEWEST_PROTOCOL_MINOR;
+    if (needsNegotiation(startup, newestMinor)) this.currentSocket.write(negotiateProtocolVersion(newestMinor, startup.unsupportedOptions));
     if (database.mode === 'passthrough') return { kind: 'passthrough', startup, database };
     let verified: VerifiedToken;
     let identity: Identity;
@@ -365,8 +369,13 @@ export class Login {
           this.currentSocket.write(sslResponse(false));
           continue;
         case 'cancel': {
-          const matched = this.deps.cancels.cancel(packet.processId, packet.secretKey);
-          this.log.info({ event: 'cancel_request', matched }, matched ? 'cancel forwarded' : 'cancel request matched no session');
+          const route = this.deps.cancels.route(packet.processId, packet.secretKey);
+          if (route.outcome === 'cancelled') {
+            const { user, database } = route.target;
+            this.log.info({ event: 'cancel_request', matched: true, outcome: 'cancelled', ...(user ? { user } : {}), ...(database ? { database } : {}) }, `cancel for ${user ?? 'a session'} forwarded to its backend`);
+          } else if (route.outcome === 'forwarded') {
+            this.log.debug({ event: 'cancel_request_forwarded', owner: route.owner }, 'cancel request passed on to the process that issued its key');
+          } else this.log.info({ event: 'cancel_request', matched: false, outcome: 'no_match' }, 'cancel request matched no session');
           this.closed = true;
           this.currentSocket.destroy();
           return undefined;
@@ -375,7 +384,6 @@ export class Login {
           if (!this.tls && !(this.deps.config.allowPlaintextLoopback && isLoopback(this.currentSocket.remoteAddress))) {
             throw new Refusal('tls_required', 'this proxy requires TLS: connect with sslmode=require (or verify-full), or use gprxy connect');
           }
-          if (needsNegotiation(packet)) this.currentSocket.write(negotiateProtocolVersion(0, packet.unsupportedOptions));
           if (!packet.parameters.user) throw new Refusal('protocol_violation', 'no user name in the startup packet', SqlState.INVALID_AUTHORIZATION);
           return packet;
         }

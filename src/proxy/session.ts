@@ -11,6 +11,7 @@ import { authenticationOk, backendKeyData, parameterStatus, readyForQuery } from
 import { setLongTimeout, type LongTimer } from '../shared/long-timer.js';
 import type { Identity } from '../token/identity.js';
 import type { Backend } from './backend.js';
+import { SECRET_BYTES_3_0, SECRET_BYTES_3_2 } from './cancel-key.js';
 import type { CancelRegistry } from './cancel-registry.js';
 import { disconnect, Refusal, type Connection, type SessionEndReason } from './disconnect.js';
 import { buildContextPayload, EPOCH_REFUSED_SQLSTATE, signContext } from './identity-context.js';
@@ -112,7 +113,10 @@ export class Session {
       await pool.release(backend, false);
       throw new Refusal('backend_setup_failed', `backend sent unexpected data during session setup: ${(e as Error).message}`, undefined, { cause: e });
     }
-    const key = this.deps.cancels.register({ cancel: () => this.deps.pools.cancel(backend) });
+    const key = this.deps.cancels.register(
+      { cancel: () => this.deps.pools.cancel(backend), user: identity.user, database: database.name },
+      login.startup.minorVersion >= 2 ? SECRET_BYTES_3_2 : SECRET_BYTES_3_0,
+    );
     loginTimer.clear();
     const { socket, pending } = client.detach();
     const greeting: Buffer[] = [authenticationOk()];

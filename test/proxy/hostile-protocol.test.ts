@@ -92,17 +92,17 @@ describe('hostile input at the proxy', () => {
     expect(r.reply.subarray(r.reply.length - 1).toString()).not.toBe('S');
   });
 
-  it('answers GSSENCRequest with N, then negotiates a newer minor version and unknown _pq_ options down to 3.0', async () => {
+  it('answers GSSENCRequest with N, then negotiates unknown _pq_ options away (3.2 itself is accepted: protocol-3.2.test.ts) and a newer minor version down to 3.2', async () => {
     // Loopback plaintext is allowed on this proxy variant so the exchange can be read on a raw socket.
     await stack.startProxy({ tls: { allow_plaintext_loopback: true }, limits: { login_timeout: '1s', pool_wait_timeout: '5s', max_client_connections: 400 } });
     try {
-      const startup32 = startupMessage({ user: 'alice@example.com', database: 'mydb', '_pq_.compression': 'on' }, 2);
+      const startup32 = startupMessage({ user: 'alice@example.com', database: 'mydb', '_pq_.compression': 'on' }, 3);
       const r = await exchange([Buffer.concat([int32(8), int32(80877104)]), startup32], { timeoutMs: 3000 });
       expect(r.reply[0]).toBe(0x4e); // 'N' to GSSENCRequest
       expect(r.reply[1]).toBe(0x76); // 'v' NegotiateProtocolVersion
       const len = r.reply.readInt32BE(2);
       const body = r.reply.subarray(6, 2 + len);
-      expect(body.readInt32BE(0)).toBe(0); // newest minor version supported: 3.0
+      expect(body.readInt32BE(0)).toBe(2); // newest minor version supported: 3.2
       expect(body.readInt32BE(4)).toBe(1);
       expect(body.subarray(8).toString()).toBe('_pq_.compression\0');
       expect(r.reply[2 + len]).toBe(0x52); // then 'R': the cleartext password request

@@ -1,0 +1,80 @@
+/**
+ * Protocol 3.2 (PostgreSQL 18's longer cancel keys) between a client and the proxy: a client that asks for
+ * 3.2 gets no downgrade and a 32-byte secret; a CancelRequest with that key cancels its query, one with a
+ * truncated key does nothing. Whatever the backend speaks (3.0 on PostgreSQL 15), the key is the proxy's.
+ */
+import { connect, type Socket } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FrameReader } from '../../src/protocol/frame-reader.js';
+import { parseBackendKeyData, parseErrorFields } from '../../src/protocol/backend-messages.js';
+import { passwordMessage, query, startupMessage } from '../../src/protocol/client-messages.js';
+import { startProxyStack, type ProxyStack } from '../support/proxy-stack.js';
+import { sendCancel } from '../support/serve-process.js';
+import { loginAs, type TokenSet } from '../support/tokens.js';
+import { waitUntil } from '../support/wait.js';
+
+let stack: ProxyStack;
+let alice: TokenSet;
+
+beforeAll(async () => {
+  stack = await startProxyStack({ overrides: { tls: { allow_plaintext_loopback: true } } });
+  alice = await loginAs(stack.idp.provider, 'alice');
+});
+afterAll(async () => {
+  await stack?.stop();
+});
+
+/** A raw protocol client: every message the proxy sends, by type, until the predicate says stop. */
+class RawClient {
+  readonly socket: Socket;
+  private readonly reader = new FrameReader({ maxMessageLength: 1 << 20 });
+  readonly messages: { type: string; body: Buffer }[] = [];
+  private wake: (() => void) | undefined;
+
+  constructor(port: number) {
+    this.socket = connect(port, '127.0.0.1');
+    this.socket.on('data', (d: Buffer) => {
+      this.reader.push(d);
+      for (let m = this.reader.nextMessage(); m; m = this.reader.nextMessage()) this.messages.push({ type: String.fromCharCode(m.type), body: Buffer.from(m.body) });
+      this.wake?.();
+    });
+    this.socket.on('close', () => this.wake?.());
+  }
+
+  async until(type: string, from = 0): Promise<{ type: string; body: Buffer }> {
+    for (;;) {
+      const found = this.messages.slice(from).find((m) => m.type === type);
+      if (found) return found;
+      if (this.socket.destroyed) throw new Error(`closed before a ${type} message; got ${this.messages.map((m) => m.type).join('')}`);
+      await new Promise<void>((r) => (this.wake = r));
+    }
+  }
+}
+
+describe('protocol 3.2 cancel keys', () => {
+  it('accepts 3.2, issues a 32-byte secret, and cancels with it (a truncated key does nothing)', async () => {
+    const c = new RawClient(stack.port);
+    try {
+      c.socket.write(startupMessage({ user: 'alice@example.com', database: 'mydb' }, 2));
+      await c.until('R');
+      expect(c.messages.some((m) => m.type === 'v')).toBe(false); // 3.2 is not negotiated down
+      c.socket.write(passwordMessage(alice.accessToken));
+      await c.until('Z');
+      const key = parseBackendKeyData((await c.until('K')).body);
+      expect(key.secretKey).toHaveLength(32);
+      const from = c.messages.length;
+      c.socket.write(query('select pg_sleep(30)'));
+      await waitUntil(async () => (await stack.cluster.query("select count(*)::int as n from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'", [], 'mydb')).rows[0]?.n === 1);
+      await sendCancel(stack.port, key.processId, key.secretKey.subarray(0, 4));
+      await stack.logs.waitFor((l) => l.event === 'cancel_request' && l.outcome === 'no_match');
+      expect(c.messages.slice(from).some((m) => m.type === 'E')).toBe(false);
+      await sendCancel(stack.port, key.processId, key.secretKey);
+      const error = parseErrorFields((await c.until('E', from)).body);
+      expect(error.code).toBe('57014');
+      const line = await stack.logs.waitFor((l) => l.event === 'cancel_request' && l.outcome === 'cancelled');
+      expect(line.user).toBe('alice@example.com');
+    } finally {
+      c.socket.destroy();
+    }
+  });
+});
