@@ -196,6 +196,17 @@ const fileSchema = z.strictObject({
       status_page: z.boolean().default(false),
     })
     .optional(),
+  // Cancel forwarding between replicas (src/proxy/cluster/peers.ts): TLS with the proxy's certificate + HMAC.
+  cluster: z
+    .strictObject({
+      replica_id: z.number().int().min(0).max(255).optional(),
+      listen: hostPort,
+      secret: z.string().min(32, 'cluster.secret must be at least 32 characters (the same on every replica)'),
+      peers: z.array(hostPort).default([]),
+      peers_dns: hostPort.optional(),
+      ca: z.string().optional(),
+    })
+    .optional(),
   // The Unix socket PostgreSQL 18's gprxy_oauth_validator module asks (validator/README.md).
   validator: z
     .strictObject({ socket: z.string().min(1), socket_mode: z.string().regex(/^0?[0-7]{3}$/, 'an octal file mode such as 0660').default('0660') })
@@ -345,6 +356,20 @@ export interface ProxyConfig {
   readonly provisioning?: ProvisioningConfig;
   /** The admin console (virtual database) and the status page on the metrics listener. */
   readonly admin?: AdminConfig;
+  /**
+   * Replicas forwarding CancelRequests to each other. `replicaId` goes into every cancel key this replica
+   * issues (random at start when not configured); peers come from the list and/or every address of `peersDns`
+   * (a Kubernetes headless Service), resolved at each forward.
+   */
+  readonly cluster?: {
+    readonly replicaId?: number;
+    readonly listen: { readonly host: string; readonly port: number };
+    readonly secret: string;
+    readonly peers: readonly { readonly host: string; readonly port: number }[];
+    readonly peersDns?: { readonly host: string; readonly port: number };
+    /** PEM: when set, peers' certificates must chain to it (otherwise the HMAC alone authenticates). */
+    readonly ca?: string;
+  };
   /** Verification endpoint for PostgreSQL 18's native OAuth validator module. */
   readonly validator?: { readonly socket: string; readonly socketMode: number };
   /** Accepted but questionable settings (e.g. a CI rule pinning only mutable names): logged at start. */
@@ -585,6 +610,7 @@ export function buildProxyConfig(
     const networks = f.admin.networks.flatMap((n, i) => parseNetwork(n, `admin.networks[${i}]`, problems) ?? []);
     admin = { database: f.admin.database, roles: f.admin.roles, networks, statusPage: f.admin.status_page };
   }
+  if (f.cluster && !tls) problems.push('cluster: the peer channel runs over TLS with the proxy\'s certificate: set tls.cert and tls.key');
   if (problems.length) throw new ConfigError(problems.join('\n'));
 
   return deepFreeze({
@@ -625,6 +651,18 @@ export function buildProxyConfig(
     ...(f.metrics ? { metrics: f.metrics.listen } : {}),
     ...(provisioning ? { provisioning } : {}),
     ...(admin ? { admin } : {}),
+    ...(f.cluster
+      ? {
+          cluster: {
+            ...(f.cluster.replica_id !== undefined ? { replicaId: f.cluster.replica_id } : {}),
+            listen: f.cluster.listen,
+            secret: f.cluster.secret,
+            peers: f.cluster.peers,
+            ...(f.cluster.peers_dns ? { peersDns: f.cluster.peers_dns } : {}),
+            ...(f.cluster.ca ? { ca: load(f.cluster.ca, 'cluster.ca') } : {}),
+          },
+        }
+      : {}),
     ...(f.validator ? { validator: { socket: resolve(baseDir, f.validator.socket), socketMode: parseInt(f.validator.socket_mode, 8) } } : {}),
     warnings,
   });

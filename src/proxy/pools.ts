@@ -24,6 +24,8 @@ export interface PoolManagerOptions {
   readonly epochs?: EpochSource;
   /** Counts for the metrics (audit events go to the logger). */
   readonly events?: BackendEvents;
+  /** With --workers: this worker's share of a configured pool size (src/config/workers.ts shareOf). */
+  readonly sizeShare?: (size: number) => number;
 }
 
 export interface BackendEvents {
@@ -68,7 +70,7 @@ export class PoolManager {
       pool = new BackendPool({
         name: key,
         target,
-        size: account.poolSize ?? database.pool.size,
+        size: this.options.sizeShare ? this.options.sizeShare(account.poolSize ?? database.pool.size) : (account.poolSize ?? database.pool.size),
         idleTimeoutMs: database.pool.idleTimeoutMs,
         maxLifetimeMs: database.pool.maxLifetimeMs,
         waitTimeoutMs: this.options.waitTimeoutMs,

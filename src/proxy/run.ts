@@ -1,16 +1,41 @@
 /**
  * `gprxy serve` as a process: start the proxy, then on SIGTERM stop accepting and drain (exit 143), on
- * SIGINT stop the same way (exit 130), as cloud-sql-proxy and other well-behaved daemons do.
+ * SIGINT stop the same way (exit 130), as cloud-sql-proxy and other well-behaved daemons do. With
+ * `cluster:` configured, this process is a replica with a peer channel for cancels (src/proxy/cluster/peers.ts).
+ * `--workers` runs src/proxy/cluster/primary.ts instead.
  */
+import { randomInt } from 'node:crypto';
 import type { ProxyConfig } from '../config/proxy-config.js';
 import { checkBackends, describeCheck } from './backend-check.js';
+import { CancelPeers } from './cluster/peers.js';
 import { createLogger } from './logger.js';
 import { ProxyServer } from './server.js';
 
 export async function runProxy(config: ProxyConfig, options: { drainMs: number }): Promise<number> {
   const logger = createLogger({ level: config.log.level, ...(config.log.file ? { file: config.log.file } : {}) });
   for (const warning of config.warnings) logger.warn({ event: 'config_warning' }, warning);
-  const proxy = new ProxyServer(config, { logger });
+  let peers: CancelPeers | undefined;
+  const replica = config.cluster?.replicaId ?? randomInt(0, 256);
+  const proxy = new ProxyServer(config, {
+    logger,
+    ...(config.cluster
+      ? {
+          cluster: {
+            owner: { replica, worker: 0 },
+            workers: 1,
+            forwardCancel: (owner, processId, secretKey) => {
+              if (!peers || owner.replica === replica) return false;
+              void peers.forward(owner, processId, secretKey, 1);
+              return true;
+            },
+          },
+        }
+      : {}),
+  });
+  if (config.cluster) {
+    peers = new CancelPeers(config.cluster, config.tls!, replica, logger, (processId, secretKey, via) => proxy.deliverCancel(processId, secretKey, via));
+    await peers.listen();
+  }
   await proxy.start();
   // Every database × account is tried once now: a wrong password or a database that is down shows in the
   // log at start, not at the first client's login. Failures are warnings; the proxy serves the others.
@@ -31,6 +56,7 @@ export async function runProxy(config: ProxyConfig, options: { drainMs: number }
   process.once('SIGTERM', hurry);
   process.once('SIGINT', hurry);
   await proxy.close(options.drainMs);
+  await peers?.close();
   logger.flush();
   return signal === 'SIGTERM' ? 143 : 130;
 }

@@ -10,6 +10,8 @@ import type { ProxyConfig } from '../config/proxy-config.js';
 import { TokenVerifier } from '../token/verifier.js';
 import { GprxyError } from '../shared/errors.js';
 import type { Dialer } from './backend.js';
+import { shareOf } from '../config/workers.js';
+import type { KeyOwner } from './cancel-key.js';
 import { CancelRegistry } from './cancel-registry.js';
 import { ClientSession } from './client-session.js';
 import { IdentitySessions } from './identity-sessions.js';
@@ -31,6 +33,20 @@ export interface ProxyServerDeps {
   readonly now?: () => number;
   /** How soon after a JWKS fetch an unknown kid may trigger another (default 30 s). */
   readonly unknownKidCooldownMs?: number;
+  /** Where this process sits in a scaled-out proxy (src/proxy/cluster/): absent for a lone process. */
+  readonly cluster?: ClusterRole;
+}
+
+/** A worker of `gprxy serve --workers`, and/or a replica with peers. */
+export interface ClusterRole {
+  /** Who issues this process's cancel keys. */
+  readonly owner: KeyOwner;
+  /** Workers of this replica, and this one's slot: pool sizes and max_client_connections are divided. */
+  readonly workers: number;
+  /** Sends a CancelRequest that matched nothing here to its owner (false: nowhere to send it). */
+  readonly forwardCancel?: (owner: KeyOwner, processId: number, secretKey: Buffer) => boolean;
+  /** The primary serves metrics.listen (aggregating the workers): a worker must not bind it. */
+  readonly metricsElsewhere?: boolean;
 }
 
 /** `listen` is taken: one line naming the fix (the CLI prints the message alone). */
@@ -47,7 +63,9 @@ export class ProxyServer {
   readonly metrics: ProxyMetrics;
   /** Where /metrics, /healthz and /readyz are served, when metrics.listen is configured. */
   metricsAddress: { host: string; port: number } | undefined;
-  private readonly cancels = new CancelRegistry();
+  readonly cancels: CancelRegistry;
+  /** limits.max_client_connections of this process (its share with --workers). */
+  private readonly maxClientConnections: number;
   /** limits.max_sessions_per_identity, across all databases of this process. */
   readonly identitySessions: IdentitySessions;
   private readonly sessions = new Set<ClientSession>();
@@ -62,6 +80,7 @@ export class ProxyServer {
   private nextSessionId = 1;
   private readonly now: () => number;
   private readonly log: Logger;
+  private readonly cluster: ClusterRole | undefined;
   private validator: ValidatorEndpoint | undefined;
   /** Provisioning of per-user roles (identity: per_user databases). */
   readonly perUser: PerUserRoles | undefined;
@@ -71,8 +90,13 @@ export class ProxyServer {
     deps: ProxyServerDeps,
   ) {
     this.log = deps.logger;
+    this.cluster = deps.cluster;
     this.now = deps.now ?? Date.now;
     this.identitySessions = new IdentitySessions(config.limits.maxSessionsPerIdentity);
+    const cluster = deps.cluster;
+    const share = cluster && cluster.workers > 1 ? (n: number) => shareOf(n, cluster.workers, cluster.owner.worker) : undefined;
+    this.maxClientConnections = share ? share(config.limits.maxClientConnections) : config.limits.maxClientConnections;
+    this.cancels = new CancelRegistry({ ...(cluster ? { owner: cluster.owner } : {}), ...(cluster?.forwardCancel ? { forward: cluster.forwardCancel } : {}) });
     this.verifier =
       deps.verifier ??
       new TokenVerifier({
@@ -87,6 +111,7 @@ export class ProxyServer {
       waitTimeoutMs: config.limits.poolWaitTimeoutMs,
       logger: deps.logger,
       readBackendStart: !!config.context.secret,
+      ...(share ? { sizeShare: share } : {}),
       // this.metrics is created below (it reads the pools); these run only later, on backend events.
       events: { serviceAccountTampered: (pool) => this.metrics.serviceAccountTampered(pool), serviceAccountLoginFailed: (pool) => this.metrics.serviceAccountLoginFailed(pool) },
       ...(deps.dialer ? { dialer: deps.dialer } : {}),
@@ -137,7 +162,7 @@ export class ProxyServer {
         resolve();
       });
     });
-    if (this.config.metrics) {
+    if (this.config.metrics && !this.cluster?.metricsElsewhere) {
       const ready = () => !!this.server && Object.values(this.verifier.jwksStats()).every((s) => s.keys > 0);
       this.metricsAddress = await this.metrics.listen(this.config.metrics.host, this.config.metrics.port, ready);
       this.log.info({ event: 'metrics_listening', ...this.metricsAddress }, `metrics on http://${this.metricsAddress.host}:${this.metricsAddress.port}/metrics`);
@@ -157,7 +182,7 @@ export class ProxyServer {
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
     socket.on('error', () => socket.destroy());
-    if (this.sessions.size >= this.config.limits.maxClientConnections) {
+    if (this.sessions.size >= this.maxClientConnections) {
       const limit = this.config.limits.maxClientConnections;
       void disconnect(
         { socket, log: this.log, startedAt: this.now(), now: this.now },
@@ -191,6 +216,19 @@ export class ProxyServer {
       .run()
       .catch((e: unknown) => this.log.error({ event: 'internal_error', err: e }, 'session crashed'))
       .finally(() => this.sessions.delete(session));
+  }
+
+  /**
+   * A CancelRequest another worker or replica received for a key this process issued: cancelled when it
+   * matches a session here (a forged or stale key does nothing), with the audit line naming the user.
+   */
+  deliverCancel(processId: number, secretKey: Buffer, via: string): boolean {
+    const target = this.cancels.lookup(processId, secretKey);
+    target?.cancel();
+    const fields = { event: 'cancel_request', outcome: target ? 'cancelled' : 'no_match', via, ...(target?.user ? { user: target.user } : {}), ...(target?.database ? { database: target.database } : {}) };
+    if (target) this.log.info(fields, `cancel (via ${via}) for ${target.user ?? 'a session'} forwarded to its backend`);
+    else this.log.info(fields, `cancel request via ${via} matched no session`);
+    return !!target;
   }
 
   /** Stops accepting; waits up to `graceMs` for sessions to end, then ends them with 57P01. */

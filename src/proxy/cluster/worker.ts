@@ -1,0 +1,82 @@
+/**
+ * A worker of `gprxy serve --workers N`: one ProxyServer on the listener the primary shares, with its
+ * share of each pool (src/config/workers.ts) and cancel keys naming its slot. Its log lines go to the
+ * primary (one stream), its metrics are read by the primary's aggregator, a CancelRequest it cannot match
+ * goes to the primary to reach the owner. It drains on the primary's SIGTERM/SIGINT (or its own), and on an
+ * uncaught exception it ends its sessions with 57P01 (a clean FATAL, not a reset) before exiting, so the
+ * primary logs the crash and forks a replacement.
+ */
+import { AggregatorRegistry } from 'prom-client';
+import type { ProxyConfig } from '../../config/proxy-config.js';
+import { batchingDestination, createLogger } from '../logger.js';
+import { ProxyServer } from '../server.js';
+import { IpcEndpoint, type IpcTransport } from './ipc.js';
+
+export interface WorkerOptions {
+  readonly slot: number;
+  readonly workers: number;
+  readonly replica: number;
+  readonly drainMs: number;
+}
+
+/** Exit code of a worker that crashed (EX_SOFTWARE). */
+const CRASH_EXIT = 70;
+
+export async function runWorker(config: ProxyConfig, options: WorkerOptions): Promise<number> {
+  const transport: IpcTransport = {
+    send: (m) => process.send!(m),
+    on: (e, l) => process.on(e, l),
+    off: (e, l) => process.off(e, l),
+    isConnected: () => process.connected,
+  };
+  const ipc = new IpcEndpoint(transport);
+  const destination = batchingDestination((text) => ipc.send('log.lines', { text }));
+  const logger = createLogger({ level: config.log.level, destination, base: { worker: options.slot } });
+  const proxy = new ProxyServer(config, {
+    logger,
+    cluster: {
+      owner: { replica: options.replica, worker: options.slot },
+      workers: options.workers,
+      metricsElsewhere: true,
+      forwardCancel: (owner, processId, secretKey) => {
+        ipc.send('cancel.forward', { owner, processId, secretKey: secretKey.toString('base64'), hops: 1 });
+        return true;
+      },
+    },
+  });
+  // prom-client answers the primary's aggregator over the same channel.
+  new AggregatorRegistry();
+  AggregatorRegistry.setRegistries([proxy.metrics.registry]);
+
+  let stop!: (signal: 'SIGTERM' | 'SIGINT') => void;
+  const stopped = new Promise<'SIGTERM' | 'SIGINT'>((resolve) => (stop = resolve));
+  ipc.handle('cancel.deliver', ({ processId, secretKey, via }) => ({ matched: proxy.deliverCancel(processId, Buffer.from(secretKey, 'base64'), via) }));
+  ipc.handle('worker.health', () => ({ ready: Object.values(proxy.verifier.jwksStats()).every((s) => s.keys > 0), sessions: proxy.activeSessions }));
+  ipc.handle('worker.signal', ({ signal }) => {
+    if (signal === 'SIGTERM' || signal === 'SIGINT') stop(signal);
+  });
+  // A terminal's Ctrl+C reaches the whole process group: the worker drains as if the primary had asked.
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  // The primary is gone (killed): nobody accepts for this worker any more; end the sessions cleanly.
+  process.on('disconnect', () => stop('SIGTERM'));
+  process.on('uncaughtException', (e) => {
+    logger.fatal({ event: 'worker_crash', worker: options.slot, err: e }, `worker ${options.slot} crashed: ${e.message}; ending its sessions`);
+    destination.flush();
+    const cut = setTimeout(() => process.exit(CRASH_EXIT), 3000);
+    cut.unref();
+    void proxy.close(0).finally(() => {
+      destination.flush();
+      process.exit(CRASH_EXIT);
+    });
+  });
+
+  await proxy.start();
+  ipc.send('worker.listening', proxy.address);
+  const signal = await stopped;
+  logger.info({ event: 'signal', signal }, `worker ${options.slot} draining`);
+  await proxy.close(options.drainMs);
+  destination.flush();
+  ipc.close();
+  return 0;
+}
