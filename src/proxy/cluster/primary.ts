@@ -194,7 +194,7 @@ export class Primary {
   /** Ready: not stopping, and every slot has a listening worker that says it is ready. */
   private async ready(): Promise<boolean> {
     if (this.stopping) return false;
-    const answers = await Promise.all(this.slots.map((s) => (s.ipc && s.listening ? s.ipc.request('worker.health', {}, 1000).catch(() => ({ ready: false, sessions: 0 })) : { ready: false, sessions: 0 })));
+    const answers = await Promise.all(this.slots.map((s) => (s.ipc && s.listening ? s.ipc.request('worker.health', {}, 1000).catch(() => ({ ready: false, sessions: 0 })) : Promise.resolve({ ready: false, sessions: 0 }))));
     return answers.every((a) => a.ready);
   }
 }
