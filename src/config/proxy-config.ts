@@ -92,7 +92,8 @@ const providerSchema = z.strictObject({
 });
 
 const poolSchema = z.strictObject({
-  mode: z.literal('session').default('session'),
+  // transaction: a backend per transaction (README "Transaction pooling"); session: one per client session.
+  mode: z.enum(['session', 'transaction']).default('session'),
   size: z.number().int().min(1).max(10_000).default(20),
   idle_timeout: duration.default(600_000),
   max_lifetime: duration.default(3_600_000),
@@ -214,6 +215,7 @@ const fileSchema = z.strictObject({
 });
 
 export type SslMode = 'disable' | 'require' | 'verify-full';
+export type PoolMode = 'session' | 'transaction';
 
 export interface ProviderConfig {
   readonly issuer: string;
@@ -257,7 +259,7 @@ export interface DatabaseConfig {
   readonly clientAuth: 'password' | 'oauthbearer';
   /** OAUTHBEARER only: the issuer and scope a discovery request is told about (PostgreSQL 18's JSON challenge). */
   readonly oauth?: { readonly issuer: string; readonly scope: string };
-  readonly pool: { readonly mode: 'session'; readonly size: number; readonly idleTimeoutMs: number; readonly maxLifetimeMs: number };
+  readonly pool: { readonly mode: PoolMode; readonly size: number; readonly idleTimeoutMs: number; readonly maxLifetimeMs: number };
   /** Statement audit trail (DESIGN.md 2.6); `statements: 'none'` keeps the relay header-only. */
   readonly audit: StatementAuditConfig;
   /** shared_account: the mapped service account; per_user: a provisioned PostgreSQL role per user (issue 12). */
@@ -572,6 +574,14 @@ export function buildProxyConfig(
     }
     if (d.mode === 'passthrough' && databases[name]!.audit.statements !== 'none') {
       problems.push(`databases.${name}.audit.statements: statement auditing needs mode: oauth (a passthrough session has no verified identity to attribute statements to)`);
+    }
+    if (d.pool.mode === 'transaction' && d.mode === 'passthrough') {
+      problems.push(
+        `databases.${name}.pool.mode: transaction pooling needs mode: oauth (a passthrough client authenticates to PostgreSQL itself, so its connection cannot be shared between clients); use pool.mode: session`,
+      );
+    }
+    if (d.pool.mode === 'transaction' && databases[name]!.audit.statements !== 'none') {
+      problems.push(`databases.${name}.audit.statements: statement auditing is not available with pool.mode: transaction yet; use pool.mode: session for an audited database`);
     }
   }
   if (Object.values(databases).some((d) => d.mode === 'oauth') && f.role_mapping.length === 0 && f.providers.some((p) => p.kind === 'oauth')) {

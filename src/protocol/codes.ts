@@ -17,6 +17,9 @@ export const FrontendCode = {
   SYNC: 0x53, // 'S'
   FLUSH: 0x48, // 'H'
   FUNCTION_CALL: 0x46, // 'F'
+  COPY_DATA: 0x64, // 'd'
+  COPY_DONE: 0x63, // 'c'
+  COPY_FAIL: 0x66, // 'f'
   TERMINATE: 0x58, // 'X'
 } as const;
 

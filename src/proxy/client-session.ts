@@ -31,6 +31,7 @@ import type { AdminContext } from './admin/commands.js';
 import { AdminConsole } from './admin/console.js';
 import type { LoginResult } from './login.js';
 import type { KillReason, SessionRegistry, TrackedSession } from './session-registry.js';
+import { TxSession } from './txpool/tx-session.js';
 
 export interface SessionDeps {
   readonly config: Pick<ProxyConfig, 'databases' | 'accounts' | 'roleMapping' | 'allowPlaintextLoopback' | 'limits' | 'context' | 'admin'>;
@@ -56,7 +57,9 @@ export class ClientSession {
   private readonly startedAt: number;
   private readonly log: Logger;
   private readonly login: Login;
-  private readonly session: Session;
+  private session: Session | TxSession;
+  /** What the session half gets: the deps with this connection's registry entry. */
+  private readonly inner: SessionDeps & { track: TrackedSession };
   /** This connection in the session registry (SHOW SESSIONS, KILL). */
   readonly track: TrackedSession;
   private loggedIn = false;
@@ -73,6 +76,7 @@ export class ClientSession {
     this.track = { id: deps.sessionId, client, clientAddress: socket.remoteAddress ?? '', since: this.startedAt, state: 'login', kill: (reason) => this.kill(reason) };
     this.track.relay = () => this.session.probe();
     const inner = { ...deps, track: this.track, adminAccess: deps.admin?.access };
+    this.inner = inner;
     this.login = new Login(socket, inner, this.log);
     this.session = new Session(inner, this.log, this.startedAt);
     deps.registry?.add(this.track);
@@ -117,6 +121,8 @@ export class ClientSession {
         await this.passthrough(login.database, login.startup);
         return;
       }
+      // pool.mode: transaction gets a backend per transaction (src/proxy/txpool).
+      if (login.database.pool.mode === 'transaction') this.session = new TxSession(this.inner, this.log, this.startedAt);
       track.mode = 'oauth';
       if (this.killRequested) this.session.stop('killed_by_admin');
       await this.session.run(this.login, login, loginTimer);

@@ -26,16 +26,19 @@ export interface ContextPayload {
   readonly bst: string;
   /** The checkout it is valid for (see EpochSource); 0 when the database cannot record one. */
   readonly epoch: number;
+  /** Set per transaction by transaction pooling: bound to the backend, no epoch (src/proxy/txpool). */
+  readonly txn?: true;
 }
 
 export function buildContextPayload(
   identity: Identity,
   tenant: string | null,
   expiresAtMs: number,
-  backend: { pid: number; startMicros: string; epoch?: number },
+  backend: { pid: number; startMicros: string; epoch?: number; txn?: boolean },
   nowMs: number,
 ): ContextPayload {
   return {
+    ...(backend.txn ? { txn: true as const } : {}),
     sub: identity.subject,
     iss: identity.issuer ?? null,
     email: identity.email ?? null,
@@ -77,7 +80,8 @@ export const BACKEND_START_SQL = `SELECT ${BACKEND_START_FROM} ${THIS_BACKEND}`;
  */
 export const BACKEND_PREPARE_SQL =
   `SELECT ${BACKEND_START_FROM}, ` +
-  `pg_catalog.to_regprocedure('gprxy.begin_session(bigint)') IS NOT NULL, pg_catalog.pg_is_in_recovery() ` +
+  `pg_catalog.to_regprocedure('gprxy.begin_session(bigint)') IS NOT NULL, pg_catalog.pg_is_in_recovery(), ` +
+  `pg_catalog.to_regprocedure('gprxy.transaction_contexts()') IS NOT NULL ` +
   THIS_BACKEND;
 
 /** What `gprxy.begin_session` raises when the epoch does not move forward (src/sql/identity-schema.ts). */

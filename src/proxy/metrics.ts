@@ -58,6 +58,46 @@ export class ProxyMetrics {
       },
     });
     new Gauge({
+      name: 'gprxy_pool_wait_seconds_avg',
+      help: 'Average time a client waited for a backend of a full pool, per pool (since start)',
+      labelNames: ['pool'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [pool, s] of Object.entries(sources.pools.stats())) this.set({ pool }, s.waits ? s.waitMs / s.waits / 1000 : 0);
+      },
+    });
+    new Gauge({
+      name: 'gprxy_pool_waits',
+      help: 'Checkouts that had to wait for a backend, per pool (since start)',
+      labelNames: ['pool'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [pool, s] of Object.entries(sources.pools.stats())) this.set({ pool }, s.waits);
+      },
+    });
+    new Gauge({
+      name: 'gprxy_pool_transaction_seconds_avg',
+      help: 'Transaction pooling: average time a backend was attached to a client for one transaction, per pool (since start)',
+      labelNames: ['pool'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [pool, s] of Object.entries(sources.pools.stats())) this.set({ pool }, s.transactions ? s.transactionMs / s.transactions / 1000 : 0);
+      },
+    });
+    new Gauge({
+      name: 'gprxy_pool_transactions',
+      help: 'Transaction pooling: transactions served per pool (since start)',
+      labelNames: ['pool'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [pool, s] of Object.entries(sources.pools.stats())) this.set({ pool }, s.transactions);
+      },
+    });
+    new Gauge({
       name: 'gprxy_token_verifications',
       help: 'Token checks since start: verified with crypto, served from the verified-token cache',
       labelNames: ['kind'],

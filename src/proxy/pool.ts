@@ -51,6 +51,19 @@ export interface PoolOptions {
   readonly drainTimeoutMs?: number;
   /** Waits while the database is paused (admin console PAUSE); rejects when the wait times out. */
   readonly beforeAcquire?: () => Promise<void>;
+  /**
+   * What a released backend goes through instead of releaseReset() (DISCARD ALL): transaction pooling's
+   * reset (src/proxy/txpool/tx-reset.ts), which must keep per-backend prepared statements.
+   */
+  readonly reset?: ReleaseResetPlan;
+}
+
+/** A release reset: the bytes, how many ReadyForQuery end them, and why the result makes the backend unusable. */
+export interface ReleaseResetPlan {
+  bytes(): Buffer;
+  readonly readyCount: number;
+  /** A reason to close the backend instead of reusing it (e.g. temporary objects left), or undefined when clean. */
+  dirty(rows: (string | null)[][]): string | undefined;
 }
 
 /**
@@ -66,6 +79,19 @@ interface Waiter {
   resolve(b: Backend): void;
   reject(e: Error): void;
   timer: LongTimer;
+}
+
+export interface PoolStats {
+  size: number;
+  total: number;
+  idle: number;
+  active: number;
+  waiting: number;
+  draining: number;
+  waits: number;
+  waitMs: number;
+  transactions: number;
+  transactionMs: number;
 }
 
 export class BackendPool {
@@ -89,8 +115,31 @@ export class BackendPool {
     return this.options.name;
   }
 
-  stats(): { size: number; total: number; idle: number; active: number; waiting: number; draining: number } {
-    return { size: this.options.size, total: this.total, idle: this.idle.length, active: this.active, waiting: this.waiters.length, draining: this.draining.size };
+  stats(): PoolStats {
+    return {
+      size: this.options.size,
+      total: this.total,
+      idle: this.idle.length,
+      active: this.active,
+      waiting: this.waiters.length,
+      draining: this.draining.size,
+      waits: this.waits,
+      waitMs: this.waitMs,
+      transactions: this.transactions,
+      transactionMs: this.transactionMs,
+    };
+  }
+
+  /** Checkouts that had to queue, and their total wait; transactions served (transaction pooling) and their total time. */
+  private waits = 0;
+  private waitMs = 0;
+  private transactions = 0;
+  private transactionMs = 0;
+
+  /** Transaction pooling: one transaction (attach to release) took `ms`. */
+  recordTransaction(ms: number): void {
+    this.transactions++;
+    this.transactionMs += ms;
   }
 
   async acquire(): Promise<Backend> {
@@ -100,7 +149,11 @@ export class BackendPool {
     const ready = this.takeIdle();
     if (ready) return this.checkout(ready);
     if (this.total < this.options.size) return this.checkout(await this.open());
-    return this.wait(false);
+    const started = this.now();
+    const backend = await this.wait(false);
+    this.waits++;
+    this.waitMs += this.now() - started;
+    return backend;
   }
 
   /**
@@ -152,9 +205,15 @@ export class BackendPool {
     if (keep) {
       try {
         backend.attach();
-        const result = await backend.run(releaseReset(), 10_000, RELEASE_RESET_READY_COUNT);
+        const plan = this.options.reset;
+        const result = plan ? await backend.run(plan.bytes(), 10_000, plan.readyCount) : await backend.run(releaseReset(), 10_000, RELEASE_RESET_READY_COUNT);
         keep = !result.error && result.status === 'I';
         if (result.error) this.options.logger.warn({ event: 'backend_reset_failed', pool: this.name, reason: result.error.message }, 'reset failed; closing backend');
+        const dirty = keep && plan ? plan.dirty(result.rows) : undefined;
+        if (dirty) {
+          keep = false;
+          this.options.logger.warn({ event: 'backend_dirty', pool: this.name, pid: backend.processId, reason: dirty }, `backend left with ${dirty}; closing it`);
+        }
       } catch (e) {
         keep = false;
         this.options.logger.warn({ event: 'backend_reset_failed', pool: this.name, reason: (e as Error).message }, 'reset failed; closing backend');

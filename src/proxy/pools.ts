@@ -13,6 +13,7 @@ import { BackendGuard } from './backend-guard.js';
 import { EpochSource } from './identity-context.js';
 import { PauseGate } from './pause-gate.js';
 import { BackendPool, PoolTimeoutError, type PoolOptions } from './pool.js';
+import { TRANSACTION_RESET } from './txpool/tx-reset.js';
 
 export interface PoolManagerOptions {
   readonly waitTimeoutMs: number;
@@ -37,6 +38,8 @@ export interface BackendEvents {
 export const BACKEND_START = 'startMicros';
 /** true when the database has gprxy.begin_session: each checkout must record an epoch. */
 export const BINDS_CHECKOUT = 'bindsCheckout';
+/** true when gprxy.claims() accepts transaction-pooling contexts (gprxy.transaction_contexts() exists). */
+export const TX_CONTEXTS = 'transactionContexts';
 
 export class PoolManager {
   private readonly pools = new Map<string, BackendPool>();
@@ -79,6 +82,8 @@ export class PoolManager {
         ...this.preparer(key, target),
         cancel: (backend: Backend) => this.cancel(backend),
         beforeAcquire: () => this.gate.wait(database.name, this.options.waitTimeoutMs, () => pausedTimeout(database.name, this.options.waitTimeoutMs)),
+        // Transaction pooling resets without DISCARD ALL (it keeps the backend's prepared statements).
+        ...(database.pool.mode === 'transaction' ? { reset: TRANSACTION_RESET } : {}),
         ...(this.options.events ? { onLoginFailed: (pool: string) => this.options.events!.serviceAccountLoginFailed(pool) } : {}),
       });
       this.pools.set(key, pool);
@@ -193,10 +198,11 @@ function backendPreparer(pool: string, logger: Logger): (backend: Backend) => Pr
   };
   return async (backend) => {
     const result = await backend.run(BACKEND_PREPARE);
-    const [start, hasBeginSession, standby] = result.rows[0] ?? [];
+    const [start, hasBeginSession, standby, txContexts] = result.rows[0] ?? [];
     if (result.error || !start) throw new Error(`cannot read the backend start time: ${result.error?.message ?? 'no row'}`);
     backend.attributes.set(BACKEND_START, start);
     backend.attributes.set(BINDS_CHECKOUT, hasBeginSession === 't');
+    backend.attributes.set(TX_CONTEXTS, txContexts === 't');
     if (hasBeginSession !== 't') {
       warnOnce(
         'no_begin_session',

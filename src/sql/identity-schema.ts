@@ -151,7 +151,10 @@ BEGIN
              WHERE b.pid = pg_catalog.pg_backend_pid() AND b.bst = ${BACKEND_START_EXPR})
       INTO started, recorded
       FROM pg_catalog.pg_stat_get_activity(pg_catalog.pg_backend_pid()) AS a;
-    IF recorded IS NULL OR payload ->> 'epoch' IS DISTINCT FROM recorded::text THEN
+    -- A transaction-pooling context (txn: true) is set per transaction and reset at release; it records
+    -- nothing (no write per transaction), so it is bound to the backend only (README "Transaction pooling").
+    IF (payload -> 'txn') IS DISTINCT FROM 'true'::jsonb
+       AND (recorded IS NULL OR payload ->> 'epoch' IS DISTINCT FROM recorded::text) THEN
       RETURN NULL;
     END IF;
   END IF;
@@ -201,6 +204,20 @@ BEGIN
 END
 ${TAG};`;
 
+/**
+ * Its presence tells the proxy that claims() accepts transaction-pooling contexts (txn: true, no recorded
+ * epoch): a database initialised before transaction pooling existed must re-run `gprxy db init` first.
+ */
+export const TRANSACTION_CONTEXTS = 'gprxy.transaction_contexts()';
+const TRANSACTION_CONTEXTS_FUNCTION = `CREATE OR REPLACE FUNCTION gprxy.transaction_contexts()
+ RETURNS boolean
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+ ${PINNED}
+AS ${TAG}
+  SELECT true
+${TAG};`;
+
 /** pgcrypto's hmac, called by its real schema (found at install time) so nothing can shadow it. */
 const HMAC_WRAPPER = doBlock(
   `  SELECT n.nspname INTO ext_schema
@@ -232,7 +249,7 @@ ${TAG};`;
 
 /** Everything of schema gprxy except the secret's value (see secretStatements). */
 export function identitySchemaStatements(): string[] {
-  const functions = ['gprxy.hmac_sha256(bytea, bytea)', BEGIN_SESSION, ...PUBLIC_FUNCTIONS];
+  const functions = ['gprxy.hmac_sha256(bytea, bytea)', BEGIN_SESSION, TRANSACTION_CONTEXTS, ...PUBLIC_FUNCTIONS];
   return [
     // Named: db init runs with search_path = pg_catalog, pg_temp (an existing installation stays where it is).
     `CREATE EXTENSION IF NOT EXISTS pgcrypto SCHEMA public;`,
@@ -259,6 +276,7 @@ export function identitySchemaStatements(): string[] {
     HMAC_WRAPPER,
     CLAIMS_FUNCTION,
     BEGIN_SESSION_FUNCTION,
+    TRANSACTION_CONTEXTS_FUNCTION,
     ...HELPERS.map(helperFunction),
     ...functions.map((f) => `ALTER FUNCTION ${f} OWNER TO ${OWNER_ROLE};`),
     `REVOKE ALL ON FUNCTION gprxy.hmac_sha256(bytea, bytea) FROM PUBLIC;`,

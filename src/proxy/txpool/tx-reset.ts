@@ -1,0 +1,47 @@
+/**
+ * What a backend of a transaction-pooling database goes through when a client's transaction ends, before
+ * the next client gets it. Never DISCARD ALL: it would drop the backend's prepared statements, which
+ * transaction pooling keeps per backend (src/proxy/txpool/prepared-statements.ts, by the txprep work).
+ * One simple Query, one round trip; every name qualified and a safe search_path first (backend-sql.ts):
+ * - `SET SESSION AUTHORIZATION DEFAULT` and `RESET ALL`: settings, role, the identity context
+ *   (`gprxy.context` and the plain context.settings go back to empty), whatever the client SET;
+ * - `CLOSE ALL` (WITH HOLD cursors), `UNLISTEN *`, `pg_advisory_unlock_all()` (session advisory locks),
+ *   `DISCARD SEQUENCES` (currval/lastval), a new random seed (setseed);
+ * - and checks what cannot be reset without DISCARD ALL: temporary tables or functions, and prepared
+ *   statements made with SQL PREPARE. The proxy refuses those in transaction mode (session-state.ts); if one
+ *   got through anyway (hidden in a function, a DO block), the backend is dirty and is closed, not reused.
+ */
+import { randomInt } from 'node:crypto';
+import { query } from '../../protocol/client-messages.js';
+import { SET_SAFE_SEARCH_PATH } from '../backend-sql.js';
+import type { ReleaseResetPlan } from '../pool.js';
+
+const DIRTY_CHECKS =
+  `pg_catalog.pg_my_temp_schema() OPERATOR(pg_catalog.<>) 0::pg_catalog.oid AND (` +
+  `EXISTS (SELECT FROM pg_catalog.pg_class AS c WHERE c.relnamespace OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema()) OR ` +
+  `EXISTS (SELECT FROM pg_catalog.pg_proc AS p WHERE p.pronamespace OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema())), ` +
+  `EXISTS (SELECT FROM pg_catalog.pg_prepared_statements AS s WHERE s.from_sql)`;
+
+export function transactionResetSql(seed: string): string {
+  return (
+    `SET SESSION AUTHORIZATION DEFAULT; RESET ALL; ${SET_SAFE_SEARCH_PATH}; CLOSE ALL; UNLISTEN *; ` +
+    `SELECT pg_catalog.pg_advisory_unlock_all(), pg_catalog.setseed('${seed}'::pg_catalog.float8), ${DIRTY_CHECKS}; ` +
+    `DISCARD SEQUENCES; RESET search_path`
+  );
+}
+
+export const TRANSACTION_RESET: ReleaseResetPlan = {
+  bytes() {
+    // 2^48 distinct seeds; setseed takes [-1, 1].
+    const seed = (randomInt(0, 2 ** 48 - 1) / 2 ** 47 - 1).toFixed(15);
+    return query(transactionResetSql(seed));
+  },
+  readyCount: 1,
+  dirty(rows) {
+    const row = rows[0];
+    if (!row) return 'no answer from the reset checks';
+    if (row[2] === 't') return 'temporary tables or functions';
+    if (row[3] === 't') return 'SQL-level prepared statements';
+    return undefined;
+  },
+};

@@ -1,0 +1,34 @@
+import { describe, expect, it } from 'vitest';
+import { buildProxyConfig, ConfigError } from '../../src/config/proxy-config.js';
+
+function build(database: Record<string, unknown>) {
+  return buildProxyConfig(
+    {
+      listen: '127.0.0.1:0',
+      tls: { allow_plaintext_loopback: true },
+      providers: [{ issuer: 'https://idp.example/', audience: 'https://gprxy.io' }],
+      role_mapping: [{ role: 'pg_writer', account: 'app_writer' }],
+      accounts: { app_writer: { password: 'pw' } },
+      databases: { mydb: database },
+    },
+    {},
+    '/etc/gprxy',
+  );
+}
+
+describe('databases.<name>.pool.mode', () => {
+  it('is session by default, transaction when asked', () => {
+    expect(build({}).databases.mydb!.pool.mode).toBe('session');
+    expect(build({ pool: { mode: 'transaction', size: 4 } }).databases.mydb!.pool).toMatchObject({ mode: 'transaction', size: 4 });
+  });
+
+  it('refuses transaction pooling on a passthrough database, and an unknown mode, naming the key', () => {
+    expect(() => build({ mode: 'passthrough', pool: { mode: 'transaction' } })).toThrow(ConfigError);
+    expect(() => build({ mode: 'passthrough', pool: { mode: 'transaction' } })).toThrow(/databases\.mydb\.pool\.mode: transaction pooling needs mode: oauth/);
+    expect(() => build({ pool: { mode: 'statement' } })).toThrow(/databases\.mydb\.pool\.mode/);
+  });
+
+  it('refuses statement auditing with transaction pooling (not available yet)', () => {
+    expect(() => build({ pool: { mode: 'transaction' }, audit: { statements: 'all' } })).toThrow(/pool\.mode: transaction/);
+  });
+});
