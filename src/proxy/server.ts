@@ -23,6 +23,7 @@ import { perUserRoles } from './per-user/setup.js';
 import type { PerUserRoles } from './per-user/per-user-login.js';
 import { AdminAccess } from './admin/admin-access.js';
 import type { AdminContext } from './admin/commands.js';
+import { statusRoute } from './admin/status-page.js';
 import { SessionRegistry } from './session-registry.js';
 
 export interface ProxyServerDeps {
@@ -163,6 +164,9 @@ export class ProxyServer {
       });
     });
     if (this.config.metrics && !this.cluster?.metricsElsewhere) {
+      if (this.admin && this.config.admin?.statusPage) {
+        this.metrics.route = statusRoute({ access: this.admin.access, verifier: this.verifier, ctx: this.admin.context, refusals: this.metrics.refusals, log: this.log });
+      }
       const ready = () => !!this.server && Object.values(this.verifier.jwksStats()).every((s) => s.keys > 0);
       this.metricsAddress = await this.metrics.listen(this.config.metrics.host, this.config.metrics.port, ready);
       this.log.info({ event: 'metrics_listening', ...this.metricsAddress }, `metrics on http://${this.metricsAddress.host}:${this.metricsAddress.port}/metrics`);
