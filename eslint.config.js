@@ -41,17 +41,19 @@ export default tseslint.config(
   // Import direction (DESIGN.md section 3): commands → (proxy | tunnel | oauth) → (token | protocol | config | net);
   // protocol and shared import nothing of ours but shared; nothing imports upward.
   ...layers({
-    shared: ['protocol', 'net', 'token', 'config', 'sql', 'proxy', 'tunnel', 'oauth', 'cli', 'commands', 'demo'],
-    protocol: ['net', 'token', 'config', 'sql', 'proxy', 'tunnel', 'oauth', 'cli', 'commands', 'demo'],
-    net: ['protocol', 'token', 'config', 'sql', 'proxy', 'tunnel', 'oauth', 'cli', 'commands', 'demo'],
-    config: ['token', 'sql', 'proxy', 'tunnel', 'oauth', 'cli', 'commands', 'demo'],
-    token: ['sql', 'proxy', 'tunnel', 'oauth', 'cli', 'commands', 'demo'],
-    sql: ['token', 'proxy', 'tunnel', 'oauth', 'cli', 'commands', 'demo'],
-    proxy: ['tunnel', 'oauth', 'cli', 'commands', 'demo'],
-    tunnel: ['proxy', 'oauth', 'cli', 'commands', 'demo'],
-    oauth: ['token', 'proxy', 'tunnel', 'cli', 'commands', 'demo'],
-    cli: ['proxy', 'tunnel', 'commands', 'demo'],
-    demo: ['commands'],
+    shared: ['protocol', 'net', 'token', 'config', 'sql', 'proxy', 'tunnel', 'oauth', 'cli', 'commands', 'demo', 'doctor'],
+    protocol: ['net', 'token', 'config', 'sql', 'proxy', 'tunnel', 'oauth', 'cli', 'commands', 'demo', 'doctor'],
+    net: ['protocol', 'token', 'config', 'sql', 'proxy', 'tunnel', 'oauth', 'cli', 'commands', 'demo', 'doctor'],
+    config: ['token', 'sql', 'proxy', 'tunnel', 'oauth', 'cli', 'commands', 'demo', 'doctor'],
+    token: ['sql', 'proxy', 'tunnel', 'oauth', 'cli', 'commands', 'demo', 'doctor'],
+    sql: ['token', 'proxy', 'tunnel', 'oauth', 'cli', 'commands', 'demo', 'doctor'],
+    proxy: ['tunnel', 'oauth', 'cli', 'commands', 'demo', 'doctor'],
+    tunnel: ['proxy', 'oauth', 'cli', 'commands', 'demo', 'doctor'],
+    oauth: ['token', 'proxy', 'tunnel', 'cli', 'commands', 'demo', 'doctor'],
+    cli: ['proxy', 'tunnel', 'commands', 'demo', 'doctor'],
+    demo: ['commands', 'doctor'],
+    // gprxy doctor (src/doctor/) checks both halves: it may use proxy, tunnel and oauth; only commands use it.
+    doctor: ['cli', 'commands', 'demo'],
   }),
 );
 

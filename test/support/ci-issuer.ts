@@ -26,6 +26,8 @@ export interface CiIssuer {
   jobTokenLifetime: number;
   /** A Date header this far from the real clock (ms), for clock-skew checks. */
   dateSkewMs: number;
+  /** False: the JWKS is published empty (a provider that lost its keys). */
+  publishKeys: boolean;
   mint(claims: Record<string, unknown>, options?: { audience?: string; expiresIn?: number; issuedAt?: number }): Promise<string>;
   close(): Promise<void>;
 }
@@ -41,6 +43,7 @@ export async function startCiIssuer(ca: CertificateAuthority): Promise<CiIssuer>
     job: {} as Record<string, unknown>,
     jobTokenLifetime: 300,
     dateSkewMs: 0,
+    publishKeys: true,
   };
   const mint = async (claims: Record<string, unknown>, options: { audience?: string; expiresIn?: number; issuedAt?: number } = {}): Promise<string> => {
     const iat = options.issuedAt ?? Math.floor(Date.now() / 1000);
@@ -63,7 +66,7 @@ export async function startCiIssuer(ca: CertificateAuthority): Promise<CiIssuer>
     if (url.pathname === '/.well-known/openid-configuration') {
       send(res, 200, { issuer: base, jwks_uri: `${base}/.well-known/jwks`, response_types_supported: ['id_token'], subject_types_supported: ['public'], id_token_signing_alg_values_supported: ['RS256'] });
     } else if (url.pathname === '/.well-known/jwks') {
-      send(res, 200, { keys: [jwk] });
+      send(res, 200, { keys: state.publishKeys ? [jwk] : [] });
     } else if (url.pathname === '/actions-token') {
       if (req.headers.authorization !== `bearer ${requestToken}`) {
         send(res, 401, { message: 'Bad credentials' });
