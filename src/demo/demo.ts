@@ -66,6 +66,11 @@ export interface DemoOptions {
    * (built with gcc), a role per demo user, and a second tunnel straight to PostgreSQL for the signed-in user.
    */
   readonly native?: boolean;
+  /**
+   * identity: per_user (`gprxy demo --per-user`): every person is a PostgreSQL role of her own, provisioned by
+   * the proxy at login (README "Per-user roles"); the tour shows current_user being the person.
+   */
+  readonly perUser?: boolean;
 }
 
 /** A signed-in person with their own tunnel, as `gprxy login` + `gprxy connect demo` would give them. */
@@ -97,6 +102,8 @@ export interface Demo {
   readonly provider: { readonly issuer: string; readonly devicePage: string; readonly users: readonly DevUser[] };
   readonly proxy: { readonly host: string; readonly port: number };
   readonly database: string;
+  /** The demo database runs with identity: per_user (--per-user). */
+  readonly perUser: boolean;
   /** The login of start-up (alice under --yes; whoever approved in the browser otherwise). */
   readonly session: DemoSession;
   /** Start-up time in milliseconds. */
@@ -123,7 +130,7 @@ function memoryKeychain(): KeychainStore {
   });
 }
 
-function proxyYaml(cluster: Cluster, validatorSocket?: string): string {
+function proxyYaml(cluster: Cluster, validatorSocket?: string, perUser = false): string {
   return `# The proxy config of \`gprxy demo\` (the README's "The proxy: gprxy serve" explains every key). \`gprxy serve --config\` reads the same file;
 # secrets come from the environment (\${VAR}), here set by the demo process.
 listen: "127.0.0.1:0"              # 0: any free port (the demo prints the one it got)
@@ -145,8 +152,18 @@ accounts:
   app_writer: { password: "\${PG_WRITER_PASSWORD}" }
   app_reader: { password: "\${PG_READER_PASSWORD}" }
 databases:
-  ${DEMO_DATABASE}: { host: ${cluster.host}, port: ${cluster.port}, dbname: ${DEMO_DATABASE}, sslmode: verify-full, ca: ca.pem, pool: { size: 5 } }
-context:
+  ${DEMO_DATABASE}: { host: ${cluster.host}, port: ${cluster.port}, dbname: ${DEMO_DATABASE}, sslmode: verify-full, ca: ca.pem, pool: { size: 5 }${perUser ? ', identity: per_user' : ''} }
+${
+  perUser
+    ? `# --per-user: a PostgreSQL role per person, created and kept in line by the proxy at each login over this admin
+# connection (here the demo's superuser; a CREATEROLE role is enough: README "Per-user roles"). The secret derives
+# each role's password; replicas share it and nothing else.
+provisioning:
+  admin_url: "\${GPRXY_PROVISIONING_URL}"
+  secret: "\${GPRXY_PROVISIONING_SECRET}"
+`
+    : ''
+}context:
   secret: "\${GPRXY_CONTEXT_SECRET}"
   settings:
     app.user_id: "https://gprxy.io/user_id"
@@ -253,13 +270,14 @@ export async function startDemo(options: DemoOptions = {}): Promise<Demo> {
 
     // The proxy config, as an operator would write it; the secrets only in this process's memory.
     const proxyConfigPath = join(dir, 'gprxy.yaml');
-    writeFileSync(proxyConfigPath, proxyYaml(cluster, validator ? join(validator.dir, 'validator.sock') : undefined));
+    writeFileSync(proxyConfigPath, proxyYaml(cluster, validator ? join(validator.dir, 'validator.sock') : undefined, options.perUser === true));
     const env = {
       GPRXY_DEMO_ISSUER: provider.issuer,
       PG_ADMIN_PASSWORD: secret(),
       PG_WRITER_PASSWORD: secret(),
       PG_READER_PASSWORD: secret(),
       GPRXY_CONTEXT_SECRET: secret(),
+      ...(options.perUser ? { GPRXY_PROVISIONING_URL: cluster.url(), GPRXY_PROVISIONING_SECRET: `${secret()}${secret()}` } : {}),
     };
     const config: ProxyConfig = loadProxyConfig(proxyConfigPath, env);
 
@@ -289,7 +307,9 @@ export async function startDemo(options: DemoOptions = {}): Promise<Demo> {
 
     const proxyLogPath = config.log.file ?? join(dir, 'proxy.log');
     const logDestination = pino.destination({ dest: proxyLogPath, sync: true, mkdir: true });
-    cleanups.push(() => logDestination.end());
+    // Ended last (cleanups run in reverse): backends released or drained while the proxy stops still log
+    // until PostgreSQL is gone, and a write to an ended destination throws.
+    cleanups.unshift(() => logDestination.end());
     const proxy = await timed(
       'gprxy serve',
       async () => {
@@ -407,6 +427,7 @@ export async function startDemo(options: DemoOptions = {}): Promise<Demo> {
       provider: { issuer: provider.issuer, devicePage: new URL('device', provider.issuer).toString(), users: DEV_USERS },
       proxy: proxyAddress,
       database: DEMO_DATABASE,
+      perUser: options.perUser === true,
       session,
       startupMs: Date.now() - started,
       signIn: (username) => openSession(`${DEMO_PROFILE}-${username}`, username, 0, false),
@@ -433,7 +454,7 @@ export function describeDemo(demo: Demo): string[] {
     '',
     `gprxy demo is running (ready in ${(demo.startupMs / 1000).toFixed(1)} s).`,
     '',
-    `  PostgreSQL ${pad(demo.postgres.version, 9)} ${pad(`${demo.postgres.host}:${demo.postgres.port}`, col)} database ${demo.database}: gprxy db init + examples/multitenant.sql; TLS`,
+    `  PostgreSQL ${pad(demo.postgres.version, 9)} ${pad(`${demo.postgres.host}:${demo.postgres.port}`, col)} database ${demo.database}: gprxy db init + examples/multitenant.sql; TLS${demo.perUser ? '; identity: per_user (a role per person)' : ''}`,
     `  ${pad('', 20)} ${pad('', col)} superuser ${demo.postgres.superuser} / ${demo.postgres.superuserPassword}`,
     `  OIDC provider        ${pad(demo.provider.issuer, col)} device page ${demo.provider.devicePage}`,
     `  gprxy serve          ${pad(`${demo.proxy.host}:${demo.proxy.port}`, col)} TLS; config ${demo.proxyConfigPath}`,

@@ -7,6 +7,8 @@
  *   2 as bob (pg_reader, tenant-b): read (tenant-b only), fail to write (42501)
  *   3 as bob: a forged gprxy.context (and a plain SET app.tenant_id) shows nothing of tenant-a
  *   4 as sathwick (pg_admin): see both tenants
+ *   5 (--per-user only) as alice and bob: the database sees each person as her own role (current_user,
+ *     pg_stat_activity), and bob can neither read alice's query text nor cancel her backend
  */
 import { execFile } from 'node:child_process';
 import type pg from 'pg';
@@ -67,7 +69,9 @@ export async function runTour(demo: Demo, options: TourOptions): Promise<TourSte
   const steps: TourStep[] = [];
   const clients: pg.Client[] = [];
   const extraSessions: DemoSession[] = [];
-  const total = 4;
+  const total = demo.perUser ? 5 : 4;
+  // Who PostgreSQL sees: the mapped service account, or (identity: per_user) the person's own role.
+  const account = (shared: string, email: string) => (demo.perUser ? email : shared);
   let current = '';
 
   const fail = (message: string): never => {
@@ -153,9 +157,11 @@ export async function runTour(demo: Demo, options: TourOptions): Promise<TourSte
       }
       for (const line of formatTable(['current_user', 'user_id', 'tenant_id'], [row])) out(`  ${line}`);
       check(
-        row[0] === 'app_writer' && row[1] === 'auth0|alice0001' && row[2] === 'tenant-a',
-        'no password asked: the tunnel sent alice’s access token, the proxy mapped pg_writer → app_writer and signed her identity',
-        `expected app_writer | auth0|alice0001 | tenant-a, got ${row.join(' | ')}`,
+        row[0] === account('app_writer', 'alice@example.com') && row[1] === 'auth0|alice0001' && row[2] === 'tenant-a',
+        demo.perUser
+          ? 'no password asked: the tunnel sent alice’s access token; the proxy created (or checked) her own role alice@example.com, member of gprxy_writer, and signed her identity'
+          : 'no password asked: the tunnel sent alice’s access token, the proxy mapped pg_writer → app_writer and signed her identity',
+        `expected ${account('app_writer', 'alice@example.com')} | auth0|alice0001 | tenant-a, got ${row.join(' | ')}`,
       );
 
       const c = await connect(alice);
@@ -181,7 +187,11 @@ export async function runTour(demo: Demo, options: TourOptions): Promise<TourSte
       bob = await signIn('bob');
       bobClient = await connect(bob);
       const who = await query(bobClient, 'select current_user, gprxy.user_id(), gprxy.tenant_id()');
-      check(who.rows[0]?.current_user === 'app_reader', 'bob is mapped to the read-only service account app_reader', `expected current_user app_reader, got ${show(who.rows[0]?.current_user)}`);
+      check(
+        who.rows[0]?.current_user === account('app_reader', 'bob@example.com'),
+        demo.perUser ? 'bob is his own role bob@example.com, member of the read-only group gprxy_reader' : 'bob is mapped to the read-only service account app_reader',
+        `expected current_user ${account('app_reader', 'bob@example.com')}, got ${show(who.rows[0]?.current_user)}`,
+      );
       const seen = await query(bobClient, 'select tenant_id, title from posts order by title');
       const tenants = new Set(seen.rows.map((r: Row) => r.tenant_id));
       check(
@@ -190,7 +200,7 @@ export async function runTour(demo: Demo, options: TourOptions): Promise<TourSte
         `expected the 2 posts of tenant-b, got ${seen.rowCount} rows of ${[...tenants].map(show).join(', ')}`,
       );
       const err = await refused(bobClient, `insert into posts (title) values ('Hello from bob')`);
-      check(err.code === '42501', 'refused with 42501 (insufficient privilege): app_reader has SELECT only', `expected SQLSTATE 42501, got ${err.code}: ${err.message}`);
+      check(err.code === '42501', `refused with 42501 (insufficient privilege): ${demo.perUser ? 'gprxy_reader' : 'app_reader'} has SELECT only`, `expected SQLSTATE 42501, got ${err.code}: ${err.message}`);
     });
 
     await step('as bob: forge gprxy.context (claim tenant-a and pg_admin) and SET app.tenant_id', async () => {
@@ -219,11 +229,32 @@ export async function runTour(demo: Demo, options: TourOptions): Promise<TourSte
       const seen = await query(c, 'select current_user, tenant_id, count(*)::int as posts from posts group by tenant_id order by tenant_id');
       const byTenant = new Map(seen.rows.map((r: Row) => [r.tenant_id, r.posts]));
       check(
-        seen.rows[0]?.current_user === 'app_admin' && byTenant.get('tenant-a') === 3 && byTenant.get('tenant-b') === 2,
-        'sathwick (app_admin; policies call gprxy.has_role(\'pg_admin\')) sees tenant-a’s 3 posts, alice’s new one included, and tenant-b’s 2',
-        `expected app_admin with tenant-a 3 and tenant-b 2, got ${seen.rows.map((r: Row) => `${show(r.current_user)} ${show(r.tenant_id)} ${show(r.posts)}`).join('; ')}`,
+        seen.rows[0]?.current_user === account('app_admin', 'sathwick@example.com') && byTenant.get('tenant-a') === 3 && byTenant.get('tenant-b') === 2,
+        `sathwick (${account('app_admin', 'sathwick@example.com')}; policies call gprxy.has_role('pg_admin')) sees tenant-a’s 3 posts, alice’s new one included, and tenant-b’s 2`,
+        `expected ${account('app_admin', 'sathwick@example.com')} with tenant-a 3 and tenant-b 2, got ${seen.rows.map((r: Row) => `${show(r.current_user)} ${show(r.tenant_id)} ${show(r.posts)}`).join('; ')}`,
       );
     });
+    if (demo.perUser) {
+      await step('as alice and bob (identity: per_user): the database sees the person', async () => {
+        const a = await connect(alice);
+        await query(a, `select 'alice-private-literal' as note`);
+        const alicePid = Number((await a.query('select pg_backend_pid() as pid')).rows[0]?.pid);
+        const seen = await query(
+          bobClient,
+          `select usename, session_user = usename as is_me, query from pg_stat_activity where usename like '%@example.com' and pid in (pg_backend_pid(), $1) order by usename`,
+          [alicePid],
+          `select usename, session_user = usename as is_me, query from pg_stat_activity where usename like '%@example.com' and pid in (pg_backend_pid(), <alice's pid>) order by usename`,
+        );
+        const byUser = new Map(seen.rows.map((r: Row) => [r.usename, r]));
+        check(
+          byUser.get('alice@example.com')?.query === '<insufficient privilege>' && byUser.get('bob@example.com')?.is_me === true,
+          'pg_stat_activity names each person (usename), not a shared account; bob sees his own query text and not alice’s',
+          `expected alice's row hidden and bob's own, got ${seen.rows.map((r: Row) => `${show(r.usename)}: ${show(r.query)}`).join('; ')}`,
+        );
+        const err = await refused(bobClient, `select pg_cancel_backend(${alicePid})`);
+        check(err.code === '42501', 'bob cannot cancel alice’s backend (42501): PostgreSQL’s own rules between roles, no shared account to abuse', `expected 42501, got ${err.code}: ${err.message}`);
+      });
+    }
   } finally {
     await Promise.all(clients.map((c) => c.end().catch(() => {})));
     await Promise.all(extraSessions.map((s) => s.close()));
