@@ -10,6 +10,7 @@ import { decideCi, type RuleVerdict } from '../token/ci-rules.js';
 import { TokenError, quote, sqlstateFor } from '../token/errors.js';
 import { matchesUsername, namespaced, resolveIdentity, rolesFromClaim, type Identity } from '../token/identity.js';
 import { CLOCK_TOLERANCE_MS, TokenVerifier, type VerifiedToken } from '../token/verifier.js';
+import { sessionEnd } from './session-end.js';
 
 export type PolicyInput = { readonly token: string } | { readonly claims: Record<string, unknown> };
 
@@ -79,14 +80,12 @@ function startupUser(verified: VerifiedToken): string | undefined {
   return undefined;
 }
 
-function sessionEnd(config: Pick<ProxyConfig, 'limits'>, identity: Identity, expiresAt: number, now: number): PolicyReport['sessionEnds'] {
-  const limits = config.limits;
-  const candidates: { at: number; by: string }[] = [];
-  if (limits.sessionMaxLifetimeMs > 0) candidates.push({ at: now + limits.sessionMaxLifetimeMs, by: 'limits.session_max_lifetime' });
-  if (identity.ci && identity.ci.maxSessionMs > 0) candidates.push({ at: now + identity.ci.maxSessionMs, by: `max_session of rule ${identity.ci.rule}` });
-  else if (limits.endSessionAtTokenExpiry) candidates.push({ at: expiresAt, by: 'the token expiry (limits.end_session_at_token_expiry)' });
-  const first = candidates.sort((a, b) => a.at - b.at)[0];
-  return first ?? { at: null, by: 'no limit' };
+const END_BY = { session_max_lifetime: 'limits.session_max_lifetime', token_expired: 'the token expiry (limits.end_session_at_token_expiry)' } as const;
+
+function sessionEnds(config: Pick<ProxyConfig, 'limits'>, identity: Identity, expiresAt: number, now: number): PolicyReport['sessionEnds'] {
+  const end = sessionEnd(config.limits, identity, expiresAt, now);
+  if (!Number.isFinite(end.at)) return { at: null, by: 'no limit' };
+  return { at: end.at, by: end.reason === 'ci_max_session' ? `max_session of rule ${identity.ci!.rule}` : END_BY[end.reason] };
 }
 
 export async function explainPolicy(config: Pick<ProxyConfig, 'providers' | 'jwks' | 'roleMapping' | 'limits'>, input: PolicyInput, deps: ExplainDeps = {}): Promise<PolicyReport> {
@@ -148,7 +147,7 @@ export async function explainPolicy(config: Pick<ProxyConfig, 'providers' | 'jwk
       ...(identity.tenantId ? { tenant: identity.tenantId } : {}),
       roles: identity.roles,
     },
-    sessionEnds: sessionEnd(config, identity, verified.expiresAt, now),
+    sessionEnds: sessionEnds(config, identity, verified.expiresAt, now),
     explanation,
     notes,
   };

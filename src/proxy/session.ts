@@ -23,6 +23,7 @@ import { Relay, type RelayResult } from './relay.js';
 import type { RelayProbe, TrackedSession } from './session-registry.js';
 import { buildSetup } from './session-setup.js';
 import { statementAuditFor } from './statement-audit/index.js';
+import { ciLogFields, sessionEnd } from './session-end.js';
 
 /** How long an ending session may wait for a message boundary before its connection is cut. */
 const STOP_GRACE_MS = 5_000;
@@ -95,11 +96,8 @@ export class Session {
     // When the session must end (operator's choice, DESIGN.md 2.4); the identity context expires with it.
     const limits = config.limits;
     // A CI rule's max_session replaces the token's expiry as the end (job tokens live minutes, a job longer).
-    const ciEnd = identity.ci && identity.ci.maxSessionMs > 0 ? now() + identity.ci.maxSessionMs : undefined;
-    const endsAt = Math.min(
-      limits.sessionMaxLifetimeMs > 0 ? now() + limits.sessionMaxLifetimeMs : Infinity,
-      ciEnd ?? (limits.endSessionAtTokenExpiry ? expiresAt : Infinity),
-    );
+    const end = sessionEnd(limits, identity, expiresAt, now());
+    const endsAt = end.at;
     const contextExpiry = Number.isFinite(endsAt) ? endsAt : now() + SESSION_WITHOUT_END_MS;
     const backend = await this.setUp(client, login, tenant, contextExpiry);
     if (client.closed) {
@@ -125,7 +123,7 @@ export class Session {
     socket.write(Buffer.concat(greeting));
     this.deps.metrics?.authSucceeded();
     // A CI job's run (GitHub run_id/run_attempt, GitLab pipeline_id/job_id) is on every line of its session.
-    this.log = this.log.child({ user: identity.user, account: identity.account, database: database.name, ...(identity.ci ? { ci: { kind: identity.ci.kind, rule: identity.ci.rule, ...identity.ci.run } } : {}) });
+    this.log = this.log.child({ user: identity.user, account: identity.account, database: database.name, ...ciLogFields(identity) });
     this.log.info(
       {
         event: 'auth_success',
@@ -158,7 +156,7 @@ export class Session {
     this.relay = relay;
     let lifetimeTimer: LongTimer | undefined;
     if (Number.isFinite(endsAt)) {
-      const reason = ciEnd !== undefined && endsAt === ciEnd ? 'ci_max_session' : ciEnd === undefined && limits.endSessionAtTokenExpiry && endsAt === expiresAt ? 'token_expired' : 'session_max_lifetime';
+      const reason = end.reason;
       // A 30-day token or session_max_lifetime is beyond setTimeout's range: setLongTimeout, never setTimeout.
       lifetimeTimer = setLongTimeout(() => this.stop(reason), endsAt - now());
     }

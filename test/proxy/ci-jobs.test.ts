@@ -128,19 +128,23 @@ describe('CI job tokens at the proxy', () => {
     await stack.logs.waitFor((l) => l.event === 'auth_failure' && l.reason === 'token_audience');
   });
 
-  it("ends the session at the rule's max_session although the job token is still valid", { timeout: 20_000 }, async () => {
-    await stack.startProxy(ciProviders('1s'));
-    try {
-      const sub = GITHUB_MAIN_PUSH.sub as string;
-      const c = client(sub, await github.mint({ ...GITHUB_MAIN_PUSH, run_id: '777' }, { audience: AUDIENCE, expiresIn: 600 }));
-      const ended = new Promise<{ code?: string }>((resolve) => c.on('error', (e) => resolve(e as { code?: string })));
-      await c.connect();
-      const line = await stack.logs.waitFor((l) => l.event === 'session_end' && l.reason === 'ci_max_session');
-      expect(line.ci).toMatchObject({ run_id: '777' });
-      expect((await ended).code).toBe('57P01');
-      await c.end().catch(() => {});
-    } finally {
-      await stack.startProxy(ciProviders());
-    }
-  });
+  for (const mode of ['session', 'transaction'] as const) {
+    it(`ends the session at the rule's max_session although the job token is still valid (pool mode ${mode})`, { timeout: 20_000 }, async () => {
+      await stack.startProxy({ ...ciProviders('1s'), databases: { mydb: { host: stack.cluster.host, port: stack.cluster.port, dbname: 'mydb', pool: { mode, size: 5 } } } });
+      try {
+        const sub = GITHUB_MAIN_PUSH.sub as string;
+        const runId = `777-${mode}`;
+        const c = client(sub, await github.mint({ ...GITHUB_MAIN_PUSH, run_id: runId }, { audience: AUDIENCE, expiresIn: 600 }));
+        const ended = new Promise<{ code?: string }>((resolve) => c.on('error', (e) => resolve(e as { code?: string })));
+        await c.connect();
+        expect((await c.query('select current_user as a')).rows[0]).toEqual({ a: 'app_writer' });
+        const line = await stack.logs.waitFor((l) => l.event === 'session_end' && l.reason === 'ci_max_session' && (l.ci as { run_id?: string } | undefined)?.run_id === runId);
+        expect(line.ci).toMatchObject({ kind: 'github_actions', rule: 1 });
+        expect((await ended).code).toBe('57P01');
+        await c.end().catch(() => {});
+      } finally {
+        await stack.startProxy(ciProviders());
+      }
+    });
+  }
 });

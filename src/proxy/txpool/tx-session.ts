@@ -25,6 +25,7 @@ import { PoolTimeoutError, type BackendPool } from '../pool.js';
 import { BACKEND_START, BINDS_CHECKOUT, TX_CONTEXTS } from '../pools.js';
 import type { RelayProbe } from '../session-registry.js';
 import type { Authenticated, SessionClient, SessionDeps, StopReason } from '../session.js';
+import { ciLogFields, sessionEnd } from '../session-end.js';
 import { buildSetup } from '../session-setup.js';
 import { TxRelay, type TxRelayResult } from './tx-relay.js';
 
@@ -67,10 +68,8 @@ export class TxSession {
     const { identity, expiresAt, pool, database, startup } = login;
     const tenant = identity.tenantId ?? null;
     const limits = config.limits;
-    const endsAt = Math.min(
-      limits.sessionMaxLifetimeMs > 0 ? now() + limits.sessionMaxLifetimeMs : Infinity,
-      limits.endSessionAtTokenExpiry ? expiresAt : Infinity,
-    );
+    const end = sessionEnd(limits, identity, expiresAt, now());
+    const endsAt = end.at;
     const contextExpiry = Number.isFinite(endsAt) ? endsAt : now() + SESSION_WITHOUT_END_MS;
 
     // The greeting's ParameterStatus values: the client's startup parameters applied on the backend the
@@ -123,7 +122,7 @@ export class TxSession {
     greeting.push(backendKeyData(key.processId, key.secretKey), readyForQuery('I'));
     socket.write(Buffer.concat(greeting));
     this.deps.metrics?.authSucceeded();
-    this.log = this.log.child({ user: identity.user, account: identity.account, database: database.name });
+    this.log = this.log.child({ user: identity.user, account: identity.account, database: database.name, ...ciLogFields(identity) });
     this.log.info(
       {
         event: 'auth_success',
@@ -172,7 +171,7 @@ export class TxSession {
     this.relay = relay;
     let lifetimeTimer: LongTimer | undefined;
     if (Number.isFinite(endsAt)) {
-      const reason = limits.endSessionAtTokenExpiry && endsAt === expiresAt ? 'token_expired' : 'session_max_lifetime';
+      const reason = end.reason;
       lifetimeTimer = setLongTimeout(() => this.stop(reason), endsAt - now());
     }
     relay.start(pending);
