@@ -376,6 +376,8 @@ export interface ProxyConfig {
   readonly validator?: { readonly socket: string; readonly socketMode: number };
   /** Accepted but questionable settings (e.g. a CI rule pinning only mutable names): logged at start. */
   readonly warnings: readonly string[];
+  /** Absolute paths of the files the config names and was read from (certificates, keys, CAs): a config file watch watches them too. */
+  readonly files?: readonly string[];
 }
 
 function formatIssues(error: z.ZodError, locate?: LocateKey): string {
@@ -493,8 +495,10 @@ export function buildProxyConfig(
   const f = parsed.data;
   const problems: string[] = [];
   const warnings: string[] = [];
+  const files: string[] = [];
   const load = (path: string, what: string): string => {
     const full = resolve(baseDir, path);
+    if (!files.includes(full)) files.push(full);
     try {
       return readFile(full);
     } catch (e) {
@@ -675,6 +679,7 @@ export function buildProxyConfig(
       : {}),
     ...(f.validator ? { validator: { socket: resolve(baseDir, f.validator.socket), socketMode: parseInt(f.validator.socket_mode, 8) } } : {}),
     warnings,
+    files,
   });
 }
 

@@ -9,7 +9,12 @@ export class IdentitySessions {
   private readonly counts = new Map<string, number>();
 
   /** `max` 0 means no limit. */
-  constructor(private readonly max: number) {}
+  constructor(private max: number) {}
+
+  /** A reloaded limit applies to the next login; sessions already held above it stay. */
+  setLimit(max: number): void {
+    this.max = max;
+  }
 
   get limit(): number {
     return this.max;

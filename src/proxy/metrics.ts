@@ -1,12 +1,14 @@
 /**
  * Prometheus metrics (prom-client) and health endpoints for `gprxy serve` when `metrics.listen` is set:
- * GET /metrics, GET /healthz (the process is up), GET /readyz (listening, and every provider has keys).
+ * GET /metrics, GET /healthz (the process is up), GET /readyz (readiness.ts: not draining, every provider has
+ * keys, every database server reachable; a 503 lists what is missing, one line each).
  * Gauges are read from the live objects at scrape time, so the hot path pays nothing for them.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { TokenVerifier } from '../token/verifier.js';
 import type { PoolManager } from './pools.js';
+import type { ReadinessReport } from './readiness.js';
 import { RefusalHistory } from './refusal-history.js';
 
 /** An extra route on the metrics listener (the admin status page); returns false to fall through to 404. */
@@ -23,7 +25,7 @@ export class ProxyMetrics {
   /** Set before listen(): the admin status page. */
   route: HttpRoute | undefined;
 
-  constructor(sources: { sessions: () => number; pools: PoolManager; verifier: TokenVerifier }) {
+  constructor(sources: { sessions: () => number; pools: PoolManager; verifier: () => TokenVerifier }) {
     collectDefaultMetrics({ register: this.registry, prefix: 'gprxy_process_' });
     this.auth = new Counter({ name: 'gprxy_auth_total', help: 'Client logins by result and reason', labelNames: ['result', 'reason'], registers: [this.registry] });
     this.sessionsEnded = new Counter({ name: 'gprxy_sessions_ended_total', help: 'Client sessions ended, by reason', labelNames: ['reason'], registers: [this.registry] });
@@ -103,7 +105,7 @@ export class ProxyMetrics {
       labelNames: ['kind'],
       registers: [this.registry],
       collect() {
-        const s = sources.verifier.stats();
+        const s = sources.verifier().stats();
         this.set({ kind: 'verified' }, s.verifications);
         this.set({ kind: 'cache_hit' }, s.cacheHits);
       },
@@ -114,7 +116,9 @@ export class ProxyMetrics {
       labelNames: ['issuer'],
       registers: [this.registry],
       collect() {
-        for (const [issuer, s] of Object.entries(sources.verifier.jwksStats())) this.set({ issuer }, s.keys);
+        // reset: a provider removed by a reload leaves the gauge.
+        this.reset();
+        for (const [issuer, s] of Object.entries(sources.verifier().jwksStats())) this.set({ issuer }, s.keys);
       },
     });
   }
@@ -144,7 +148,7 @@ export class ProxyMetrics {
     this.sessionsEnded.inc({ reason });
   }
 
-  async listen(host: string, port: number, ready: () => boolean): Promise<{ host: string; port: number }> {
+  async listen(host: string, port: number, ready: () => Promise<ReadinessReport>): Promise<{ host: string; port: number }> {
     const server = createServer((req, res) => {
       const path = (req.url ?? '/').split('?')[0];
       if (path === '/metrics') {
@@ -154,8 +158,10 @@ export class ProxyMetrics {
         );
       } else if (path === '/healthz') res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
       else if (path === '/readyz') {
-        const ok = ready();
-        res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ready\n' : 'not ready\n');
+        ready().then(
+          (r) => res.writeHead(r.ready ? 200 : 503, { 'content-type': 'text/plain' }).end(r.ready ? 'ready\n' : `not ready\n${r.problems.join('\n')}\n`),
+          (e: Error) => res.writeHead(503, { 'content-type': 'text/plain' }).end(`not ready\n${e.message}\n`),
+        );
       } else if (!this.route?.(req, res, path ?? '/')) res.writeHead(404).end();
     });
     this.server = server;

@@ -12,7 +12,7 @@ import { BACKEND_PREPARE } from './backend-sql.js';
 import { BackendGuard } from './backend-guard.js';
 import { EpochSource } from './identity-context.js';
 import { PauseGate } from './pause-gate.js';
-import { BackendPool, PoolTimeoutError, type PoolOptions } from './pool.js';
+import { BackendPool, PoolClosedError, PoolTimeoutError, type PoolOptions } from './pool.js';
 import { TRANSACTION_RESET } from './txpool/tx-reset.js';
 
 export interface PoolManagerOptions {
@@ -43,12 +43,63 @@ export const TX_CONTEXTS = 'transactionContexts';
 
 export class PoolManager {
   private readonly pools = new Map<string, BackendPool>();
+  /** What each pool was built from (poolSpec), so a reloaded database or account gets a new pool. */
+  private readonly specs = new Map<string, string>();
   private readonly epochs: EpochSource;
   /** PAUSE / RESUME per database (admin console). */
   readonly gate = new PauseGate();
+  private waitTimeoutMs: number;
 
   constructor(private readonly options: PoolManagerOptions) {
     this.epochs = options.epochs ?? new EpochSource();
+    this.waitTimeoutMs = options.waitTimeoutMs;
+  }
+
+  /**
+   * After a config reload: pools of removed or changed databases and accounts are retired (closed to new
+   * checkouts; their backends end when the sessions holding them release them), new ones are created on
+   * first use with the new settings.
+   */
+  reconfigure(databases: Readonly<Record<string, DatabaseConfig>>, accounts: Readonly<Record<string, AccountConfig>>, waitTimeoutMs: number): void {
+    this.waitTimeoutMs = waitTimeoutMs;
+    this.latest = { databases, accounts };
+    for (const key of [...this.pools.keys()]) {
+      const [db, account] = key.split('/') as [string, string];
+      const d = Object.hasOwn(databases, db) ? databases[db] : undefined;
+      // Per-user pools (user:<role>) follow their database only.
+      const perUser = account.startsWith('user:');
+      const a = perUser ? undefined : Object.hasOwn(accounts, account) ? accounts[account] : undefined;
+      if (!d || (!perUser && !a) || this.specs.get(key) !== this.poolSpec(d, a)) this.retire(key);
+    }
+  }
+
+  private retire(key: string): void {
+    const pool = this.pools.get(key);
+    this.pools.delete(key);
+    this.specs.delete(key);
+    if (!pool) return;
+    this.retired.add(pool);
+    this.options.logger.info({ event: 'pool_retired', pool: key }, `pool ${key} retired by a config reload: its backends close as their sessions end`);
+    void pool.close().finally(() => this.retired.delete(pool));
+  }
+
+  private readonly retired = new Set<BackendPool>();
+  /** The config of the last reload: a login that began before it gets the pool of the config in force now. */
+  private latest: { databases: Readonly<Record<string, DatabaseConfig>>; accounts: Readonly<Record<string, AccountConfig>> } | undefined;
+
+  /** The database and account as the config in force now has them (a reload may have changed or removed them). */
+  private inForce(database: DatabaseConfig, account: AccountConfig): { database: DatabaseConfig; account: AccountConfig } {
+    const latest = this.latest;
+    if (!latest) return { database, account };
+    const d = Object.hasOwn(latest.databases, database.name) ? latest.databases[database.name] : undefined;
+    const a = Object.hasOwn(latest.accounts, account.name) ? latest.accounts[account.name] : undefined;
+    if (!d || !a) throw new PoolClosedError(`${d ? `account ${account.name}` : `database ${database.name}`} was removed from the proxy config by a reload; reconnect`);
+    return { database: d, account: a };
+  }
+
+  private poolSpec(database: DatabaseConfig, account: AccountConfig | undefined): string {
+    const { name: _n, audit: _a, ...target } = database;
+    return JSON.stringify([target, account, this.waitTimeoutMs]);
   }
 
   /** The epoch of a new checkout (gprxy.begin_session); strictly increasing. */
@@ -56,10 +107,12 @@ export class PoolManager {
     return this.epochs.next();
   }
 
-  get(database: DatabaseConfig, account: AccountConfig): BackendPool {
+  get(requested: DatabaseConfig, requestedAccount: AccountConfig): BackendPool {
+    const { database, account } = this.inForce(requested, requestedAccount);
     const key = `${database.name}/${account.name}`;
     let pool = this.pools.get(key);
     if (!pool) {
+      const spec = this.poolSpec(database, account);
       const target: BackendTarget = {
         host: database.host,
         port: database.port,
@@ -76,7 +129,7 @@ export class PoolManager {
         size: this.options.sizeShare ? this.options.sizeShare(account.poolSize ?? database.pool.size) : (account.poolSize ?? database.pool.size),
         idleTimeoutMs: database.pool.idleTimeoutMs,
         maxLifetimeMs: database.pool.maxLifetimeMs,
-        waitTimeoutMs: this.options.waitTimeoutMs,
+        waitTimeoutMs: this.waitTimeoutMs,
         logger: this.options.logger,
         ...(this.options.dialer ? { dialer: this.options.dialer } : {}),
         ...this.preparer(key, target),
@@ -87,6 +140,7 @@ export class PoolManager {
         ...(this.options.events ? { onLoginFailed: (pool: string) => this.options.events!.serviceAccountLoginFailed(pool) } : {}),
       });
       this.pools.set(key, pool);
+      this.specs.set(key, spec);
     }
     return pool;
   }
@@ -116,13 +170,14 @@ export class PoolManager {
         size: database.pool.size,
         idleTimeoutMs: database.pool.idleTimeoutMs,
         maxLifetimeMs: database.pool.maxLifetimeMs,
-        waitTimeoutMs: this.options.waitTimeoutMs,
+        waitTimeoutMs: this.waitTimeoutMs,
         logger: this.options.logger,
         ...(this.options.dialer ? { dialer: this.options.dialer } : {}),
         ...(readStart ? { prepare: readStart } : {}),
         cancel: (backend: Backend) => this.cancel(backend),
       });
       this.pools.set(key, pool);
+      this.specs.set(key, this.poolSpec(database, undefined));
     }
     return pool;
   }
@@ -176,7 +231,7 @@ export class PoolManager {
   }
 
   async close(): Promise<void> {
-    await Promise.all([...this.pools.values()].map((p) => p.close()));
+    await Promise.all([...this.pools.values(), ...this.retired].map((p) => p.close()));
   }
 }
 

@@ -1,7 +1,8 @@
 /**
  * The central proxy: a TCP listener (TLS negotiated per connection via SSLRequest, as PostgreSQL does),
  * the token verifier, the backend pools and cancel routing. `close()` stops accepting, lets sessions
- * finish for a grace period, then ends the rest with 57P01 and closes the pools.
+ * finish for a grace period, then ends the rest with 57P01 and closes the pools. `reload()` switches new
+ * logins to a new config (reload.ts); each session keeps the config, verifier and TLS context it began with.
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { createSecureContext, type SecureContext } from 'node:tls';
@@ -18,6 +19,8 @@ import { IdentitySessions } from './identity-sessions.js';
 import { disconnect } from './disconnect.js';
 import { ProxyMetrics } from './metrics.js';
 import { PoolManager } from './pools.js';
+import { Readiness } from './readiness.js';
+import { describeChanges, ReloadRefusedError, summarizeChanges, type ConfigReloader, type ReloadChanges } from './reload.js';
 import { ValidatorEndpoint } from './validator-endpoint.js';
 import { perUserRoles } from './per-user/setup.js';
 import type { PerUserRoles } from './per-user/per-user-login.js';
@@ -58,15 +61,25 @@ export class ListenAddressInUseError extends GprxyError<'listen_address_in_use'>
   }
 }
 
-export class ProxyServer {
+/** What a new login reads; a reload replaces it as a whole, open sessions keep the one they started with. */
+interface Generation {
+  readonly config: ProxyConfig;
   readonly verifier: TokenVerifier;
+  readonly secureContext: SecureContext | undefined;
+  /** Provisioning of per-user roles (identity: per_user databases). */
+  readonly perUser: PerUserRoles | undefined;
+}
+
+export class ProxyServer {
   readonly pools: PoolManager;
   readonly metrics: ProxyMetrics;
   /** Where /metrics, /healthz and /readyz are served, when metrics.listen is configured. */
   metricsAddress: { host: string; port: number } | undefined;
   readonly cancels: CancelRegistry;
   /** limits.max_client_connections of this process (its share with --workers). */
-  private readonly maxClientConnections: number;
+  private maxClientConnections: number;
+  /** With --workers: this worker's share of a configured total (src/config/workers.ts). */
+  private readonly share: ((n: number) => number) | undefined;
   /** limits.max_sessions_per_identity, across all databases of this process. */
   readonly identitySessions: IdentitySessions;
   private readonly sessions = new Set<ClientSession>();
@@ -77,18 +90,22 @@ export class ProxyServer {
   private readonly startedAt: number;
   private readonly sockets = new Set<Socket>();
   private server: Server | undefined;
-  private secureContext: SecureContext | undefined;
+  private current: Generation;
+  private draining = false;
+  private reloading: Promise<unknown> = Promise.resolve();
+  private readonly retiredParts = new Set<{ close(): unknown }>();
   private nextSessionId = 1;
   private readonly now: () => number;
   private readonly log: Logger;
   private readonly cluster: ClusterRole | undefined;
   private validator: ValidatorEndpoint | undefined;
-  /** Provisioning of per-user roles (identity: per_user databases). */
-  readonly perUser: PerUserRoles | undefined;
+  readonly readiness: Readiness;
+  /** Set by gprxy serve: what the admin console's RELOAD runs (re-read the config file, then reload()). */
+  reloader: Pick<ConfigReloader, 'reload'> | undefined;
 
   constructor(
-    readonly config: ProxyConfig,
-    deps: ProxyServerDeps,
+    config: ProxyConfig,
+    private readonly deps: ProxyServerDeps,
   ) {
     this.log = deps.logger;
     this.cluster = deps.cluster;
@@ -96,18 +113,10 @@ export class ProxyServer {
     this.identitySessions = new IdentitySessions(config.limits.maxSessionsPerIdentity);
     const cluster = deps.cluster;
     const share = cluster && cluster.workers > 1 ? (n: number) => shareOf(n, cluster.workers, cluster.owner.worker) : undefined;
+    this.share = share;
     this.maxClientConnections = share ? share(config.limits.maxClientConnections) : config.limits.maxClientConnections;
     this.cancels = new CancelRegistry({ ...(cluster ? { owner: cluster.owner } : {}), ...(cluster?.forwardCancel ? { forward: cluster.forwardCancel } : {}) });
-    this.verifier =
-      deps.verifier ??
-      new TokenVerifier({
-        providers: config.providers,
-        jwks: config.jwks,
-        logger: deps.logger,
-        now: this.now,
-        ...(deps.fetch ? { fetch: deps.fetch } : {}),
-        ...(deps.unknownKidCooldownMs !== undefined ? { unknownKidCooldownMs: deps.unknownKidCooldownMs } : {}),
-      });
+    this.current = { config, verifier: deps.verifier ?? this.newVerifier(config), secureContext: ProxyServer.secureContext(config), perUser: perUserRoles(config, deps.logger) };
     this.pools = new PoolManager({
       waitTimeoutMs: config.limits.poolWaitTimeoutMs,
       logger: deps.logger,
@@ -117,10 +126,11 @@ export class ProxyServer {
       events: { serviceAccountTampered: (pool) => this.metrics.serviceAccountTampered(pool), serviceAccountLoginFailed: (pool) => this.metrics.serviceAccountLoginFailed(pool) },
       ...(deps.dialer ? { dialer: deps.dialer } : {}),
     });
-    this.perUser = perUserRoles(config, deps.logger);
-    this.metrics = new ProxyMetrics({ sessions: () => this.sessions.size, pools: this.pools, verifier: this.verifier });
+    this.metrics = new ProxyMetrics({ sessions: () => this.sessions.size, pools: this.pools, verifier: () => this.verifier });
     this.startedAt = this.now();
     if (config.admin) {
+      // eslint-disable-next-line @typescript-eslint/no-this-alias -- the admin context's getter reads the reloader attached later
+      const self = this;
       this.admin = {
         access: new AdminAccess(config.admin),
         context: {
@@ -131,10 +141,130 @@ export class ProxyServer {
           now: this.now,
           startedAt: this.startedAt,
           totals: () => this.registry.totals(),
+          // RELOAD re-reads the config file when the process has one (gprxy serve attaches its reloader).
+          get reload() {
+            const reloader = self.reloader;
+            if (!reloader) return undefined;
+            return async () => {
+              const outcome = await reloader.reload('admin');
+              if (!outcome.ok) throw new ReloadRefusedError(outcome.error);
+              return summarizeChanges(outcome.changes);
+            };
+          },
         },
       };
     }
-    if (config.tls) this.secureContext = createSecureContext({ cert: config.tls.cert, key: config.tls.key, minVersion: 'TLSv1.2' });
+    this.readiness = new Readiness({
+      draining: () => this.draining,
+      jwks: () => this.verifier.jwksStats(),
+      databases: () => this.config.databases,
+      ...(deps.dialer ? { dialer: deps.dialer } : {}),
+    });
+  }
+
+  /** The config new logins use (the latest reloaded one). */
+  get config(): ProxyConfig {
+    return this.current.config;
+  }
+
+  /** Provisioning of per-user roles for new logins (identity: per_user databases). */
+  get perUser(): PerUserRoles | undefined {
+    return this.current.perUser;
+  }
+
+  /** The verifier new logins use. */
+  get verifier(): TokenVerifier {
+    return this.current.verifier;
+  }
+
+  /** True from the moment close() is called: /readyz fails, nothing new is accepted. */
+  get isDraining(): boolean {
+    return this.draining;
+  }
+
+  private newVerifier(config: ProxyConfig): TokenVerifier {
+    const deps = this.deps;
+    return new TokenVerifier({
+      providers: config.providers,
+      jwks: config.jwks,
+      logger: deps.logger,
+      now: this.now,
+      ...(deps.fetch ? { fetch: deps.fetch } : {}),
+      ...(deps.unknownKidCooldownMs !== undefined ? { unknownKidCooldownMs: deps.unknownKidCooldownMs } : {}),
+    });
+  }
+
+  private static secureContext(config: ProxyConfig): SecureContext | undefined {
+    return config.tls ? createSecureContext({ cert: config.tls.cert, key: config.tls.key, minVersion: 'TLSv1.2' }) : undefined;
+  }
+
+  /**
+   * Applies a validated config to new logins: providers and JWKS (a new verifier, keys fetched before
+   * the switch), role mapping, accounts, databases, limits, context, TLS certificate (new handshakes).
+   * Open sessions keep what they started with; a pool whose database or account changed is retired (its
+   * backends close when their sessions release them). listen, metrics, validator and log need a restart
+   * and keep their running values. Throws ReloadRefusedError, and changes nothing, when the new TLS
+   * certificate and key do not make a usable TLS context.
+   */
+  reload(next: ProxyConfig): Promise<ReloadChanges> {
+    const run = this.reloading.then(() => this.reloadNow(next));
+    this.reloading = run.catch(() => undefined);
+    return run;
+  }
+
+  private async reloadNow(next: ProxyConfig): Promise<ReloadChanges> {
+    if (this.draining) throw new ReloadRefusedError('the proxy is shutting down; a reload has nothing left to apply to');
+    const before = this.current;
+    let secureContext: SecureContext | undefined;
+    try {
+      secureContext = ProxyServer.secureContext(next);
+    } catch (e) {
+      throw new ReloadRefusedError(`tls: the new certificate and key cannot be used (${(e as Error).message}); check that tls.key is the key of tls.cert`, { cause: e });
+    }
+    const changes = describeChanges(before.config, next);
+    // Settings bound to what this process holds stay as they are (the log line says a restart is needed).
+    const { listen: _listen, log: _log, metrics: _metrics, validator: _validator, admin: _admin, cluster: _cluster, ...rest } = next;
+    const applied: ProxyConfig = Object.freeze({
+      ...rest,
+      listen: before.config.listen,
+      log: before.config.log,
+      ...(before.config.metrics ? { metrics: before.config.metrics } : {}),
+      ...(before.config.validator ? { validator: before.config.validator } : {}),
+      ...(before.config.admin ? { admin: before.config.admin } : {}),
+      ...(before.config.cluster ? { cluster: before.config.cluster } : {}),
+    });
+    let verifier = before.verifier;
+    const providersChanged = JSON.stringify([before.config.providers, before.config.jwks]) !== JSON.stringify([next.providers, next.jwks]);
+    if (providersChanged && !this.deps.verifier) {
+      verifier = this.newVerifier(next);
+      // Keys first, so the switch does not refuse tokens the old verifier accepted; a provider that is down
+      // is not a config error: its cache keeps retrying and /readyz says so.
+      await verifier.start().catch((e: Error) => this.log.error({ event: 'jwks_unavailable', reason: e.message }, 'provider keys unavailable after reload'));
+      if (this.draining) {
+        verifier.close();
+        throw new ReloadRefusedError('the proxy began shutting down during the reload');
+      }
+    }
+    // Per-user provisioning reads the databases, role mapping and provisioning settings: rebuilt when they change.
+    const perUserInputs = (c: ProxyConfig) => JSON.stringify([c.provisioning, c.databases, c.roleMapping]);
+    const perUser = perUserInputs(before.config) === perUserInputs(next) ? before.perUser : perUserRoles(next, this.log);
+    this.current = { config: applied, verifier, secureContext, perUser };
+    this.identitySessions.setLimit(next.limits.maxSessionsPerIdentity);
+    this.maxClientConnections = this.share ? this.share(next.limits.maxClientConnections) : next.limits.maxClientConnections;
+    this.pools.reconfigure(next.databases, next.accounts, next.limits.poolWaitTimeoutMs);
+    if (verifier !== before.verifier) this.retire(before.verifier, before.config.limits.loginTimeoutMs);
+    if (before.perUser && perUser !== before.perUser) this.retire(before.perUser, before.config.limits.loginTimeoutMs);
+    return changes;
+  }
+
+  /** A replaced verifier or provisioner may still serve logins accepted before the reload: closed once they timed out. */
+  private retire(part: { close(): unknown }, afterMs: number): void {
+    this.retiredParts.add(part);
+    const timer = setTimeout(() => {
+      this.retiredParts.delete(part);
+      void part.close();
+    }, afterMs);
+    timer.unref();
   }
 
   /** The address actually bound (port 0 in the config picks a free one). */
@@ -165,18 +295,19 @@ export class ProxyServer {
     });
     if (this.config.metrics && !this.cluster?.metricsElsewhere) {
       if (this.admin && this.config.admin?.statusPage) {
-        this.metrics.route = statusRoute({ access: this.admin.access, verifier: this.verifier, ctx: this.admin.context, refusals: this.metrics.refusals, log: this.log });
+        // The current verifier at each request: a config reload replaces it.
+        this.metrics.route = statusRoute({ access: this.admin.access, verifier: { verify: (token) => this.verifier.verify(token) }, ctx: this.admin.context, refusals: this.metrics.refusals, log: this.log });
       }
-      const ready = () => !!this.server && Object.values(this.verifier.jwksStats()).every((s) => s.keys > 0);
-      this.metricsAddress = await this.metrics.listen(this.config.metrics.host, this.config.metrics.port, ready);
+      this.metricsAddress = await this.metrics.listen(this.config.metrics.host, this.config.metrics.port, () => this.readiness.check());
       this.log.info({ event: 'metrics_listening', ...this.metricsAddress }, `metrics on http://${this.metricsAddress.host}:${this.metricsAddress.port}/metrics`);
     }
     if (this.config.validator) {
-      this.validator = new ValidatorEndpoint({ path: this.config.validator.socket, mode: this.config.validator.socketMode, verifier: this.verifier, logger: this.log });
+      const verifier = { verify: (token: string) => this.verifier.verify(token) };
+      this.validator = new ValidatorEndpoint({ path: this.config.validator.socket, mode: this.config.validator.socketMode, verifier, logger: this.log });
       await this.validator.start();
     }
     const { host, port } = this.address;
-    this.log.info({ event: 'listening', host, port, tls: !!this.secureContext, databases: Object.keys(this.config.databases) }, `gprxy listening on ${host}:${port}`);
+    this.log.info({ event: 'listening', host, port, tls: !!this.current.secureContext, databases: Object.keys(this.config.databases) }, `gprxy listening on ${host}:${port}`);
   }
 
   private accept(socket: Socket): void {
@@ -186,8 +317,9 @@ export class ProxyServer {
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
     socket.on('error', () => socket.destroy());
+    const { config, verifier, secureContext, perUser } = this.current;
     if (this.sessions.size >= this.maxClientConnections) {
-      const limit = this.config.limits.maxClientConnections;
+      const limit = config.limits.maxClientConnections;
       void disconnect(
         { socket, log: this.log, startedAt: this.now(), now: this.now },
         {
@@ -201,19 +333,19 @@ export class ProxyServer {
       return;
     }
     const session = new ClientSession(socket, {
-      config: this.config,
-      verifier: this.verifier,
+      config,
+      verifier,
       pools: this.pools,
       cancels: this.cancels,
       identitySessions: this.identitySessions,
-      ...(this.perUser ? { perUser: this.perUser } : {}),
+      ...(perUser ? { perUser } : {}),
       logger: this.log,
       now: this.now,
       metrics: this.metrics,
       sessionId: this.nextSessionId++,
       registry: this.registry,
       ...(this.admin ? { admin: this.admin } : {}),
-      ...(this.secureContext ? { secureContext: this.secureContext } : {}),
+      ...(secureContext ? { secureContext } : {}),
     });
     this.sessions.add(session);
     session
@@ -237,6 +369,7 @@ export class ProxyServer {
 
   /** Stops accepting; waits up to `graceMs` for sessions to end, then ends them with 57P01. */
   async close(graceMs = 0): Promise<void> {
+    this.draining = true;
     const server = this.server;
     this.server = undefined;
     const closed = server ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
@@ -245,16 +378,19 @@ export class ProxyServer {
       const deadline = this.now() + graceMs;
       while (this.sessions.size > 0 && this.now() < deadline) await new Promise((r) => setTimeout(r, 100));
     }
+    if (this.sessions.size > 0) this.log.info({ event: 'drain_ended', sessions: this.sessions.size, grace_ms: graceMs }, `ending ${this.sessions.size} session(s) with 57P01 (server_shutdown)`);
     for (const s of this.sessions) s.shutdown();
     const deadline = this.now() + 2000;
     while (this.sessions.size > 0 && this.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     for (const socket of this.sockets) socket.destroy();
     await closed;
+    await this.reloading;
     await this.validator?.close();
     await this.pools.close();
     await this.perUser?.close();
     await this.metrics.close();
     this.verifier.close();
+    for (const part of this.retiredParts) await part.close();
     this.log.info({ event: 'stopped' }, 'gprxy stopped');
   }
 }

@@ -24,7 +24,8 @@ export interface ValidatorEndpointOptions {
   readonly path: string;
   /** File mode of the socket: who on this host may ask (the PostgreSQL server's user must). */
   readonly mode: number;
-  readonly verifier: TokenVerifier;
+  /** The proxy's current verifier (a config reload replaces it). */
+  readonly verifier: Pick<TokenVerifier, 'verify'>;
   readonly logger: Logger;
 }
 

@@ -177,7 +177,7 @@ const SECURITY_HEADERS = {
 };
 
 /** The /status route for the metrics listener (ProxyMetrics.route). */
-export function statusRoute(deps: { access: AdminAccess; verifier: TokenVerifier; ctx: AdminContext; refusals: RefusalHistory; log: Logger }): (req: IncomingMessage, res: ServerResponse, path: string) => boolean {
+export function statusRoute(deps: { access: AdminAccess; verifier: Pick<TokenVerifier, 'verify'>; ctx: AdminContext; refusals: RefusalHistory; log: Logger }): (req: IncomingMessage, res: ServerResponse, path: string) => boolean {
   const answer = (res: ServerResponse, status: number, text: string, extra: Record<string, string> = {}) =>
     res.writeHead(status, { ...SECURITY_HEADERS, 'content-type': 'text/plain; charset=utf-8', ...extra }).end(`${text}\n`);
   return (req, res, path) => {

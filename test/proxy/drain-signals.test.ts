@@ -1,0 +1,157 @@
+/**
+ * `gprxy serve` as an orchestrator sees it (issue 18): a real process, real signals. SIGTERM turns /readyz
+ * unready at once and drains under load: no query of an open session fails before the grace period ends,
+ * then every session gets 57P01 with `server_shutdown` logged; --exit-zero-on-sigterm exits 0. SIGHUP and
+ * the opt-in file watch reload the config; a broken file is refused and the proxy keeps serving.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { stringify } from 'yaml';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startCli, type CliProcess } from '../support/cli.js';
+import { startTestProvider, type TestProvider } from '../support/oidc.js';
+import { createAppDatabase, startTestPostgres, type Cluster } from '../support/postgres.js';
+import { proxyDocument } from '../support/proxy-stack.js';
+import { loginAs } from '../support/tokens.js';
+
+let cluster: Cluster;
+let idp: TestProvider;
+let dir: string;
+let aliceToken: string;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'gprxy-drain-'));
+  cluster = await startTestPostgres();
+  await createAppDatabase(cluster);
+  await createAppDatabase(cluster, 'otherdb');
+  idp = await startTestProvider();
+  const leaf = await idp.ca.issue(['localhost', '127.0.0.1']);
+  writeFileSync(join(dir, 'server.crt'), leaf.cert);
+  writeFileSync(join(dir, 'server.key'), leaf.key, { mode: 0o600 });
+  writeFileSync(join(dir, 'idp-ca.crt'), idp.provider.caCert);
+  aliceToken = (await loginAs(idp.provider, 'alice')).accessToken;
+});
+afterAll(async () => {
+  await idp?.close();
+  await cluster?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function writeConfig(name: string, overrides: Record<string, unknown> = {}): string {
+  const doc = proxyDocument(cluster, idp, { cert: '', key: '' }, { tls: { cert: 'server.crt', key: 'server.key' }, log: { level: 'info' }, metrics: { listen: '127.0.0.1:0' }, ...overrides });
+  (doc.providers as Record<string, unknown>[])[0]!.ca = 'idp-ca.crt';
+  const file = join(dir, name);
+  writeFileSync(file, stringify(doc));
+  return file;
+}
+
+async function serve(args: string[]): Promise<{ cli: CliProcess; port: number; readyz: () => Promise<{ status: number; body: string }> }> {
+  const cli = startCli(['serve', ...args]);
+  const port = Number((await cli.waitFor(/"event":"listening".*?"port":(\d+)/, 'stdout'))[1]);
+  const metricsPort = Number((await cli.waitFor(/"event":"metrics_listening".*?"port":(\d+)/, 'stdout'))[1]);
+  const readyz = async () => {
+    const r = await fetch(`http://127.0.0.1:${metricsPort}/readyz`);
+    return { status: r.status, body: await r.text() };
+  };
+  return { cli, port, readyz };
+}
+
+const connect = async (port: number, database = 'mydb') => {
+  const c = new pg.Client({ host: '127.0.0.1', port, user: 'alice@example.com', password: aliceToken, database, ssl: { ca: idp.ca.cert, servername: 'localhost' } });
+  await c.connect();
+  return c;
+};
+
+describe('SIGTERM drain', () => {
+  it('turns /readyz unready at once, lets open sessions work through the grace period, then ends them with 57P01; exit 0 with --exit-zero-on-sigterm', async () => {
+    const graceMs = 2500;
+    const { cli, port, readyz } = await serve(['--config', writeConfig('drain.yaml'), '--drain-timeout', String(graceMs / 1000), '--exit-zero-on-sigterm']);
+    expect(await readyz()).toEqual({ status: 200, body: 'ready\n' });
+    const clients = await Promise.all([1, 2, 3, 4].map(() => connect(port)));
+    // Load: each client runs short queries back to back until its session is ended.
+    const outcomes = clients.map(async (c) => {
+      c.on('error', () => undefined);
+      let ok = 0;
+      for (;;) {
+        try {
+          await c.query('select pg_sleep(0.02)');
+          ok++;
+        } catch (e) {
+          return { ok, code: (e as { code?: string }).code, at: Date.now() };
+        }
+      }
+    });
+    await new Promise((r) => setTimeout(r, 200));
+    const termAt = Date.now();
+    cli.child.kill('SIGTERM');
+    await cli.waitFor(/"event":"signal"/, 'stdout');
+    const unready = await readyz();
+    expect(unready.status).toBe(503);
+    expect(unready.body).toContain('draining');
+    // Stopped accepting: a new client is refused at the TCP level (the replica is out of the Service).
+    await expect(connect(port)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+
+    const ends = await Promise.all(outcomes);
+    for (const end of ends) {
+      expect(end.code).toBe('57P01');
+      expect(end.at - termAt).toBeGreaterThanOrEqual(graceMs - 100);
+      expect(end.ok).toBeGreaterThan(10);
+    }
+    const r = await cli.result;
+    expect(r.code).toBe(0);
+    const lines = r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.filter((l) => l.event === 'session_end' && l.reason === 'server_shutdown')).toHaveLength(4);
+    expect(lines.find((l) => l.event === 'drain_ended')).toMatchObject({ sessions: 4, grace_ms: graceMs });
+    await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
+  });
+
+  it('exits 143 on SIGTERM without the flag, at once when no session is open', async () => {
+    const { cli } = await serve(['--config', writeConfig('plain.yaml'), '--drain-timeout', '30']);
+    cli.child.kill('SIGTERM');
+    expect((await cli.result).code).toBe(143);
+  });
+});
+
+describe('SIGHUP and --watch-config', () => {
+  it('reload the config for new logins, refuse a broken one, and never drop the open session', async () => {
+    const file = writeConfig('reload.yaml');
+    const { cli, port } = await serve(['--config', file, '--watch-config', '--watch-interval', '100ms']);
+    const open = await connect(port);
+    await expect(connect(port, 'otherdb')).rejects.toMatchObject({ code: '3D000' });
+
+    // SIGHUP: a database added.
+    const databases = (extra: Record<string, unknown> = {}) => ({
+      mydb: { host: cluster.host, port: cluster.port, dbname: 'mydb', pool: { size: 5 } },
+      otherdb: { host: cluster.host, port: cluster.port, dbname: 'otherdb', pool: { size: 2 } },
+      ...extra,
+    });
+    writeConfig('reload.yaml', { databases: databases() });
+    // The watch may see the write first; either way one reload applies it.
+    cli.child.kill('SIGHUP');
+    await cli.waitFor(/"event":"config_reloaded".*"databasesAdded":\["otherdb"\]/, 'stdout');
+    const other = await connect(port, 'otherdb');
+    expect((await other.query('select current_database() as db')).rows[0].db).toBe('otherdb');
+    await other.end();
+
+    // A broken file (the watch sees it): refused, logged with the validation error, the proxy serves on.
+    writeFileSync(file, stringify({ providers: [], databases: {} }));
+    await cli.waitFor(/"event":"config_reload_refused".*"trigger":"file_watch".*"code":"invalid_config"/, 'stdout');
+    const again = await connect(port, 'otherdb');
+    await again.end();
+
+    // The watch again: a valid change (otherdb removed) applies without a signal.
+    writeConfig('reload.yaml');
+    await cli.waitFor(/"event":"config_reloaded".*"trigger":"file_watch".*"databasesRemoved":\["otherdb"\]/, 'stdout');
+    await expect(connect(port, 'otherdb')).rejects.toMatchObject({ code: '3D000' });
+
+    // The session opened before all this: still the same backend, still working.
+    expect((await open.query('select 1 as one')).rows[0].one).toBe(1);
+    await open.end();
+    cli.child.kill('SIGTERM');
+    const r = await cli.result;
+    expect(r.code).toBe(143);
+    expect(r.stdout + r.stderr).not.toContain(aliceToken.split('.')[2]!);
+  });
+});
