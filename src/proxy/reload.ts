@@ -137,6 +137,7 @@ export class ConfigReloader {
       logger.error({ event: 'config_reload_refused', trigger, file, code, error }, `config reload refused, the running config stays: ${error}`);
       return { ok: false, code, error };
     }
+    for (const warning of next.warnings ?? []) logger.warn({ event: 'config_warning', trigger }, warning);
     const restart = changes.restartNeeded;
     logger.info(
       { event: 'config_reloaded', trigger, file, ...changes },
