@@ -15,23 +15,28 @@ import { startTestProvider, type TestProvider } from '../support/oidc.js';
 import { createAppDatabase, startTestPostgres, type Cluster } from '../support/postgres.js';
 import { proxyDocument } from '../support/proxy-stack.js';
 import { loginAs } from '../support/tokens.js';
+import { DEV_USERS } from '../../src/demo/oidc-provider.js';
+
+const OPS = { username: 'olivia', password: 'olivia-pw', sub: 'auth0|olivia0005', email: 'olivia@example.com', name: 'Olivia Ops', roles: ['pg_ops'] };
 
 let cluster: Cluster;
 let idp: TestProvider;
 let dir: string;
 let aliceToken: string;
+let opsToken: string;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'gprxy-drain-'));
   cluster = await startTestPostgres();
   await createAppDatabase(cluster);
   await createAppDatabase(cluster, 'otherdb');
-  idp = await startTestProvider();
+  idp = await startTestProvider({ users: [...DEV_USERS, OPS] });
   const leaf = await idp.ca.issue(['localhost', '127.0.0.1']);
   writeFileSync(join(dir, 'server.crt'), leaf.cert);
   writeFileSync(join(dir, 'server.key'), leaf.key, { mode: 0o600 });
   writeFileSync(join(dir, 'idp-ca.crt'), idp.provider.caCert);
   aliceToken = (await loginAs(idp.provider, 'alice')).accessToken;
+  opsToken = (await loginAs(idp.provider, 'olivia')).accessToken;
 });
 afterAll(async () => {
   await idp?.close();
@@ -40,7 +45,13 @@ afterAll(async () => {
 });
 
 function writeConfig(name: string, overrides: Record<string, unknown> = {}): string {
-  const doc = proxyDocument(cluster, idp, { cert: '', key: '' }, { tls: { cert: 'server.crt', key: 'server.key' }, log: { level: 'info' }, metrics: { listen: '127.0.0.1:0' }, ...overrides });
+  const doc = proxyDocument(cluster, idp, { cert: '', key: '' }, {
+    tls: { cert: 'server.crt', key: 'server.key' },
+    log: { level: 'info' },
+    metrics: { listen: '127.0.0.1:0' },
+    admin: { database: 'gprxy', roles: ['pg_ops'] },
+    ...overrides,
+  });
   (doc.providers as Record<string, unknown>[])[0]!.ca = 'idp-ca.crt';
   const file = join(dir, name);
   writeFileSync(file, stringify(doc));
@@ -145,6 +156,20 @@ describe('SIGHUP and --watch-config', () => {
     writeConfig('reload.yaml');
     await cli.waitFor(/"event":"config_reloaded".*"trigger":"file_watch".*"databasesRemoved":\["otherdb"\]/, 'stdout');
     await expect(connect(port, 'otherdb')).rejects.toMatchObject({ code: '3D000' });
+
+    // The admin console's RELOAD: a broken file is F0000 with the running config kept; a good one applies.
+    const console = new pg.Client({ host: '127.0.0.1', port, user: 'olivia@example.com', password: opsToken, database: 'gprxy', ssl: { ca: idp.ca.cert, servername: 'localhost' } });
+    await console.connect();
+    writeFileSync(file, 'providers: [');
+    await expect(console.query('RELOAD')).rejects.toMatchObject({ code: 'F0000' });
+    writeConfig('reload.yaml', { databases: databases() });
+    const notices: string[] = [];
+    console.on('notice', (n) => notices.push(n.message ?? ''));
+    await console.query('RELOAD');
+    // The file watch may have applied the write first (then RELOAD finds no change): either way otherdb is served.
+    expect(notices.join('\n')).toMatch(/configuration reloaded \((databases added: otherdb|no change)\): applies to new logins/);
+    await (await connect(port, 'otherdb')).end();
+    await console.end();
 
     // The session opened before all this: still the same backend, still working.
     expect((await open.query('select 1 as one')).rows[0].one).toBe(1);
