@@ -207,6 +207,22 @@ export type End =
       readonly release?: () => Promise<void>;
     };
 
+/** How long a client may take to read the session's FATAL before its connection is cut. */
+const GOODBYE_MS = 5000;
+
+/**
+ * After a session's FATAL, close like PostgreSQL's backend, which exits: the relay stopped reading the client,
+ * so whatever it still sent (a query, its Terminate) would stay unread and its end never be seen, leaving the
+ * socket open for ever. Discard it, close once the FATAL is written, and cut a client that does not read it.
+ */
+function closeAfterGoodbye(socket: Socket): void {
+  socket.resume();
+  socket.destroySoon?.();
+  const cut = setTimeout(() => socket.destroy(), GOODBYE_MS);
+  cut.unref();
+  socket.once('close', () => clearTimeout(cut));
+}
+
 /** Tells the client (when it can still hear), closes its socket, counts the end and logs it with its reason. */
 export async function disconnect(conn: Connection, end: End): Promise<void> {
   const { socket } = conn;
@@ -239,7 +255,10 @@ export async function disconnect(conn: Connection, end: End): Promise<void> {
   }
   const rule: SessionRule | undefined = end.say ? END_REASONS[end.say].session : undefined;
   if (end.forced || !rule?.sqlstate) socket.destroy();
-  else if (!socket.destroyed) socket.end(errorResponse({ severity: 'FATAL', code: rule.sqlstate, message: rule.message?.(end.detail ?? {}) ?? end.reason }));
+  else if (!socket.destroyed) {
+    socket.end(errorResponse({ severity: 'FATAL', code: rule.sqlstate, message: rule.message?.(end.detail ?? {}) ?? end.reason }));
+    closeAfterGoodbye(socket);
+  }
   await end.release?.();
   conn.metrics?.sessionEnded(end.reason);
   conn.log.info(
