@@ -75,7 +75,9 @@ export class Load {
     let seq = 0;
     while (this.running) {
       const client = new pg.Client(await this.o.config(w));
-      client.on('error', () => undefined); // reported through the failing call
+      // The server's FATAL arrives as an 'error' event; the call that fails next only says "not queryable".
+      let fatal: unknown;
+      client.on('error', (e) => (fatal ??= e));
       this.clients.add(client);
       try {
         await bounded(client.connect(), hangMs, () => this.stats.hangs++);
@@ -91,7 +93,7 @@ export class Load {
         }
       } catch (e) {
         if (this.running) {
-          this.count(sqlstateOf(e));
+          this.count(sqlstateOf(e) === '08006' && fatal ? sqlstateOf(fatal) : sqlstateOf(e));
           await new Promise((r) => setTimeout(r, this.o.retryMs ?? 50));
         }
       } finally {

@@ -2,5 +2,6 @@
 import type { Scenario } from '../lib/scenario.js';
 import { fuzzCodec } from './fuzz-codec.js';
 import { pgRestart } from './pg-restart.js';
+import { soak } from './soak.js';
 
-export const SCENARIOS: readonly Scenario[] = [fuzzCodec, pgRestart];
+export const SCENARIOS: readonly Scenario[] = [fuzzCodec, pgRestart, soak];
