@@ -52,7 +52,7 @@ export const soak: Scenario = {
   summary: 'mixed load for 30 minutes (logins, queries, cancels, disconnects, token expiries, a JWKS rotation); RSS, handles and pools sampled',
   async run(o: ScenarioOptions): Promise<ScenarioResult> {
     const v = new Verdict('soak');
-    const seconds = o.seconds ?? (o.short ? 8 : 1800);
+    const seconds = o.seconds ?? (o.short ? 6 : 1800);
     const sampleMs = o.short ? 1000 : 10_000;
     const warmupS = o.short ? seconds * 0.4 : Math.min(300, seconds * 0.2);
     const tokenTtl = o.short ? 6 : 90;
@@ -73,7 +73,8 @@ export const soak: Scenario = {
       // Tokens renewed at half their life (as the tunnel does), so sessions opened late in a token's life end by its expiry.
       const renewer = (async () => {
         while (renewing) {
-          await sleep((tokenTtl * 1000) / 2);
+          const due = Date.now() + (tokenTtl * 1000) / 2;
+          while (renewing && Date.now() < due) await sleep(100);
           for (const u of USERS) {
             if (!renewing) break;
             tokens.set(u, (await loginAs(provider, u)).accessToken);
