@@ -97,6 +97,9 @@ const poolSchema = z.strictObject({
   size: z.number().int().min(1).max(10_000).default(20),
   idle_timeout: duration.default(600_000),
   max_lifetime: duration.default(3_600_000),
+  // Transaction pooling: named statements kept per backend under proxy names, LRU of this many (PgBouncer's
+  // max_prepared_statements, same default); 0 refuses named statements.
+  prepared_statements: z.number().int().min(0).max(100_000).default(200),
 });
 
 const databaseSchema = z.strictObject({
@@ -110,7 +113,7 @@ const databaseSchema = z.strictObject({
   client_auth: z.enum(['password', 'oauthbearer']).default('password'),
   oauth_issuer: z.string().url().optional(),
   oauth_scope: z.string().min(1).regex(/^[\x21-\x7e]+( [\x21-\x7e]+)*$/, 'scopes are printable ASCII separated by single spaces').optional(),
-  pool: poolSchema.default({ mode: 'session', size: 20, idle_timeout: 600_000, max_lifetime: 3_600_000 }),
+  pool: poolSchema.default({ mode: 'session', size: 20, idle_timeout: 600_000, max_lifetime: 3_600_000, prepared_statements: 200 }),
   // Who the database sees (issue 12): the mapped service account, or a PostgreSQL role per SSO user.
   identity: z.enum(['shared_account', 'per_user']).default('shared_account'),
   audit: z
@@ -259,7 +262,7 @@ export interface DatabaseConfig {
   readonly clientAuth: 'password' | 'oauthbearer';
   /** OAUTHBEARER only: the issuer and scope a discovery request is told about (PostgreSQL 18's JSON challenge). */
   readonly oauth?: { readonly issuer: string; readonly scope: string };
-  readonly pool: { readonly mode: PoolMode; readonly size: number; readonly idleTimeoutMs: number; readonly maxLifetimeMs: number };
+  readonly pool: { readonly mode: PoolMode; readonly size: number; readonly idleTimeoutMs: number; readonly maxLifetimeMs: number; readonly preparedStatements: number };
   /** Statement audit trail (DESIGN.md 2.6); `statements: 'none'` keeps the relay header-only. */
   readonly audit: StatementAuditConfig;
   /** shared_account: the mapped service account; per_user: a provisioned PostgreSQL role per user (issue 12). */
@@ -567,7 +570,7 @@ export function buildProxyConfig(
       mode: d.mode,
       clientAuth: d.client_auth,
       ...oauthBearerSettings(name, d, f.providers, problems),
-      pool: { mode: d.pool.mode, size: d.pool.size, idleTimeoutMs: d.pool.idle_timeout, maxLifetimeMs: d.pool.max_lifetime },
+      pool: { mode: d.pool.mode, size: d.pool.size, idleTimeoutMs: d.pool.idle_timeout, maxLifetimeMs: d.pool.max_lifetime, preparedStatements: d.pool.prepared_statements },
       audit: auditConfig(d.audit, baseDir),
       identity: d.identity,
     };

@@ -100,6 +100,20 @@ export class ProxyMetrics {
       },
     });
     new Gauge({
+      name: 'gprxy_prepared_statements',
+      help: 'Transaction pooling, prepared statements across backends, per pool (since start): hit (a Parse answered from a backend that held the statement), miss (prepared on a backend), eviction (Closed to stay within pool.prepared_statements)',
+      labelNames: ['pool', 'event'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [pool, s] of Object.entries(sources.pools.stats())) {
+          this.set({ pool, event: 'hit' }, s.preparedHits);
+          this.set({ pool, event: 'miss' }, s.preparedMisses);
+          this.set({ pool, event: 'eviction' }, s.preparedEvictions);
+        }
+      },
+    });
+    new Gauge({
       name: 'gprxy_token_verifications',
       help: 'Token checks since start: verified with crypto, served from the verified-token cache',
       labelNames: ['kind'],

@@ -4,6 +4,7 @@
  * comes back through `release`, which resets it (src/proxy/backend-sql.ts releaseReset) so nothing leaks to the next user; a backend
  * that is mid-transaction, broken or too old is closed instead.
  */
+import { PreparedStatementStats } from './txpool/prepared-statements.js';
 import type { Logger } from 'pino';
 import { SqlState } from '../protocol/sqlstate.js';
 import { setLongTimeout, type LongTimer } from '../shared/long-timer.js';
@@ -92,6 +93,10 @@ export interface PoolStats {
   waitMs: number;
   transactions: number;
   transactionMs: number;
+  /** Transaction pooling's prepared statements across backends (src/proxy/txpool/prepared-statements.ts). */
+  preparedHits: number;
+  preparedMisses: number;
+  preparedEvictions: number;
 }
 
 export class BackendPool {
@@ -127,6 +132,9 @@ export class BackendPool {
       waitMs: this.waitMs,
       transactions: this.transactions,
       transactionMs: this.transactionMs,
+      preparedHits: this.preparedStatements.hits,
+      preparedMisses: this.preparedStatements.misses,
+      preparedEvictions: this.preparedStatements.evictions,
     };
   }
 
@@ -135,6 +143,9 @@ export class BackendPool {
   private waitMs = 0;
   private transactions = 0;
   private transactionMs = 0;
+
+  /** Transaction pooling: prepared-statement cache counters of this pool's backends. */
+  readonly preparedStatements = new PreparedStatementStats();
 
   /** Transaction pooling: one transaction (attach to release) took `ms`. */
   recordTransaction(ms: number): void {

@@ -32,3 +32,12 @@ describe('databases.<name>.pool.mode', () => {
     expect(() => build({ pool: { mode: 'transaction' }, audit: { statements: 'all' } })).toThrow(/pool\.mode: transaction/);
   });
 });
+
+describe('databases.<name>.pool.prepared_statements', () => {
+  it("is PgBouncer's default of 200 statements per backend, 0 turns named statements off, a negative or huge size is refused", () => {
+    expect(build({ pool: { mode: 'transaction' } }).databases.mydb!.pool.preparedStatements).toBe(200);
+    expect(build({ pool: { mode: 'transaction', prepared_statements: 0 } }).databases.mydb!.pool.preparedStatements).toBe(0);
+    expect(() => build({ pool: { mode: 'transaction', prepared_statements: -1 } })).toThrow(/databases\.mydb\.pool\.prepared_statements/);
+    expect(() => build({ pool: { mode: 'transaction', prepared_statements: 1_000_000 } })).toThrow(/prepared_statements/);
+  });
+});

@@ -167,6 +167,20 @@ export class BackendStatements {
   }
 }
 
+const BACKEND_STATEMENTS = 'txprep.statements';
+/** Stands for an unnamed statement on a backend that is nobody's we know of. */
+const FOREIGN_UNNAMED: StatementDef = { query: '', paramTypes: Buffer.alloc(2), backendName: '', kind: { kind: 'other' } };
+
+/** The statement cache of a backend connection (kept in its attributes: it lives and dies with the connection). */
+export function backendStatementsOf(backend: { readonly attributes: Map<string, unknown> }, capacity: number): BackendStatements {
+  let statements = backend.attributes.get(BACKEND_STATEMENTS) as BackendStatements | undefined;
+  if (!statements) {
+    statements = new BackendStatements(capacity);
+    backend.attributes.set(BACKEND_STATEMENTS, statements);
+  }
+  return statements;
+}
+
 /** One client's statements, as it named them: they follow the client from backend to backend. */
 export class ClientStatements {
   constructor(private readonly limits: StatementLimits = DEFAULT_LIMITS) {}
@@ -261,6 +275,9 @@ export class StatementRouter {
 
   attach(backend: BackendStatements): void {
     this.backend = backend;
+    // Between two clients the backend ran the proxy's own statements (setup, reset), which may use the unnamed
+    // statement: whatever it holds now is not this client's.
+    backend.unnamed = FOREIGN_UNNAMED;
     this.queue.length = 0;
     this.skipping = false;
     this.lastStatus = ReadyStatus.IDLE;

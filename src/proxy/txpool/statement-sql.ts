@@ -55,6 +55,13 @@ export function queryKinds(sql: string): StatementKind[] {
   return kinds.some((k) => k.kind !== 'other') ? kinds : [];
 }
 
+/** A Query that is one `DEALLOCATE [PREPARE] name` (not ALL): the router tracks it (PHP PDO, Rails). */
+export function isTrackedDeallocate(sql: string): boolean {
+  if (!/deallocate/i.test(sql)) return false;
+  const kinds = queryKinds(sql);
+  return kinds.length === 1 && kinds[0]!.kind === 'deallocate';
+}
+
 function literal(s: string): string {
   return `'${s.replace(/'/g, "''")}'`;
 }

@@ -33,6 +33,8 @@ import type { Backend } from '../backend.js';
 import type { RelayEndReason } from '../relay.js';
 import type { RelayProbe } from '../session-registry.js';
 import { checkSql, type Refused } from './session-state.js';
+import { backendStatementsOf, StatementRouter, type PreparedStatementStats, type RouterOutput } from './prepared-statements.js';
+import { isTrackedDeallocate } from './statement-sql.js';
 
 /** Client messages larger than this end the session (PostgreSQL's own limit for most messages is 1 GB). */
 export const MAX_CLIENT_MESSAGE = 256 * 1024 * 1024;
@@ -41,6 +43,9 @@ const MAX_CAPTURE = 8192;
 
 const { QUERY, PARSE, BIND, DESCRIBE, CLOSE, SYNC, FLUSH, FUNCTION_CALL, TERMINATE } = FrontendCode;
 const READY = BackendCode.READY_FOR_QUERY;
+const COMMAND_COMPLETE = BackendCode.COMMAND_COMPLETE;
+/** A command tag the router checks (DEALLOCATE ALL, DISCARD ALL) is short. */
+const MAX_TAG = 64;
 const ERROR = BackendCode.ERROR_RESPONSE;
 const STATEMENT = 0x53; // 'S' in Describe / Close: a prepared statement (not a portal)
 const IDLE = ReadyStatus.IDLE;
@@ -77,7 +82,7 @@ export function refusalError(r: Refused): Buffer {
 
 const NAMED_STATEMENT: Refused = {
   what: 'a named prepared statement',
-  instead: 'use unnamed statements (e.g. pgbench -M extended, node-postgres queries without a name), or a database with pool.mode: session',
+  instead: 'this database has pool.prepared_statements: 0; set it above 0 (default 200), use unnamed statements (e.g. pgbench -M extended), or a database with pool.mode: session',
 };
 
 /** One Sync-terminated group of messages sent to the backend, answered by one ReadyForQuery. */
@@ -105,6 +110,11 @@ export interface TxRelayDeps {
   /** Checking out a backend failed (pool timeout, database down): the error the client is told. */
   readonly acquireFailed: (e: unknown) => Buffer;
   readonly now: () => number;
+  /**
+   * Named prepared statements across backends (pool.prepared_statements > 0): the pool's counters and the LRU
+   * size per backend. Absent: named statements are refused with 0A000.
+   */
+  readonly preparedStatements?: { readonly stats: PreparedStatementStats; readonly capacity: number };
 }
 
 export interface TxRelayResult {
@@ -116,6 +126,13 @@ export interface TxRelayResult {
 }
 
 export class TxRelay {
+  /** Renames the client's named statements per backend (prepared-statements.ts); undefined when they are refused. */
+  private readonly router: StatementRouter | undefined;
+  /** Answers the router made up while a backend message was half relayed: sent after that message. */
+  private pendingToClient: Buffer[] = [];
+  /** The body of a CommandComplete the router asked to see. */
+  private tag: Buffer | undefined;
+  private tagFill = 0;
   private backend: Backend | undefined;
   private backendSocket: Socket | undefined;
   private attaching = false;
@@ -159,7 +176,10 @@ export class TxRelay {
   constructor(
     private readonly client: Socket,
     private readonly deps: TxRelayDeps,
-  ) {}
+  ) {
+    const prepared = deps.preparedStatements;
+    this.router = prepared && prepared.capacity > 0 ? new StatementRouter(prepared.stats) : undefined;
+  }
 
   start(pending?: Buffer): void {
     if (this.client.destroyed || this.client.readableEnded) return this.finish('client_closed');
@@ -201,7 +221,8 @@ export class TxRelay {
     if (!backend) return undefined;
     this.unlistenBackend();
     this.backend = undefined;
-    const quiet = this.units.length === 0 && this.open.count === 0 && this.headerFill === 0 && !this.inBody;
+    const quiet = this.units.length === 0 && this.open.count === 0 && this.headerFill === 0 && !this.inBody && (this.router?.idle ?? true);
+    this.router?.detach();
     return { backend, state: !quiet ? 'busy' : this.lastStatus === IDLE ? 'idle' : 'open' };
   }
 
@@ -328,6 +349,7 @@ export class TxRelay {
         }
         this.backend = backend;
         this.backendSocket = socket;
+        this.router?.attach(backendStatementsOf(backend, this.deps.preparedStatements!.capacity));
         this.attachedAt = this.deps.now();
         this.setupError = undefined;
         this.lastStatus = IDLE;
@@ -358,23 +380,27 @@ export class TxRelay {
   private inspect(m: Buffer): Refused | undefined {
     const type = m[0]!;
     switch (type) {
-      case QUERY:
-        return this.checkText(cstring(m, 5));
+      case QUERY: {
+        const sql = cstring(m, 5);
+        // `DEALLOCATE name` of a protocol-level statement (PHP PDO, Rails): the router keeps it per client.
+        if (this.router && isTrackedDeallocate(sql)) return undefined;
+        return this.checkText(sql);
+      }
       case PARSE: {
         const nameEnd = m.indexOf(0, 5);
         if (nameEnd < 0) return undefined; // malformed: the backend says so
-        // HOOK (txprep): named statements are renamed per backend instead of refused.
-        if (nameEnd > 5) return NAMED_STATEMENT;
+        // Named statements are renamed per backend by the router; without it they are refused.
+        if (nameEnd > 5 && !this.router) return NAMED_STATEMENT;
         return this.checkText(cstring(m, nameEnd + 1));
       }
       case BIND: {
         const portalEnd = m.indexOf(0, 5);
-        if (portalEnd < 0) return undefined;
+        if (portalEnd < 0 || this.router) return undefined;
         return m[portalEnd + 1] === 0 ? undefined : NAMED_STATEMENT;
       }
       case DESCRIBE:
       case CLOSE:
-        return m[5] === STATEMENT && m.length > 6 && m[6] !== 0 ? NAMED_STATEMENT : undefined;
+        return !this.router && m[5] === STATEMENT && m.length > 6 && m[6] !== 0 ? NAMED_STATEMENT : undefined;
       default:
         return undefined;
     }
@@ -404,6 +430,21 @@ export class TxRelay {
     if (type === QUERY || type === SYNC || type === FUNCTION_CALL) {
       this.units.push(this.open);
       this.open = { kind: 'client', count: 0 };
+    }
+    if (this.router) {
+      const routed: RouterOutput = { toBackend: [], toClient: [] };
+      try {
+        this.router.fromClient(out[0]!, out.subarray(5), out, routed);
+      } catch (e) {
+        this.finish('protocol_error', (e as Error).message);
+        return;
+      }
+      if (routed.toClient.length) {
+        if (this.headerFill === 0 && !this.inBody) this.client.write(Buffer.concat(routed.toClient));
+        else this.pendingToClient.push(...routed.toClient);
+      }
+      if (routed.toBackend.length === 0) return;
+      out = routed.toBackend.length === 1 ? routed.toBackend[0]! : Buffer.concat(routed.toBackend);
     }
     if (!this.backendSocket!.write(out)) {
       this.client.pause();
@@ -460,6 +501,8 @@ export class TxRelay {
         this.statusPending = this.type === READY;
         this.capture = !this.pass && this.type === ERROR ? Buffer.allocUnsafe(Math.min(this.bodyLeft, MAX_CAPTURE)) : undefined;
         this.captureFill = 0;
+        this.tag = this.routed() && this.type === COMMAND_COMPLETE && this.router!.wantsBody(this.type) ? Buffer.allocUnsafe(Math.min(this.bodyLeft, MAX_TAG)) : undefined;
+        this.tagFill = 0;
         if (this.pass) {
           if (i - headerStart === 5) {
             if (passFrom < 0) passFrom = headerStart;
@@ -476,6 +519,7 @@ export class TxRelay {
             this.statusPending = false;
           }
           if (this.capture && this.captureFill < this.capture.length) this.captureFill += chunk.copy(this.capture, this.captureFill, i, i + take);
+          if (this.tag && this.tagFill < this.tag.length) this.tagFill += chunk.copy(this.tag, this.tagFill, i, i + take);
           if (this.pass && passFrom < 0) passFrom = i;
           i += take;
           this.bodyLeft -= take;
@@ -483,6 +527,12 @@ export class TxRelay {
       }
       if (this.inBody && this.bodyLeft === 0) {
         this.inBody = false;
+        if (this.pendingToClient.length) {
+          // Made up by the router while this message was half relayed (it had nothing outstanding then).
+          flush(i);
+          out.push(...this.pendingToClient);
+          this.pendingToClient = [];
+        }
         if (this.backendEnd(this.type, () => flush(i), out)) {
           flush(i);
           if (i < n) this.finish('backend_error', 'database sent data after the transaction ended');
@@ -494,16 +544,30 @@ export class TxRelay {
     return false;
   }
 
+  /** The backend's message now belongs to the client's messages, which the router follows. */
+  private routed(): boolean {
+    return this.router !== undefined && (this.units[0] ?? this.open).kind === 'client';
+  }
+
   /** Whether the message starting now goes to the client. */
   private backendHeader(type: number): boolean {
     const unit = this.units[0] ?? this.open;
     if (unit.kind === 'setup') return false;
-    return !(type === ERROR && unit.replace);
+    // The router drops answers to the messages it added (a re-prepare before a Bind), or replaces an error.
+    const routerPasses = this.router ? this.router.backendHeader(type) : true;
+    return !(type === ERROR && unit.replace) && routerPasses;
   }
 
   /** A backend message ended; true when the transaction is over and the backend can be released. */
   private backendEnd(type: number, flush: () => void, out: Buffer[]): boolean {
     const unit = this.units[0] ?? this.open;
+    if (unit.kind === 'client' && this.router) {
+      // Answers the router synthesizes (ParseComplete, CloseComplete) follow this message.
+      flush();
+      const body = type === READY ? Buffer.from([this.status]) : this.tag?.subarray(0, this.tagFill);
+      this.tag = undefined;
+      this.router.backendEnd(type, body, out);
+    }
     if (type === ERROR) {
       if (unit.kind === 'setup') {
         const fields = parseErrorFields(this.capture!.subarray(0, this.captureFill));
@@ -524,7 +588,7 @@ export class TxRelay {
     }
     this.units.shift();
     if (unit.kind === 'client') this.lastStatus = this.status;
-    return this.units.length === 0 && this.open.count === 0 && this.lastStatus === IDLE && this.carryLength === 0;
+    return this.units.length === 0 && this.open.count === 0 && this.lastStatus === IDLE && this.carryLength === 0 && (this.router?.idle ?? true);
   }
 
   /** The transaction ended: the backend goes back to the pool (its reset runs there). */
@@ -533,6 +597,7 @@ export class TxRelay {
     if (!backend || this.ended) return;
     this.unlistenBackend();
     this.backend = undefined;
+    this.router?.detach();
     this.transactions++;
     const touched = [...this.touched];
     const resetAll = this.resetAll;

@@ -167,6 +167,7 @@ export class TxSession {
         return errorResponse({ severity: 'ERROR', code, message: e instanceof Error ? e.message : 'no database connection available' });
       },
       release: (backend, how) => this.release(pool, backend, how),
+      preparedStatements: { stats: pool.preparedStatements, capacity: database.pool.preparedStatements },
     });
     this.relay = relay;
     let lifetimeTimer: LongTimer | undefined;
