@@ -154,6 +154,7 @@ export class PoolManager {
     const key = `${database.name}/user:${role}`;
     let pool = this.pools.get(key);
     if (!pool) {
+      this.dropEmptyUserPools();
       const target: BackendTarget = {
         host: database.host,
         port: database.port,
@@ -180,6 +181,27 @@ export class PoolManager {
       this.specs.set(key, this.poolSpec(database, undefined));
     }
     return pool;
+  }
+
+  private lastUserPoolSweep = 0;
+
+  /**
+   * Per-user pools come and go with people: one with no backend, no waiter and nothing draining is closed
+   * and forgotten (at most once a minute, when another user's pool is created), so a proxy that has seen
+   * thousands of users does not keep a pool and its timer for each. Runs synchronously: a pool just handed
+   * out has already counted its backend or waiter before anything else can run.
+   */
+  private dropEmptyUserPools(now = Date.now()): void {
+    if (now - this.lastUserPoolSweep < 60_000) return;
+    this.lastUserPoolSweep = now;
+    for (const [key, pool] of this.pools) {
+      if (!key.includes('/user:')) continue;
+      const s = pool.stats();
+      if (s.total === 0 && s.waiting === 0 && s.draining === 0) {
+        this.pools.delete(key);
+        void pool.close();
+      }
+    }
   }
 
   /**
