@@ -121,11 +121,18 @@ export class ClientSession {
         await this.passthrough(login.database, login.startup);
         return;
       }
-      // pool.mode: transaction gets a backend per transaction (src/proxy/txpool).
-      if (login.database.pool.mode === 'transaction') this.session = new TxSession(this.inner, this.log, this.startedAt);
       track.mode = 'oauth';
-      if (this.killRequested) this.session.stop('killed_by_admin');
-      await this.session.run(this.login, login, loginTimer);
+      if (login.kind === 'transaction') {
+        // pool.mode: transaction gets a backend per transaction (src/proxy/txpool).
+        const session = new TxSession(this.inner, this.log, this.startedAt);
+        this.session = session;
+        if (this.killRequested) session.stop('killed_by_admin');
+        await session.run(this.login, login, loginTimer);
+      } else {
+        const session = this.session as Session;
+        if (this.killRequested) session.stop('killed_by_admin');
+        await session.run(this.login, login, loginTimer);
+      }
       track.established = true;
     } catch (e) {
       loginTimer.clear();

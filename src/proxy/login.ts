@@ -29,6 +29,7 @@ import type { PoolManager } from './pools.js';
 import type { AdminAccess } from './admin/admin-access.js';
 import type { TrackedSession } from './session-registry.js';
 import { FrontendCode } from '../protocol/codes.js';
+import { knownGreeting } from './txpool/greeting-cache.js';
 import type { PerUserRoles } from './per-user/per-user-login.js';
 
 /**
@@ -64,6 +65,17 @@ export type LoginResult =
   | { readonly kind: 'cancel' }
   | { readonly kind: 'admin'; readonly startup: StartupMessagePacket; readonly identity: Identity; readonly expiresAt: number; readonly tokenId: string }
   | { readonly kind: 'passthrough'; readonly startup: StartupMessagePacket; readonly database: DatabaseConfig }
+  | {
+      /** pool.mode: transaction; `backend` only when the greeting's parameters must be read from one. */
+      readonly kind: 'transaction';
+      readonly startup: StartupMessagePacket;
+      readonly database: DatabaseConfig;
+      readonly identity: Identity;
+      readonly expiresAt: number;
+      readonly tokenId: string;
+      readonly pool: BackendPool;
+      readonly backend?: Backend;
+    }
   | {
       readonly kind: 'authenticated';
       readonly startup: StartupMessagePacket;
@@ -230,6 +242,12 @@ export class Login {
     }
     const account = config.accounts[identity.account]!;
     const pool = this.deps.pools.get(database, account);
+    if (database.pool.mode === 'transaction') {
+      // A client holds no backend between transactions (src/proxy/txpool): its greeting needs one only
+      // when this pool has not greeted these startup parameters yet.
+      const backend = knownGreeting(pool, startup.parameters) ? undefined : await this.acquire(pool);
+      return { kind: 'transaction', startup, database, identity, expiresAt: verified.expiresAt, tokenId: verified.tokenId, pool, ...(backend ? { backend } : {}) };
+    }
     const backend = await this.acquire(pool);
     return { kind: 'authenticated', startup, database, identity, expiresAt: verified.expiresAt, tokenId: verified.tokenId, pool, backend };
   }

@@ -41,7 +41,7 @@ export const MAX_CLIENT_MESSAGE = 256 * 1024 * 1024;
 /** Bytes of a swallowed ErrorResponse kept for the log line. */
 const MAX_CAPTURE = 8192;
 
-const { QUERY, PARSE, BIND, DESCRIBE, CLOSE, SYNC, FLUSH, FUNCTION_CALL, TERMINATE } = FrontendCode;
+const { QUERY, PARSE, BIND, DESCRIBE, CLOSE, EXECUTE, SYNC, FLUSH, FUNCTION_CALL, TERMINATE } = FrontendCode;
 const READY = BackendCode.READY_FOR_QUERY;
 const COMMAND_COMPLETE = BackendCode.COMMAND_COMPLETE;
 /** A command tag the router checks (DEALLOCATE ALL, DISCARD ALL) is short. */
@@ -91,7 +91,7 @@ interface Unit {
   readonly kind: 'setup' | 'client';
   /** The proxy refused a message of this unit: its ErrorResponse replaces the backend's first one. */
   replace?: Buffer | undefined;
-  /** Messages sent so far (the open unit only). */
+  /** Messages sent so far that wait for a Sync (the open unit only). */
   count: number;
 }
 
@@ -335,7 +335,14 @@ export class TxRelay {
         if (!backend) return;
         this.attaching = false;
         if (this.ended) {
-          void this.deps.release(backend, { touched: [], resetAll: false, reusable: true, ms: 0 });
+          // The client left while it waited: the backend goes back unused (the pool re-attaches its reader).
+          let reusable = true;
+          try {
+            backend.detach();
+          } catch {
+            reusable = false;
+          }
+          void this.deps.release(backend, { touched: [], resetAll: false, reusable, ms: 0 });
           return;
         }
         let socket: Socket;
@@ -426,7 +433,8 @@ export class TxRelay {
       out = type === QUERY ? POISON_QUERY : POISON_PARSE;
       this.open.replace ??= refusalError(refused);
     }
-    this.open.count++;
+    // Messages that are answered only after a Sync; COPY data belongs to its Query, Flush asks for nothing.
+    if (type === PARSE || type === BIND || type === DESCRIBE || type === CLOSE || type === EXECUTE) this.open.count++;
     if (type === QUERY || type === SYNC || type === FUNCTION_CALL) {
       this.units.push(this.open);
       this.open = { kind: 'client', count: 0 };

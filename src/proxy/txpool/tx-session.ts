@@ -24,10 +24,14 @@ import { buildContextPayload, signContext } from '../identity-context.js';
 import { PoolTimeoutError, type BackendPool } from '../pool.js';
 import { BACKEND_START, BINDS_CHECKOUT, TX_CONTEXTS } from '../pools.js';
 import type { RelayProbe } from '../session-registry.js';
-import type { Authenticated, SessionClient, SessionDeps, StopReason } from '../session.js';
+import type { LoginResult } from '../login.js';
+import type { SessionClient, SessionDeps, StopReason } from '../session.js';
 import { ciLogFields, sessionEnd } from '../session-end.js';
-import { buildSetup } from '../session-setup.js';
+import { applicationNameFor, buildSetup } from '../session-setup.js';
+import { knownGreeting, rememberGreeting } from './greeting-cache.js';
 import { TxRelay, type TxRelayResult } from './tx-relay.js';
+
+export type TransactionLogin = Extract<LoginResult, { kind: 'transaction' }>;
 
 const STOP_GRACE_MS = 5_000;
 const SESSION_WITHOUT_END_MS = 365 * 86_400_000;
@@ -63,18 +67,16 @@ export class TxSession {
 
   private lastProbe: RelayProbe | undefined;
 
-  async run(client: SessionClient, login: Authenticated, loginTimer: LongTimer): Promise<void> {
-    const { config, now } = this.deps;
-    const { identity, expiresAt, pool, database, startup } = login;
-    const tenant = identity.tenantId ?? null;
-    const limits = config.limits;
-    const end = sessionEnd(limits, identity, expiresAt, now());
-    const endsAt = end.at;
-    const contextExpiry = Number.isFinite(endsAt) ? endsAt : now() + SESSION_WITHOUT_END_MS;
-
-    // The greeting's ParameterStatus values: the client's startup parameters applied on the backend the
-    // login checked out (which then goes back to the pool: the client holds none between transactions).
+  /** What a client is greeted with: from the cache, or read on the backend the login checked out. */
+  private async greeting(login: TransactionLogin): Promise<Map<string, string>> {
+    const { config } = this.deps;
+    const { identity, pool, database, startup } = login;
     const first = login.backend;
+    const cached = knownGreeting(pool, startup.parameters);
+    if (!first) {
+      if (cached) return new Map(cached);
+      throw new Refusal('backend_setup_failed', 'no database connection to read the session parameters from');
+    }
     // The pool re-attaches its reader on release: take ours off first, as a relay would.
     const giveBack = (reusable: boolean) => {
       try {
@@ -106,7 +108,24 @@ export class TxSession {
       throw new Refusal('backend_setup_failed', `backend failed during session setup: ${(e as Error).message}`, undefined, { cause: e });
     }
     await giveBack(true);
+    rememberGreeting(pool, startup.parameters, parameters);
+    return parameters;
+  }
+
+  async run(client: SessionClient, login: TransactionLogin, loginTimer: LongTimer): Promise<void> {
+    const { config, now } = this.deps;
+    const { identity, expiresAt, pool, database, startup } = login;
+    const tenant = identity.tenantId ?? null;
+    const limits = config.limits;
+    const end = sessionEnd(limits, identity, expiresAt, now());
+    const endsAt = end.at;
+    const contextExpiry = Number.isFinite(endsAt) ? endsAt : now() + SESSION_WITHOUT_END_MS;
+
+    // The greeting's ParameterStatus values: the client's startup parameters applied on a backend (the
+    // one the login checked out, which goes straight back to the pool), or the pool's cache of them.
+    const parameters = await this.greeting(login);
     if (client.closed) throw new Refusal(client.goneReason(), 'client closed the connection');
+    parameters.set('application_name', applicationNameFor(identity, startup.parameters.application_name));
 
     const key = this.deps.cancels.register({
       cancel: () => {
