@@ -25,7 +25,7 @@ import { ValidatorEndpoint } from './validator-endpoint.js';
 import { perUserRoles } from './per-user/setup.js';
 import type { PerUserRoles } from './per-user/per-user-login.js';
 import { AdminAccess } from './admin/admin-access.js';
-import type { AdminContext } from './admin/commands.js';
+import type { AdminCluster, AdminContext } from './admin/commands.js';
 import { statusRoute } from './admin/status-page.js';
 import { SessionRegistry } from './session-registry.js';
 
@@ -51,6 +51,8 @@ export interface ClusterRole {
   readonly forwardCancel?: (owner: KeyOwner, processId: number, secretKey: Buffer) => boolean;
   /** The primary serves metrics.listen (aggregating the workers): a worker must not bind it. */
   readonly metricsElsewhere?: boolean;
+  /** The admin console's view of every worker of this replica (SHOW SESSIONS, KILL) over IPC. */
+  readonly admin?: AdminCluster;
 }
 
 /** `listen` is taken: one line naming the fix (the CLI prints the message alone). */
@@ -151,6 +153,7 @@ export class ProxyServer {
               return summarizeChanges(outcome.changes);
             };
           },
+          ...(deps.cluster?.admin ? { cluster: deps.cluster.admin } : {}),
         },
       };
     }
@@ -342,7 +345,7 @@ export class ProxyServer {
       logger: this.log,
       now: this.now,
       metrics: this.metrics,
-      sessionId: this.nextSessionId++,
+      sessionId: this.takeSessionId(),
       registry: this.registry,
       ...(this.admin ? { admin: this.admin } : {}),
       ...(secureContext ? { secureContext } : {}),
@@ -365,6 +368,17 @@ export class ProxyServer {
     if (target) this.log.info(fields, `cancel (via ${via}) for ${target.user ?? 'a session'} forwarded to its backend`);
     else this.log.info(fields, `cancel request via ${via} matched no session`);
     return !!target;
+  }
+
+  /**
+   * Session ids are unique per replica: worker k of N numbers its connections k+1, k+1+N, ... so an id
+   * from SHOW SESSIONS names one connection whichever worker holds it (KILL SESSION across workers).
+   */
+  private takeSessionId(): number {
+    const step = this.cluster?.workers ?? 1;
+    const id = (this.cluster?.owner.worker ?? 0) + 1 + (this.nextSessionId - 1) * step;
+    this.nextSessionId++;
+    return id;
   }
 
   /** Stops accepting; waits up to `graceMs` for sessions to end, then ends them with 57P01. */

@@ -17,7 +17,7 @@ import { SqlState } from '../../protocol/sqlstate.js';
 import { GprxyError } from '../../shared/errors.js';
 import type { JwksStats } from '../../token/jwks-cache.js';
 import type { PoolManager } from '../pools.js';
-import type { SessionRegistry } from '../session-registry.js';
+import type { SessionRegistry, SessionSnapshot } from '../session-registry.js';
 
 /** PostgreSQL type OIDs of the columns we answer with. */
 const OID = { bool: 16, int8: 20, text: 25, timestamptz: 1184 } as const;
@@ -62,6 +62,51 @@ export interface AdminContext {
   readonly reload?: () => Promise<string>;
   /** Totals of sessions that ended, per database (SHOW STATS). */
   readonly totals: () => ReadonlyMap<string, DatabaseTotals>;
+  /** With `serve --workers`: the sessions and kills of every worker of this replica, not only this one's. */
+  readonly cluster?: AdminCluster;
+}
+
+/** What to end: one session by id, or every session of a user (login name or user id); never `except`. */
+export interface KillTarget {
+  readonly session?: number;
+  readonly user?: string;
+  readonly except?: number;
+}
+
+export interface KillOutcome {
+  readonly killed: readonly { readonly id: number; readonly user: string | null }[];
+  /** Workers that did not answer (their sessions of the user may still run). */
+  readonly unreachable: number;
+}
+
+/** The admin console across the workers of one replica (src/proxy/cluster/): answered over IPC by the primary. */
+export interface AdminCluster {
+  sessions(): Promise<{ readonly sessions: readonly SessionSnapshot[]; readonly unreachable: number }>;
+  kill(target: KillTarget): Promise<KillOutcome>;
+}
+
+/** Ends the sessions of this process that match `target` (KILL here, or a worker's share of a KILL). */
+export function killLocal(registry: SessionRegistry, target: KillTarget): { id: number; user: string | null }[] {
+  const victims = target.session !== undefined ? [registry.get(target.session)].filter((s) => s !== undefined) : target.user !== undefined ? registry.ofUser(target.user) : [];
+  const out: { id: number; user: string | null }[] = [];
+  for (const s of victims) {
+    if (s.id === target.except) continue;
+    s.kill('killed_by_admin');
+    out.push({ id: s.id, user: s.identity?.user ?? null });
+  }
+  return out;
+}
+
+async function killEverywhere(ctx: AdminContext, target: KillTarget): Promise<KillOutcome> {
+  if (ctx.cluster) return ctx.cluster.kill(target);
+  return { killed: killLocal(ctx.registry, target), unreachable: 0 };
+}
+
+function unreachableError(outcome: KillOutcome, what: string): AdminCommandError {
+  return new AdminCommandError(
+    SqlState.CANNOT_CONNECT_NOW,
+    `${what}: ${outcome.unreachable} worker${outcome.unreachable === 1 ? '' : 's'} did not answer, so sessions there may still run${outcome.killed.length ? ` (ended here: id ${outcome.killed.map((k) => k.id).join(', ')})` : ''}; run the command again`,
+  );
 }
 
 export interface DatabaseTotals {
@@ -163,10 +208,25 @@ export function plan(statement: string, ctx: AdminContext): Plan {
 
 function showPlan(what: string, ctx: AdminContext, text: string): Plan {
   const word = what.toUpperCase();
-  const simple = (columns: ColumnDescription[], rows: () => (readonly Value[])[]): Plan => ({ command: `SHOW ${word}`, columns, run: () => ({ columns, rows: rows(), tag: 'SHOW' }) });
+  const simple = (columns: ColumnDescription[], rows: () => (readonly Value[])[] | Promise<(readonly Value[])[]>, notice?: () => string | undefined): Plan => ({
+    command: `SHOW ${word}`,
+    columns,
+    run: async () => {
+      const r = await rows();
+      const n = notice?.();
+      return { columns, rows: r, tag: 'SHOW', ...(n ? { notice: n } : {}) };
+    },
+  });
   switch (word) {
     case 'SESSIONS':
-    case 'CLIENTS':
+    case 'CLIENTS': {
+      let missing = 0;
+      const all = async (): Promise<readonly SessionSnapshot[]> => {
+        if (!ctx.cluster) return ctx.registry.list();
+        const r = await ctx.cluster.sessions();
+        missing = r.unreachable;
+        return [...r.sessions].sort((a, b) => a.since - b.since || a.id - b.id);
+      };
       return simple(
         [
           col('id', 'int8'),
@@ -185,11 +245,11 @@ function showPlan(what: string, ctx: AdminContext, text: string): Plan {
           col('bytes_in', 'int8'),
           col('bytes_out', 'int8'),
         ],
-        () =>
-          ctx.registry
-            .list()
-            .map((s) => [s.id, s.user, s.subject, s.issuer, s.account, s.database, s.mode, s.client, s.application, timestamptz(s.since), s.state, s.wait, timestamptz(s.waitingSince), s.bytesIn, s.bytesOut]),
+        async () =>
+          (await all()).map((s) => [s.id, s.user, s.subject, s.issuer, s.account, s.database, s.mode, s.client, s.application, timestamptz(s.since), s.state, s.wait, timestamptz(s.waitingSince), s.bytesIn, s.bytesOut]),
+        () => (missing ? `${missing} worker${missing === 1 ? '' : 's'} did not answer: their sessions are missing from this list` : undefined),
       );
+    }
     case 'POOLS': {
       return simple(
         [col('database'), col('account'), col('pool_mode'), col('size', 'int8'), col('total', 'int8'), col('active', 'int8'), col('idle', 'int8'), col('waiting', 'int8'), col('draining', 'int8'), col('paused', 'bool')],
@@ -284,11 +344,14 @@ function killPlan(rest: string, ctx: AdminContext, text: string): Plan {
     const id = Number(target);
     return {
       command: 'KILL SESSION',
-      run() {
-        const session = ctx.registry.get(id);
-        if (!session) throw new AdminCommandError(SqlState.UNDEFINED_OBJECT, `no session with id ${id} (it may have ended; SHOW SESSIONS lists the current ones)`);
-        session.kill('killed_by_admin');
-        return { rows: [], tag: 'KILL', audit: { target_session: id, target_user: session.identity?.user ?? null, sessions: [id] } };
+      async run() {
+        const outcome = await killEverywhere(ctx, { session: id });
+        const hit = outcome.killed[0];
+        if (!hit) {
+          if (outcome.unreachable) throw unreachableError(outcome, `session ${id} was not found on the workers that answered`);
+          throw new AdminCommandError(SqlState.UNDEFINED_OBJECT, `no session with id ${id} (it may have ended; SHOW SESSIONS lists the current ones)`);
+        }
+        return { rows: [], tag: 'KILL', audit: { target_session: id, target_user: hit.user, sessions: [id] } };
       },
     };
   }
@@ -296,10 +359,10 @@ function killPlan(rest: string, ctx: AdminContext, text: string): Plan {
   if (user === undefined || user === '') throw new AdminCommandError(SqlState.SYNTAX_ERROR, `KILL USER takes one user name, e.g. KILL USER 'alice@example.com'`);
   return {
     command: 'KILL USER',
-    run(self) {
-      const victims = ctx.registry.ofUser(user).filter((s) => s.id !== self);
-      for (const s of victims) s.kill('killed_by_admin');
-      const ids = victims.map((s) => s.id);
+    async run(self) {
+      const outcome = await killEverywhere(ctx, { user, except: self });
+      const ids = outcome.killed.map((k) => k.id).sort((a, b) => a - b);
+      if (outcome.unreachable) throw unreachableError(outcome, `KILL USER '${user}' is incomplete`);
       const notice = ids.length === 0 ? `no session of user ${user}` : `ended ${ids.length} session${ids.length === 1 ? '' : 's'} of user ${user} (id ${ids.join(', ')})`;
       return { rows: [], tag: 'KILL', notice, audit: { target_user: user, sessions: ids } };
     },

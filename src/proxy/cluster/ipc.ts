@@ -7,6 +7,8 @@
  */
 import { GprxyError } from '../../shared/errors.js';
 import type { KeyOwner } from '../cancel-key.js';
+import type { KillOutcome, KillTarget } from '../admin/commands.js';
+import type { SessionSnapshot } from '../session-registry.js';
 
 /** body: what the sender sends; reply: what a request resolves with (void: one-way message). */
 export interface IpcKinds {
@@ -22,6 +24,14 @@ export interface IpcKinds {
   'worker.health': { body: Record<string, never>; reply: { ready: boolean; sessions: number } };
   /** worker → primary: JSON log lines (whole lines, batched) for the one log stream the primary writes. */
   'log.lines': { body: { text: string }; reply: void };
+  /** worker → primary: the admin console's SHOW SESSIONS, for every worker (the primary asks each). */
+  'admin.sessions.all': { body: Record<string, never>; reply: { sessions: SessionSnapshot[]; unreachable: number } };
+  /** primary → worker: this worker's sessions. */
+  'admin.sessions': { body: Record<string, never>; reply: { sessions: SessionSnapshot[] } };
+  /** worker → primary: KILL SESSION / KILL USER on every worker. */
+  'admin.kill.all': { body: KillTarget; reply: KillOutcome };
+  /** primary → worker: end this worker's sessions matching the target. */
+  'admin.kill': { body: KillTarget; reply: { killed: { id: number; user: string | null }[] } };
 }
 
 export type IpcKind = keyof IpcKinds;

@@ -22,6 +22,8 @@ import { checkBackends, describeCheck } from '../backend-check.js';
 import { ownerOf, type KeyOwner } from '../cancel-key.js';
 import { createLogger, fileDestination, type LogDestination } from '../logger.js';
 import { IpcEndpoint } from './ipc.js';
+import type { KillOutcome, KillTarget } from '../admin/commands.js';
+import type { SessionSnapshot } from '../session-registry.js';
 import { CancelPeers, MAX_CANCEL_HOPS } from './peers.js';
 
 export interface PrimaryOptions {
@@ -120,6 +122,8 @@ export class Primary {
         this.log.info({ event: 'listening', host, port, workers: this.slots.length, replica: this.replica, tls: !!this.config.tls, databases: Object.keys(this.config.databases) }, `gprxy listening on ${host}:${port} with ${this.slots.length} workers`);
       }
     });
+    ipc.handle('admin.sessions.all', () => this.adminSessions());
+    ipc.handle('admin.kill.all', (target) => this.adminKill(target));
     ipc.handle('cancel.forward', (body) => this.routeCancel(body.owner, body.processId, Buffer.from(body.secretKey, 'base64'), body.hops, slot));
     worker.on('exit', (code, signal) => {
       ipc.close();
@@ -138,6 +142,19 @@ export class Primary {
         if (!this.stopping) this.fork(slot);
       }, delay);
     });
+  }
+
+  /** The admin console's SHOW SESSIONS across workers: each live worker's list; the silent ones counted. */
+  private async adminSessions(): Promise<{ sessions: SessionSnapshot[]; unreachable: number }> {
+    // A slot without a worker (exited, being re-forked) holds no session: not counted as silent.
+    const answers = await Promise.all(this.slots.map((s) => (s.ipc ? s.ipc.request('admin.sessions', {}).catch(() => undefined) : Promise.resolve({ sessions: [] }))));
+    return { sessions: answers.flatMap((a) => a?.sessions ?? []), unreachable: answers.filter((a) => a === undefined).length };
+  }
+
+  /** KILL SESSION / KILL USER across workers: every live worker ends its matching sessions. */
+  private async adminKill(target: KillTarget): Promise<KillOutcome> {
+    const answers = await Promise.all(this.slots.map((s) => (s.ipc ? s.ipc.request('admin.kill', target).catch(() => undefined) : Promise.resolve({ killed: [] }))));
+    return { killed: answers.flatMap((a) => a?.killed ?? []), unreachable: answers.filter((a) => a === undefined).length };
   }
 
   /**

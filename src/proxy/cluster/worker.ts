@@ -11,6 +11,7 @@ import type { ProxyConfig } from '../../config/proxy-config.js';
 import { batchingDestination, createLogger } from '../logger.js';
 import { ProxyServer } from '../server.js';
 import { IpcEndpoint, type IpcTransport } from './ipc.js';
+import { killLocal } from '../admin/commands.js';
 
 export interface WorkerOptions {
   readonly slot: number;
@@ -18,6 +19,9 @@ export interface WorkerOptions {
   readonly replica: number;
   readonly drainMs: number;
 }
+
+/** The primary asks each worker within 2 s; this covers the round trip to the primary around that. */
+const ADMIN_IPC_TIMEOUT_MS = 5000;
 
 /** Exit code of a worker that crashed (EX_SOFTWARE). */
 const CRASH_EXIT = 70;
@@ -42,8 +46,15 @@ export async function runWorker(config: ProxyConfig, options: WorkerOptions): Pr
         ipc.send('cancel.forward', { owner, processId, secretKey: secretKey.toString('base64'), hops: 1 });
         return true;
       },
+      // The admin console sees and ends the sessions of every worker, through the primary.
+      admin: {
+        sessions: () => ipc.request('admin.sessions.all', {}, ADMIN_IPC_TIMEOUT_MS),
+        kill: (target) => ipc.request('admin.kill.all', target, ADMIN_IPC_TIMEOUT_MS),
+      },
     },
   });
+  ipc.handle('admin.sessions', () => ({ sessions: proxy.registry.list() }));
+  ipc.handle('admin.kill', (target) => ({ killed: killLocal(proxy.registry, target) }));
   // prom-client answers the primary's aggregator over the same channel.
   new AggregatorRegistry();
   AggregatorRegistry.setRegistries([proxy.metrics.registry]);

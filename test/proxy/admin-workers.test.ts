@@ -1,0 +1,90 @@
+/**
+ * The admin console under `gprxy serve --workers 2` (issue 21): whichever worker the operator's connection
+ * lands on, SHOW SESSIONS lists the sessions of both workers (ids unique per replica) and KILL USER ends
+ * the user's sessions on both, through the primary over IPC; nobody else's session is touched.
+ */
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEV_USERS } from '../../src/demo/oidc-provider.js';
+import { startTestProvider, type TestProvider } from '../support/oidc.js';
+import { createAppDatabase, startTestPostgres, type Cluster } from '../support/postgres.js';
+import { proxyDocument } from '../support/proxy-stack.js';
+import { startServe, type ServeProcess } from '../support/serve-process.js';
+import { loginAs, type TokenSet } from '../support/tokens.js';
+
+const OPS = { username: 'olivia', password: 'olivia-pw', sub: 'auth0|olivia0005', email: 'olivia@example.com', name: 'Olivia Ops', roles: ['pg_ops'] };
+
+let cluster: Cluster;
+let idp: TestProvider;
+let serve: ServeProcess;
+const tokens: Record<string, TokenSet> = {};
+
+beforeAll(async () => {
+  cluster = await startTestPostgres();
+  await createAppDatabase(cluster);
+  idp = await startTestProvider({ users: [...DEV_USERS, OPS] });
+  const leaf = await idp.ca.issue(['localhost', '127.0.0.1']);
+  for (const u of ['alice', 'bob', 'olivia']) tokens[u] = await loginAs(idp.provider, u);
+  const document = proxyDocument(cluster, idp, { cert: '', key: '' }, {
+    log: { level: 'info' },
+    admin: { database: 'gprxy', roles: ['pg_ops'] },
+    databases: { mydb: { host: cluster.host, port: cluster.port, dbname: 'mydb', pool: { size: 12 } } },
+  });
+  serve = await startServe(document, { 'inline-cert': leaf.cert, 'inline-key': leaf.key, 'inline-ca': idp.provider.caCert }, ['--workers', '2']);
+});
+
+afterAll(async () => {
+  await serve?.stop();
+  await idp?.close();
+  await cluster?.stop();
+});
+
+async function connect(user: string, database: string): Promise<pg.Client> {
+  const c = new pg.Client({ host: '127.0.0.1', port: serve.port, user: `${user}@example.com`, password: tokens[user]!.accessToken, database, ssl: { ca: idp.ca.cert, servername: 'localhost' } });
+  c.on('error', () => undefined);
+  await c.connect();
+  return c;
+}
+
+/** Worker k of N numbers its sessions k+1, k+1+N, ...: the id names the worker. */
+function workerOfSession(id: number): number {
+  return (id - 1) % 2;
+}
+
+describe('admin console across workers', () => {
+  it('SHOW SESSIONS lists both workers; KILL USER ends the user’s sessions on both', async () => {
+    const alice: pg.Client[] = [];
+    const bob = await connect('bob', 'mydb');
+    const ops = await connect('olivia', 'gprxy');
+    try {
+      // Until alice has sessions on both workers (Node's round-robin spreads them; a few suffice).
+      let workers = new Set<number>();
+      for (let i = 0; i < 8 && workers.size < 2; i++) {
+        alice.push(await connect('alice', 'mydb'));
+        const ids = (await ops.query('SHOW SESSIONS')).rows.filter((r) => r.user === 'alice@example.com').map((r) => Number(r.id));
+        workers = new Set(ids.map(workerOfSession));
+      }
+      expect(workers.size).toBe(2);
+      const rows = (await ops.query('SHOW SESSIONS')).rows;
+      const ids = rows.filter((r) => r.user === 'alice@example.com').map((r) => Number(r.id));
+      expect(ids).toHaveLength(alice.length);
+      expect(new Set(rows.map((r) => r.id)).size).toBe(rows.length);
+      expect(rows.some((r) => r.user === 'bob@example.com')).toBe(true);
+
+      const ended = alice.map((c) => new Promise<{ code?: string }>((resolve) => c.once('error', (e: { code?: string }) => resolve(e))));
+      await ops.query("KILL USER 'alice@example.com'");
+      for (const e of await Promise.all(ended)) expect(e.code).toBe('57P01');
+      const audit = await serve.waitFor((l) => l.event === 'admin_action' && l.command === 'KILL USER');
+      expect([...(audit.sessions as number[])].sort((a, b) => a - b)).toEqual([...ids].sort((a, b) => a - b));
+      // Each worker logged its own ends (log lines reach the primary in batches).
+      for (const id of ids) {
+        const end = await serve.waitFor((l) => l.event === 'session_end' && l.reason === 'killed_by_admin' && l.session === id);
+        expect(end.worker).toBe(workerOfSession(id));
+      }
+      expect((await bob.query('select 1 as one')).rows[0].one).toBe(1);
+      expect((await ops.query('SHOW SESSIONS')).rows.some((r) => r.user === 'alice@example.com')).toBe(false);
+    } finally {
+      await Promise.all([...alice, bob, ops].map((c) => c.end().catch(() => undefined)));
+    }
+  });
+});
