@@ -178,7 +178,7 @@ export function planDbInit(config: ProxyConfig, database: DatabaseConfig, option
     const limited = provisioner && !provisioner.superuser ? provisioner.name : undefined;
     add(...perUserStatements(groupMapping(config).all, limited, state?.serverVersion ?? 160000));
     notes.push(...provisionerNotes(provisioner?.name, provisioner?.superuser ?? false, state?.serverVersion ?? 160000));
-    hba.push(...perUserHbaLines(database.dbname));
+    hba.push(...perUserHbaLines(database.dbname, database.sslmode));
   }
 
   if (config.context.secret === undefined) {

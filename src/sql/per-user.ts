@@ -14,7 +14,7 @@
  *   privilege of theirs), and the right to write gprxy.user_login.
  */
 import { GROUP_ROLES, ensureNologinRole } from './roles.js';
-import { OWNER_ROLE } from './identity-schema.js';
+import { BEGIN_SESSION, OWNER_ROLE } from './identity-schema.js';
 import { PEER_FUNCTION_GROUPS } from './peer-isolation.js';
 import { doBlock, ident, literal } from './quote.js';
 
@@ -36,6 +36,8 @@ export function perUserStatements(groups: readonly string[], provisioner: string
 );`,
     `ALTER TABLE ${USER_LOGIN_TABLE} OWNER TO ${OWNER_ROLE};`,
     `REVOKE ALL ON TABLE ${USER_LOGIN_TABLE} FROM PUBLIC;`,
+    // Every per-user role binds its context to the checkout, whichever groups (db init's or others) it has.
+    `GRANT EXECUTE ON FUNCTION ${BEGIN_SESSION} TO ${USERS_ROLE};`,
     // The activity and signal functions back for per-user roles only (PostgreSQL's same-role rules apply).
     ...PEER_FUNCTION_GROUPS.filter((g) => g.key !== 'large_objects').map((group) =>
       doBlock(
@@ -75,12 +77,14 @@ export function perUserStatements(groups: readonly string[], provisioner: string
 export const DEFAULT_GROUPS: readonly string[] = Object.values(GROUP_ROLES);
 
 /** pg_hba.conf lines: per-user roles only from the proxies, before any broader line. */
-export function perUserHbaLines(dbname: string): string[] {
+export function perUserHbaLines(dbname: string, sslmode: string): string[] {
+  // The proxy's own connection must match the allow line: hostssl only when it connects with TLS.
+  const allow = sslmode === 'disable' ? 'host' : 'hostssl';
   return [
     `# pg_hba.conf for per-user roles (members of ${USERS_ROLE}): only the proxies may log them in, with the`,
     `# password only the proxies can derive. Put these lines above any broader line and replace PROXY_ADDRESS/32`,
     `# with the proxies' addresses: a user who changes his own role's password still has no way in around the proxy.`,
-    `hostssl ${/^[a-z_][a-z0-9_]*$/.test(dbname) ? dbname : `"${dbname.replace(/"/g, '""')}"`} +${USERS_ROLE} PROXY_ADDRESS/32 scram-sha-256`,
+    `${allow} ${/^[a-z_][a-z0-9_]*$/.test(dbname) ? dbname : `"${dbname.replace(/"/g, '""')}"`} +${USERS_ROLE} PROXY_ADDRESS/32 scram-sha-256`,
     `local all +${USERS_ROLE} reject`,
     `host all +${USERS_ROLE} 0.0.0.0/0 reject`,
     `host all +${USERS_ROLE} ::/0 reject`,

@@ -37,6 +37,7 @@ const USERS: DevUser[] = [
   { username: 'carol', password: 'carol-pw', sub: 'auth0|carol0005', email: 'carol@example.com', name: 'Carol', roles: ['pg_writer'], orgId: 'tenant-a' },
   { username: 'dave', password: 'dave-pw', sub: 'auth0|dave0006', email: 'dave@example.com', name: 'Dave', roles: ['pg_reader'], orgId: 'tenant-b' },
   { username: 'erin', password: 'erin-pw', sub: 'auth0|erin0007', email: 'erin@example.com', name: 'Erin', roles: ['pg_reader'], orgId: 'tenant-b' },
+  { username: 'gina', password: 'gina-pw', sub: 'auth0|gina0009', email: 'gina@example.com', name: 'Gina', roles: ['pg_support'], orgId: 'tenant-b' },
   { username: 'frank', password: 'frank-pw', sub: 'auth0|frank0008', email: 'frank@example.com', name: 'Frank', roles: ['pg_writer'], orgId: 'tenant-b' },
 ];
 
@@ -190,6 +191,27 @@ describe('identity: per_user', () => {
   });
 });
 
+describe('groups named in provisioning.groups', () => {
+  it('grants a NOLOGIN group of the operator, and the identity context still binds to the checkout', async () => {
+    await stack.cluster.query(`create role support_staff nologin; grant select on notes to support_staff`, [], 'mydb');
+    const base = perUserConfig();
+    await stack.startProxy({
+      ...base,
+      role_mapping: [{ role: 'pg_support', account: 'app_reader' }, { role: 'pg_writer', account: 'app_writer' }, { role: 'pg_reader', account: 'app_reader' }],
+      provisioning: { ...(base.provisioning as object), groups: [{ role: 'pg_support', group: 'support_staff' }, { role: 'pg_writer', group: 'gprxy_writer' }, { role: 'pg_reader', group: 'gprxy_reader' }] },
+    });
+    try {
+      await runDbInit(stack.config, { adminUrl: stack.cluster.url(), out: () => {} });
+      const gina = await connect('gina');
+      const r = await gina.query(`select current_user as u, gprxy.user_id() as uid, (select count(*) from notes) >= 0 as reads`);
+      expect(r.rows[0]).toEqual({ u: 'gina@example.com', uid: 'auth0|gina0009', reads: true });
+      expect(await groupsOf('gina@example.com')).toEqual(['gprxy_users', 'support_staff']);
+    } finally {
+      await stack.startProxy(perUserConfig());
+    }
+  });
+});
+
 describe('gprxy db users', () => {
   const DAY = 86_400_000;
   const age = (role: string, days: number) =>
@@ -277,6 +299,8 @@ describe('a provisioning role with CREATEROLE instead of a superuser', () => {
     const version = Number((await stack.cluster.query(`select current_setting('server_version_num') as v`)).rows[0].v);
     expect(notes.join('\n')).toMatch(version < 160000 ? /gprxy_provisioner provisions with CREATEROLE\. On PostgreSQL \d+ \(before 16\) CREATEROLE is close to superuser/ : /gprxy_provisioner provisions with CREATEROLE and ADMIN OPTION/);
 
+    // The proxy connects without TLS here (sslmode disable): the allow line must be `host`, not `hostssl`.
+    expect(notes.join('\n')).toMatch(/^\s*host mydb \+gprxy_users PROXY_ADDRESS\/32 scram-sha-256$/m);
     const frank = await connect('frank');
     expect((await frank.query('select current_user as u')).rows[0].u).toBe('frank@example.com');
     expect(await groupsOf('frank@example.com')).toEqual(['gprxy_users', 'gprxy_writer']);
