@@ -21,6 +21,8 @@ export interface PgbenchRun {
   /** -C: a new connection for every transaction. */
   readonly connect?: boolean;
   readonly sslmode: 'disable' | 'require';
+  /** Run pgbench pinned to these CPUs (`taskset -c`), e.g. "0". */
+  readonly cpus?: string;
 }
 
 export interface PgbenchResult {
@@ -43,7 +45,7 @@ export class PgbenchError extends Error {
 const allowance = new Map<string, number>();
 
 export async function pgbench(run: PgbenchRun): Promise<PgbenchResult> {
-  const key = `${run.endpoint.name}/${run.endpoint.port}/${run.clients}/${run.sslmode}/${run.connect ? 'C' : ''}`;
+  const key = `${run.endpoint.name}/${run.endpoint.port}/${run.clients}/${run.sslmode}/${run.connect ? 'C' : ''}/${run.cpus ?? ''}`;
   const guess = run.connect ? 0 : run.clients >= 50 ? 2 : 0;
   for (let attempt = 0; ; attempt++) {
     const extra = (allowance.get(key) ?? guess) + attempt * 5;
@@ -80,7 +82,7 @@ async function runOnce(run: PgbenchRun, seconds: number): Promise<(PgbenchResult
     PGAPPNAME: 'pgbench',
     ...(endpoint.password ? { PGPASSWORD: endpoint.password } : {}),
   };
-  const child = spawnTracked('pgbench', args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = run.cpus ? spawnTracked('taskset', ['-c', run.cpus, 'pgbench', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] }) : spawnTracked('pgbench', args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));

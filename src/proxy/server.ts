@@ -12,7 +12,7 @@ import { TokenVerifier } from '../token/verifier.js';
 import { GprxyError } from '../shared/errors.js';
 import type { Dialer } from './backend.js';
 import { shareOf } from '../config/workers.js';
-import type { KeyOwner } from './cancel-key.js';
+import type { KeyOwner, RandomPool } from './cancel-key.js';
 import { CancelRegistry } from './cancel-registry.js';
 import { ClientSession } from './client-session.js';
 import { IdentitySessions } from './identity-sessions.js';
@@ -39,6 +39,8 @@ export interface ProxyServerDeps {
   readonly unknownKidCooldownMs?: number;
   /** Where this process sits in a scaled-out proxy (src/proxy/cluster/): absent for a lone process. */
   readonly cluster?: ClusterRole;
+  /** Random bytes of cancel keys (default: a pool refilled 4 KiB at a time; the benchmark compares). */
+  readonly cancelRandom?: RandomPool;
 }
 
 /** A worker of `gprxy serve --workers`, and/or a replica with peers. */
@@ -117,7 +119,11 @@ export class ProxyServer {
     const share = cluster && cluster.workers > 1 ? (n: number) => shareOf(n, cluster.workers, cluster.owner.worker) : undefined;
     this.share = share;
     this.maxClientConnections = share ? share(config.limits.maxClientConnections) : config.limits.maxClientConnections;
-    this.cancels = new CancelRegistry({ ...(cluster ? { owner: cluster.owner } : {}), ...(cluster?.forwardCancel ? { forward: cluster.forwardCancel } : {}) });
+    this.cancels = new CancelRegistry({
+      ...(cluster ? { owner: cluster.owner } : {}),
+      ...(cluster?.forwardCancel ? { forward: cluster.forwardCancel } : {}),
+      ...(deps.cancelRandom ? { random: deps.cancelRandom } : {}),
+    });
     this.current = { config, verifier: deps.verifier ?? this.newVerifier(config), secureContext: ProxyServer.secureContext(config), perUser: perUserRoles(config, deps.logger) };
     this.pools = new PoolManager({
       waitTimeoutMs: config.limits.poolWaitTimeoutMs,

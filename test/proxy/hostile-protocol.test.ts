@@ -92,7 +92,7 @@ describe('hostile input at the proxy', () => {
     expect(r.reply.subarray(r.reply.length - 1).toString()).not.toBe('S');
   });
 
-  it('answers GSSENCRequest with N, then negotiates unknown _pq_ options away (3.2 itself is accepted: protocol-3.2.test.ts) and a newer minor version down to 3.2', async () => {
+  it('answers GSSENCRequest with N, then negotiates unknown _pq_ options away (3.2 itself is accepted: workers-inprocess.test.ts) and a newer minor version down to 3.2', async () => {
     // Loopback plaintext is allowed on this proxy variant so the exchange can be read on a raw socket.
     await stack.startProxy({ tls: { allow_plaintext_loopback: true }, limits: { login_timeout: '1s', pool_wait_timeout: '5s', max_client_connections: 400 } });
     try {

@@ -6,6 +6,7 @@
  * uncaught exception it ends its sessions with 57P01 (a clean FATAL, not a reset) before exiting, so the
  * primary logs the crash and forks a replacement.
  */
+import type { Logger } from 'pino';
 import { AggregatorRegistry } from 'prom-client';
 import type { ProxyConfig } from '../../config/proxy-config.js';
 import { batchingDestination, createLogger } from '../logger.js';
@@ -25,6 +26,28 @@ const ADMIN_IPC_TIMEOUT_MS = 5000;
 
 /** Exit code of a worker that crashed (EX_SOFTWARE). */
 const CRASH_EXIT = 70;
+
+/**
+ * What a worker does when an exception reaches the top: log it (fatal), end every session with a FATAL 57P01
+ * at a message boundary (as a shutdown does, so clients get a clean error, not a reset), then exit with 70
+ * within 3 s whatever happens; the primary logs the exit and forks a replacement.
+ */
+export function onCrash(deps: { proxy: ProxyServer; logger: Logger; slot: number; flush: () => void; exit: (code: number) => void }): (e: Error) => void {
+  let crashed = false;
+  return (e: Error) => {
+    deps.logger.fatal({ event: 'worker_crash', worker: deps.slot, err: e }, `worker ${deps.slot} crashed: ${e.message}; ending its sessions`);
+    deps.flush();
+    if (crashed) return;
+    crashed = true;
+    const cut = setTimeout(() => deps.exit(CRASH_EXIT), 3000);
+    cut.unref();
+    void deps.proxy.close(0).finally(() => {
+      clearTimeout(cut);
+      deps.flush();
+      deps.exit(CRASH_EXIT);
+    });
+  };
+}
 
 export async function runWorker(config: ProxyConfig, options: WorkerOptions): Promise<number> {
   const transport: IpcTransport = {
@@ -71,16 +94,7 @@ export async function runWorker(config: ProxyConfig, options: WorkerOptions): Pr
   process.on('SIGINT', () => stop('SIGINT'));
   // The primary is gone (killed): nobody accepts for this worker any more; end the sessions cleanly.
   process.on('disconnect', () => stop('SIGTERM'));
-  process.on('uncaughtException', (e) => {
-    logger.fatal({ event: 'worker_crash', worker: options.slot, err: e }, `worker ${options.slot} crashed: ${e.message}; ending its sessions`);
-    destination.flush();
-    const cut = setTimeout(() => process.exit(CRASH_EXIT), 3000);
-    cut.unref();
-    void proxy.close(0).finally(() => {
-      destination.flush();
-      process.exit(CRASH_EXIT);
-    });
-  });
+  process.on('uncaughtException', onCrash({ proxy, logger, slot: options.slot, flush: () => destination.flush(), exit: (code) => process.exit(code) }));
 
   await proxy.start();
   ipc.send('worker.listening', proxy.address);

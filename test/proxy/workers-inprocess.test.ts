@@ -1,10 +1,18 @@
 /**
- * Protocol 3.2 (PostgreSQL 18's longer cancel keys) between a client and the proxy: a client that asks for
- * 3.2 gets no downgrade and a 32-byte secret; a CancelRequest with that key cancels its query, one with a
- * truncated key does nothing. Whatever the backend speaks (3.0 on PostgreSQL 15), the key is the proxy's.
+ * The parts of issue 18 that live inside one proxy process, on one proxy stack:
+ *  - protocol 3.2 (PostgreSQL 18's longer cancel keys) between a client and the proxy: a client that asks for
+ *    3.2 gets no downgrade and a 32-byte secret; a CancelRequest with that key cancels its query, one with a
+ *    truncated key does nothing. Whatever the backend speaks (3.0 on PostgreSQL 15), the key is the proxy's.
+ *  - a worker that throws: its crash handler (src/proxy/cluster/worker.ts onCrash, installed as the worker's
+ *    uncaughtException handler) logs worker_crash and ends the open session with a clean FATAL 57P01 before
+ *    the exit (recorded here, not performed). The primary's side (worker_exit logged, slot re-forked) is in
+ *    workers-cluster.test.ts with a real SIGKILL.
  */
 import { connect, type Socket } from 'node:net';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { onCrash } from '../../src/proxy/cluster/worker.js';
+import { createLogger } from '../../src/proxy/logger.js';
 import { FrameReader } from '../../src/protocol/frame-reader.js';
 import { parseBackendKeyData, parseErrorFields } from '../../src/protocol/backend-messages.js';
 import { passwordMessage, query, startupMessage } from '../../src/protocol/client-messages.js';
@@ -76,5 +84,25 @@ describe('protocol 3.2 cancel keys', () => {
     } finally {
       c.socket.destroy();
     }
+  });
+});
+
+describe('a worker that crashes', () => {
+  it('ends its sessions with 57P01 and exits 70', async () => {
+    const c = new pg.Client({ host: '127.0.0.1', port: stack.port, user: 'alice@example.com', password: alice.accessToken, database: 'mydb' }); // this stack allows plaintext on loopback
+    const ended = new Promise<{ code?: string }>((resolve) => c.on('error', (e: Error & { code?: string }) => resolve(e)));
+    await c.connect();
+    expect((await c.query('select 1 as one')).rows[0].one).toBe(1);
+    let exitCode: number | undefined;
+    const exited = new Promise<void>((resolve) => {
+      const handler = onCrash({ proxy: stack.proxy, logger: createLogger({ level: 'info', destination: stack.logs }), slot: 3, flush: () => undefined, exit: (code) => ((exitCode = code), resolve()) });
+      handler(new Error('something nobody caught'));
+    });
+    expect((await ended).code).toBe('57P01');
+    await exited;
+    expect(exitCode).toBe(70);
+    const line = await stack.logs.waitFor((l) => l.event === 'worker_crash');
+    expect(line).toMatchObject({ level: 'fatal', worker: 3 });
+    await c.end().catch(() => undefined);
   });
 });
