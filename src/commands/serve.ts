@@ -55,7 +55,9 @@ export default class Serve extends BaseCommand {
     const watchIntervalMs = flags['watch-config'] ? Math.max(50, duration('watch-interval')) : undefined;
     const slot = workerSlotFromEnv(process.env);
     let exitCode: number;
-    if (slot !== undefined) exitCode = await runWorker(config, { slot, workers, replica: replicaIdFromEnv(process.env), drainMs });
+    if (slot !== undefined) {
+      exitCode = await runWorker(config, { slot, workers, replica: replicaIdFromEnv(process.env), drainMs, configFile: flags.config, env: process.env, ...(watchIntervalMs !== undefined ? { watchIntervalMs } : {}) });
+    }
     else if (workers >= 1) exitCode = await new Primary(config, { workers, drainMs }).run();
     else {
       exitCode = await runProxy(config, {

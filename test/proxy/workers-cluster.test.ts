@@ -170,6 +170,19 @@ describe('gprxy serve --workers 2', () => {
     clients[0]!.end().catch(() => undefined);
   });
 
+  it('SIGHUP to the primary: every worker reloads the config, nothing stops; /readyz asks every worker', async () => {
+    const from = serve.lines().length;
+    serve.cli.child.kill('SIGHUP');
+    await serve.waitFor((l) => l.event === 'config_reloaded' && l.worker === 0, 10_000, from);
+    await serve.waitFor((l) => l.event === 'config_reloaded' && l.worker === 1, 10_000, from);
+    const c = await connect();
+    expect((await c.query('select 1 as one')).rows[0].one).toBe(1);
+    await c.end();
+    const port = serve.lines().find((l) => l.event === 'metrics_listening')!.port as number;
+    const status = await new Promise<number>((resolve, reject) => request({ host: '127.0.0.1', port, path: '/readyz' }, (res) => (res.resume(), resolve(res.statusCode!))).on('error', reject).end());
+    expect(status).toBe(200);
+  });
+
   it('refuses --workers above a pool size, naming the setting', async () => {
     const r = await runCli(['serve', '--config', `${serve.dir}/gprxy.json`, '--workers', '10', '--check']);
     expect(r.code).not.toBe(0);

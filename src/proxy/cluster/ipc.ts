@@ -20,8 +20,8 @@ export interface IpcKinds {
   'worker.listening': { body: { host: string; port: number }; reply: void };
   /** primary → worker: a signal the primary received (SIGTERM/SIGINT: drain and exit; SIGHUP: reload). */
   'worker.signal': { body: { signal: 'SIGTERM' | 'SIGINT' | 'SIGHUP' }; reply: void };
-  /** primary → worker: is this worker ready (for /readyz)? */
-  'worker.health': { body: Record<string, never>; reply: { ready: boolean; sessions: number } };
+  /** primary → worker: is this worker ready (for /readyz: src/proxy/readiness.ts), and why not? */
+  'worker.health': { body: Record<string, never>; reply: { ready: boolean; sessions: number; problems: readonly string[] } };
   /** worker → primary: JSON log lines (whole lines, batched) for the one log stream the primary writes. */
   'log.lines': { body: { text: string }; reply: void };
   /** worker → primary: the admin console's SHOW SESSIONS, for every worker (the primary asks each). */

@@ -79,6 +79,13 @@ export class Primary {
         else this.log.warn(fields, describeCheck(c));
       }
     });
+    // SIGHUP: every worker reloads the config for its new logins (the primary's own settings — listen,
+    // log, metrics, cluster — take a restart).
+    const hangup = () => {
+      this.log.info({ event: 'signal', signal: 'SIGHUP' }, 'received SIGHUP, asking every worker to reload the config');
+      this.forwardSignal('SIGHUP');
+    };
+    process.on('SIGHUP', hangup);
     const signal = await new Promise<'SIGTERM' | 'SIGINT'>((resolve) => {
       process.once('SIGTERM', () => resolve('SIGTERM'));
       process.once('SIGINT', () => resolve('SIGINT'));
@@ -96,6 +103,7 @@ export class Primary {
     }, this.options.drainMs + 10_000);
     await exited;
     clearTimeout(killer);
+    process.off('SIGHUP', hangup);
     await this.peers?.close();
     await new Promise<void>((r) => (this.metricsServer ? this.metricsServer.close(() => r()) : r()));
     this.log.info({ event: 'stopped' }, 'gprxy stopped');
@@ -194,7 +202,9 @@ export class Primary {
         );
       } else if (path === '/healthz') res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
       else if (path === '/readyz') {
-        void this.ready().then((ok) => res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ready\n' : 'not ready\n'));
+        void this.ready().then((problems) =>
+          res.writeHead(problems.length ? 503 : 200, { 'content-type': 'text/plain' }).end(problems.length ? `not ready\n${problems.join('\n')}\n` : 'ready\n'),
+        );
       } else res.writeHead(404).end();
     });
     server.on('clientError', (_e, socket) => socket.destroy());
@@ -208,10 +218,19 @@ export class Primary {
     this.log.info({ event: 'metrics_listening', host: a.address, port: a.port }, `metrics on http://${a.address}:${a.port}/metrics`);
   }
 
-  /** Ready: not stopping, and every slot has a listening worker that says it is ready. */
-  private async ready(): Promise<boolean> {
-    if (this.stopping) return false;
-    const answers = await Promise.all(this.slots.map((s) => (s.ipc && s.listening ? s.ipc.request('worker.health', {}, 1000).catch(() => ({ ready: false, sessions: 0 })) : Promise.resolve({ ready: false, sessions: 0 }))));
-    return answers.every((a) => a.ready);
+  /** Why this replica is not ready (none: ready): stopping, a slot without a listening worker, or a worker's own reasons. */
+  private async ready(): Promise<string[]> {
+    if (this.stopping) return ['draining'];
+    const answers = await Promise.all(
+      this.slots.map((s, slot) =>
+        s.ipc && s.listening
+          ? s.ipc.request('worker.health', {}, 1000).then(
+              (a) => a.problems.map((p) => `worker ${slot}: ${p}`),
+              () => [`worker ${slot}: no answer`],
+            )
+          : Promise.resolve([`worker ${slot}: not running`]),
+      ),
+    );
+    return answers.flat();
   }
 }

@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import { AggregatorRegistry } from 'prom-client';
 import type { ProxyConfig } from '../../config/proxy-config.js';
 import { batchingDestination, createLogger } from '../logger.js';
+import { ConfigReloader } from '../reload.js';
 import { ProxyServer } from '../server.js';
 import { IpcEndpoint, type IpcTransport } from './ipc.js';
 import { killLocal } from '../admin/commands.js';
@@ -19,6 +20,10 @@ export interface WorkerOptions {
   readonly workers: number;
   readonly replica: number;
   readonly drainMs: number;
+  /** The config file and environment, for SIGHUP reloads (and --watch-config: every worker polls it). */
+  readonly configFile?: string;
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  readonly watchIntervalMs?: number;
 }
 
 /** The primary asks each worker within 2 s; this covers the round trip to the primary around that. */
@@ -85,10 +90,16 @@ export async function runWorker(config: ProxyConfig, options: WorkerOptions): Pr
   let stop!: (signal: 'SIGTERM' | 'SIGINT') => void;
   const stopped = new Promise<'SIGTERM' | 'SIGINT'>((resolve) => (stop = resolve));
   ipc.handle('cancel.deliver', ({ processId, secretKey, via }) => ({ matched: proxy.deliverCancel(processId, Buffer.from(secretKey, 'base64'), via) }));
-  ipc.handle('worker.health', () => ({ ready: Object.values(proxy.verifier.jwksStats()).every((s) => s.keys > 0), sessions: proxy.activeSessions }));
+  ipc.handle('worker.health', async () => ({ ...(await proxy.readiness.check()), sessions: proxy.activeSessions }));
+  // SIGHUP (forwarded by the primary): each worker re-reads the config file, as a lone process does (reload.ts).
+  const reloader = options.configFile ? new ConfigReloader({ file: options.configFile, env: options.env ?? {}, target: proxy, logger }) : undefined;
+  proxy.reloader = reloader;
   ipc.handle('worker.signal', ({ signal }) => {
     if (signal === 'SIGTERM' || signal === 'SIGINT') stop(signal);
+    else void reloader?.reload('sighup');
   });
+  // The primary forwards SIGHUP; one sent to the whole process group must not end the worker (Node's default).
+  process.on('SIGHUP', () => undefined);
   // A terminal's Ctrl+C reaches the whole process group: the worker drains as if the primary had asked.
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
@@ -97,9 +108,11 @@ export async function runWorker(config: ProxyConfig, options: WorkerOptions): Pr
   process.on('uncaughtException', onCrash({ proxy, logger, slot: options.slot, flush: () => destination.flush(), exit: (code) => process.exit(code) }));
 
   await proxy.start();
+  if (reloader && options.watchIntervalMs) reloader.watch(config, options.watchIntervalMs);
   ipc.send('worker.listening', proxy.address);
   const signal = await stopped;
   logger.info({ event: 'signal', signal }, `worker ${options.slot} draining`);
+  reloader?.close();
   await proxy.close(options.drainMs);
   destination.flush();
   ipc.close();
