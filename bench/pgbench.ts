@@ -17,7 +17,7 @@ export interface PgbenchRun {
   readonly endpoint: Endpoint;
   readonly clients: number;
   readonly seconds: number;
-  readonly mode: 'simple' | 'extended';
+  readonly mode: 'simple' | 'extended' | 'prepared';
   /** -C: a new connection for every transaction. */
   readonly connect?: boolean;
   readonly sslmode: 'disable' | 'require';

@@ -102,6 +102,13 @@ class Raw {
     return trace(this.got);
   }
 
+  /** Resolves when the proxy closed the connection, with the SQLSTATE of the last error it sent. */
+  get closed(): Promise<{ sqlstate: string | undefined }> {
+    const result = () => ({ sqlstate: trace(this.got).filter((m) => m.startsWith('E:')).pop()?.slice(2) });
+    if (this.sock.readableEnded || this.sock.destroyed) return Promise.resolve(result());
+    return once(this.sock, 'close').then(result);
+  }
+
   close(): void {
     this.sock.end();
   }
@@ -205,6 +212,17 @@ describe('transaction pooling: prepared statements across backends', () => {
     expect(e?.message).toMatch(/prepared_statements/);
     expect((await c.query('select $1::int as n', [3])).rows[0].n).toBe(3);
     await c.end();
+  });
+
+  it('a malformed Parse ends that one connection with 08P01; the proxy serves the next client', async () => {
+    await txProxy(2);
+    const a = await Raw.open();
+    const bad = Buffer.concat([P('x', 'select 1').subarray(0, 5), Buffer.from('x\0select 1\0'), Buffer.from([0, 3, 0, 0, 0, 23])]);
+    bad.writeInt32BE(bad.length - 1, 1);
+    expect(await a.send(Buffer.concat([bad, S()]), 0).then(() => a.closed)).toMatchObject({ sqlstate: '08P01' });
+    const b = await Raw.open();
+    expect(await b.send(Buffer.concat([P('ok', 'select 1'), B('ok'), E(), S()]), 1)).toEqual(['1', '2', 'D:1', 'C:SELECT 1', 'Z:I']);
+    b.close();
   });
 
   it('LRU: pool.prepared_statements bounds what a backend holds; evicted statements are re-prepared when used', async () => {

@@ -289,6 +289,12 @@ export class StatementRouter {
   }
 
   detach(): void {
+    // Released with answers still expected (should not happen): what the cache says may be wrong. Clearing it is
+    // safe, since every later prepare on that backend is Close+Parse.
+    if (this.queue.length && this.backend) {
+      this.backend.clear();
+      this.backend.unnamed = FOREIGN_UNNAMED;
+    }
     this.backend = undefined;
     this.queue.length = 0;
     this.statements.deallocatingPortals.clear();

@@ -596,7 +596,7 @@ export class TxRelay {
     }
     this.units.shift();
     if (unit.kind === 'client') this.lastStatus = this.status;
-    return this.units.length === 0 && this.open.count === 0 && this.lastStatus === IDLE && this.carryLength === 0 && (this.router?.idle ?? true);
+    return this.units.length === 0 && this.open.count === 0 && this.lastStatus === IDLE && this.carryLength === 0;
   }
 
   /** The transaction ended: the backend goes back to the pool (its reset runs there). */
