@@ -178,7 +178,7 @@ describe('identity: per_user', () => {
     const event = await stack.logs.waitFor((l) => l.event === 'user_role_tampered' && l.role === 'alice@example.com');
     expect(event.repaired).toEqual(expect.arrayContaining(['password', 'setting work_mem', 'setting mydb/statement_timeout']));
     const stored = await stack.cluster.query(`select count(*)::int as n from pg_db_role_setting where setrole = '"alice@example.com"'::regrole`);
-    expect(stored.rows[0].n).toBe(0);
+    expect(stored.rows[0]!.n).toBe(0);
     expect(stack.logs.raw).not.toContain('alice-chose-this');
   });
 
@@ -260,12 +260,12 @@ provisioning: { admin_url: "\${ADMIN}", secret: "${SECRET}" }
     await age('dave@example.com', 100);
     const first = await pruneUserRoles(stack.config, { adminUrl: stack.cluster.url(), idleMs: 90 * DAY });
     expect(first).toEqual([{ role: 'dave@example.com', server: `${stack.cluster.host}:${stack.cluster.port}`, action: 'locked' }]);
-    expect((await stack.cluster.query(`select rolcanlogin from pg_roles where rolname = 'dave@example.com'`)).rows[0].rolcanlogin).toBe(false);
+    expect((await stack.cluster.query(`select rolcanlogin from pg_roles where rolname = 'dave@example.com'`)).rows[0]!.rolcanlogin).toBe(false);
     expect(await pruneUserRoles(stack.config, { adminUrl: stack.cluster.url(), idleMs: 90 * DAY })).toEqual([]);
 
     const dave = await connect('dave');
     expect((await dave.query('select current_user as u')).rows[0].u).toBe('dave@example.com');
-    expect((await stack.cluster.query(`select rolcanlogin from pg_roles where rolname = 'dave@example.com'`)).rows[0].rolcanlogin).toBe(true);
+    expect((await stack.cluster.query(`select rolcanlogin from pg_roles where rolname = 'dave@example.com'`)).rows[0]!.rolcanlogin).toBe(true);
     await stack.logs.waitFor((l) => l.event === 'user_role_unlocked' && l.role === 'dave@example.com');
   });
 
@@ -283,8 +283,8 @@ provisioning: { admin_url: "\${ADMIN}", secret: "${SECRET}" }
 
     const dropped = await pruneUserRoles(stack.config, { adminUrl: stack.cluster.url(), idleMs: 90 * DAY, dropReassignTo: 'app_admin' });
     expect(dropped).toEqual([{ role: 'carol@example.com', server: `${stack.cluster.host}:${stack.cluster.port}`, action: 'dropped' }]);
-    expect((await stack.cluster.query(`select count(*)::int as n from pg_roles where rolname = 'carol@example.com'`)).rows[0].n).toBe(0);
-    expect((await stack.cluster.query(`select tableowner from pg_tables where tablename = 'carol_notes'`, [], 'mydb')).rows[0].tableowner).toBe('app_admin');
+    expect((await stack.cluster.query(`select count(*)::int as n from pg_roles where rolname = 'carol@example.com'`)).rows[0]!.n).toBe(0);
+    expect((await stack.cluster.query(`select tableowner from pg_tables where tablename = 'carol_notes'`, [], 'mydb')).rows[0]!.tableowner).toBe('app_admin');
     expect(await pruneUserRoles(stack.config, { adminUrl: stack.cluster.url(), idleMs: 90 * DAY, dropReassignTo: 'app_admin' })).toEqual([]);
   });
 });
@@ -296,7 +296,7 @@ describe('a provisioning role with CREATEROLE instead of a superuser', () => {
     await stack.startProxy({ ...perUserConfig(), provisioning: { admin_url: stack.cluster.url('mydb', 'gprxy_provisioner', password), secret: SECRET } });
     const notes: string[] = [];
     await runDbInit(stack.config, { adminUrl: stack.cluster.url(), out: (t) => notes.push(t) });
-    const version = Number((await stack.cluster.query(`select current_setting('server_version_num') as v`)).rows[0].v);
+    const version = Number((await stack.cluster.query(`select current_setting('server_version_num') as v`)).rows[0]!.v);
     expect(notes.join('\n')).toMatch(version < 160000 ? /gprxy_provisioner provisions with CREATEROLE\. On PostgreSQL \d+ \(before 16\) CREATEROLE is close to superuser/ : /gprxy_provisioner provisions with CREATEROLE and ADMIN OPTION/);
 
     // The proxy connects without TLS here (sslmode disable): the allow line must be `host`, not `hostssl`.
