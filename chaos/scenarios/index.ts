@@ -3,5 +3,6 @@ import type { Scenario } from '../lib/scenario.js';
 import { fuzzCodec } from './fuzz-codec.js';
 import { pgRestart } from './pg-restart.js';
 import { soak } from './soak.js';
+import { fuzzSessions } from './fuzz-sessions.js';
 
-export const SCENARIOS: readonly Scenario[] = [fuzzCodec, pgRestart, soak];
+export const SCENARIOS: readonly Scenario[] = [fuzzCodec, fuzzSessions, pgRestart, soak];
