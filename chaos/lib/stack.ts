@@ -125,8 +125,11 @@ export async function startChaosStack(o: ChaosStackOptions = {}): Promise<ChaosS
     },
     async startProxy(overrides = {}) {
       await proxy?.handle.stop();
+      const base = proxyDocument(cluster, idp, leaf, { ...(typeof o.proxy === 'function' ? o.proxy(cluster) : o.proxy), ...overrides });
       const doc = {
-        ...proxyDocument(cluster, idp, leaf, { ...(typeof o.proxy === 'function' ? o.proxy(cluster) : o.proxy), ...overrides }),
+        ...base,
+        // The load comes from a few identities: no per-identity limit unless a scenario sets one.
+        limits: { max_sessions_per_identity: 0, ...(base.limits as Record<string, unknown>) },
         tls: { cert: files.cert, key: files.key, allow_plaintext_loopback: true },
         providers: [{ issuer: idp.provider.issuer, audience: 'https://gprxy.io', algorithms: ['RS256'], ca: files.ca }],
         log: { level: 'info', file: files.log },

@@ -4,5 +4,6 @@ import { fuzzCodec } from './fuzz-codec.js';
 import { pgRestart } from './pg-restart.js';
 import { soak } from './soak.js';
 import { fuzzSessions } from './fuzz-sessions.js';
+import { netFaults } from './net-faults.js';
 
-export const SCENARIOS: readonly Scenario[] = [fuzzCodec, fuzzSessions, pgRestart, soak];
+export const SCENARIOS: readonly Scenario[] = [fuzzCodec, fuzzSessions, pgRestart, netFaults, soak];
