@@ -83,6 +83,11 @@ export interface DevProvider {
   delayRefreshResponses(ms: number): void;
   /** fail(): JWKS answers `status` (500); stall(): JWKS never answers until restore(). */
   readonly jwksControl: { fail(status?: number): void; stall(): void; restore(): void };
+  /**
+   * The whole provider down (for fault tests): begin() stops listening and drops every connection, so clients
+   * get connection refused; end() listens again on the same port with the same keys, clients and grants.
+   */
+  readonly outage: { begin(): Promise<void>; end(): Promise<void> };
   /** Plays the person: opens /device, types the code, confirms, signs in as `username` and allows (or denies). */
   approveDevice(userCode: string, username: string, opts?: { deny?: boolean }): Promise<void>;
   /**
@@ -511,6 +516,25 @@ export async function startDevProvider(opts: DevProviderOptions): Promise<DevPro
         stalled.clear();
       },
     },
+    outage: {
+      async begin() {
+        if (!server.listening) return;
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections();
+        });
+      },
+      async end() {
+        if (server.listening) return;
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen(port, host, () => {
+            server.off('error', reject);
+            resolve();
+          });
+        });
+      },
+    },
     async approveDevice(userCode, username, opts2 = {}) {
       const browser = new ScriptedBrowser(issuer, caFetch);
       const res = await drive(browser, await browser.request('/device'), username, opts2.deny ?? false, userCode);
@@ -538,6 +562,7 @@ export async function startDevProvider(opts: DevProviderOptions): Promise<DevPro
       for (const { res } of stalled) res.destroy();
       stalled.clear();
       await new Promise<void>((resolve) => {
+        if (!server.listening) return resolve();
         server.close(() => resolve());
         server.closeAllConnections();
       });
