@@ -5,5 +5,6 @@ import { pgRestart } from './pg-restart.js';
 import { soak } from './soak.js';
 import { fuzzSessions } from './fuzz-sessions.js';
 import { netFaults } from './net-faults.js';
+import { idpOutage } from './idp-outage.js';
 
-export const SCENARIOS: readonly Scenario[] = [fuzzCodec, fuzzSessions, pgRestart, netFaults, soak];
+export const SCENARIOS: readonly Scenario[] = [fuzzCodec, fuzzSessions, pgRestart, netFaults, idpOutage, soak];

@@ -76,6 +76,8 @@ export class TokenSource {
   readonly #lock: ProfileLock;
   #client: Promise<OidcClient> | undefined;
   #inflight: Promise<AccessToken> | undefined;
+  /** The provider was unreachable and that was said: said again only after a refresh worked in between. */
+  #unreachableSaid = false;
   /** Client credentials only: those tokens are never stored. */
   #memory: Current | undefined;
 
@@ -186,11 +188,14 @@ export class TokenSource {
       }
       // An unreachable provider does not end a session whose token still works: use it, say so.
       if (err instanceof ProviderUnreachableError && current && stillValid) {
-        this.#opts.logger?.warn(`could not refresh the access token (${err.message.split(':')[0]}); using the current one until it expires`);
+        // Once per outage: every retry (the tunnel retries with backoff, each new connection asks) would repeat it.
+        if (!this.#unreachableSaid) this.#opts.logger?.warn(`could not refresh the access token (${err.message}); using the current one until it expires`);
+        this.#unreachableSaid = true;
         return this.#answer(current);
       }
       throw err;
     }
+    this.#unreachableSaid = false;
     // Times on this source's clock (the `now` seam), which is what needsRefresh() compares against.
     const issuedAt = this.#now();
     const expiresAt = issuedAt + (result.expiresAt - result.issuedAt);

@@ -47,10 +47,19 @@ export async function openTunnel(settings: OpenTunnelSettings, deps: OpenTunnelD
   // Until the first token is in hand, a failure is the caller's one error (openTunnel rejects with it):
   // "retrying" or a second "run gprxy login" line would be wrong or repeated there.
   let started = false;
+  let refreshFailing = false;
   const keeper = new TokenKeeper({
     source: deps.source,
     onLoginRequired: (e) => started && warn(`${e.message} (new connections are refused until then; open sessions stay up)`),
-    onRefreshFailed: (e, retry) => started && warn(`token refresh failed (${e.message}); retrying in ${Math.round(retry / 1000)} s`),
+    // Said once per outage, and once when it is over: a retry every few seconds must not print a line each.
+    onRefreshFailed: (e, retry) => {
+      if (started && !refreshFailing) warn(`token refresh failed (${e.message}); retrying with backoff (first retry in ${Math.round(retry / 1000)} s), open sessions stay up`);
+      refreshFailing = true;
+    },
+    onRefreshed: () => {
+      if (started && refreshFailing) warn('token refresh works again');
+      refreshFailing = false;
+    },
   });
   let tunnel: Tunnel | undefined;
   const close = async () => {
