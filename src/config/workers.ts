@@ -33,9 +33,13 @@ export function workerSlotFromEnv(env: Readonly<Record<string, string | undefine
   return n;
 }
 
-/** Worker `slot`'s share of `total` among `workers` (the shares add up to `total`). */
+/**
+ * Worker `slot`'s share of `total` among `workers` (the shares add up to `total`). Never below 1: a size below
+ * the worker count is refused at start (checkWorkerShares), but a reload may bring one; each worker then keeps
+ * one backend rather than none.
+ */
 export function shareOf(total: number, workers: number, slot: number): number {
-  return Math.floor(total / workers) + (slot < total % workers ? 1 : 0);
+  return Math.max(1, Math.floor(total / workers) + (slot < total % workers ? 1 : 0));
 }
 
 /**

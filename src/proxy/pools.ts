@@ -168,7 +168,7 @@ export class PoolManager {
       pool = new BackendPool({
         name: `${database.name}/${role}`,
         target,
-        size: database.pool.size,
+        size: this.options.sizeShare ? this.options.sizeShare(database.pool.size) : database.pool.size,
         idleTimeoutMs: database.pool.idleTimeoutMs,
         maxLifetimeMs: database.pool.maxLifetimeMs,
         waitTimeoutMs: this.waitTimeoutMs,
