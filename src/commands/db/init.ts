@@ -28,7 +28,13 @@ Shared service accounts (every user of an account is that PostgreSQL role; READM
     cancel or terminate each other's backends and read each other's large objects (--keep-peer-access);
   - reports schemas the accounts can create in, RLS tables they own without FORCE (--force-rls fixes), accounts
     that bypass RLS, and prints the pg_hba.conf lines for certificate authentication of the accounts.
-It says exactly what it changed, why, and what that breaks.`;
+It says exactly what it changed, why, and what that breaks.
+
+Databases with identity: per_user (a PostgreSQL role per SSO user, README "Per-user roles"): db init also creates
+the NOLOGIN marker group gprxy_users and gprxy.user_login (last logins), gives gprxy_users the activity and signal
+functions back (PostgreSQL's own per-role rules isolate users), grants a non-superuser provisioning role
+(provisioning.admin_url) ADMIN OPTION on the groups, and prints the pg_hba.conf lines that admit per-user roles
+only from the proxies. On PostgreSQL 13-15 it warns that CREATEROLE is close to superuser.`;
 
   static override examples = [
     'GPRXY_ADMIN_URL=postgresql://postgres:PASSWORD@db.internal:5432/ gprxy db init --config gprxy.yaml',
