@@ -238,6 +238,7 @@ export class Login {
       if (!this.deps.perUser) throw new Refusal('provisioning_failed', `database ${database.name} is per_user but the proxy has no provisioning`);
       const asRole = await this.deps.perUser.login(database, identity, this.deps.pools, (p) => this.acquire(p));
       this.identity = asRole.identity;
+      if (track) track.identity = asRole.identity; // SHOW SESSIONS names the user's own role as the account
       return { kind: 'authenticated', startup, database, identity: asRole.identity, expiresAt: verified.expiresAt, tokenId: verified.tokenId, pool: asRole.pool, backend: asRole.backend };
     }
     const account = config.accounts[identity.account]!;
