@@ -117,9 +117,10 @@ describe('admin console', () => {
         expect(rows.find((r) => r.user === 'olivia@example.com')).toMatchObject({ database: 'gprxy', mode: 'admin', account: null });
       }
       // A running statement shows as active, waiting on the database.
-      const sleeping = alice.query('select pg_sleep(1.5)');
+      const sleeping = alice.query('select pg_sleep(60) /* admin-console */').catch((e: { code?: string }) => e);
       await waitUntil(async () => (await ops.query('SHOW SESSIONS')).rows.some((r) => r.user === 'alice@example.com' && r.state === 'active' && r.wait === 'database'));
-      await sleeping;
+      await stack.cluster.query("select pg_cancel_backend(pid) from pg_stat_activity where query like 'select pg_sleep(60) /* admin-console */%'");
+      expect(await sleeping).toMatchObject({ code: '57014' });
       const version = await extended(ops, 'SHOW VERSION');
       expect(version.rows[0].version).toMatch(/^gprxy \d+\.\d+\.\d+/);
     } finally {
