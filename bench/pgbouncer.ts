@@ -18,6 +18,8 @@ export interface PgBouncerOptions {
   /** user → SCRAM verifier (SCRAM-SHA-256$iterations:salt$storedkey:serverkey) */
   readonly users: Record<string, string>;
   readonly poolSize: number;
+  /** session (default) or transaction pooling (no server_reset_query then: PgBouncer runs none in that mode). */
+  readonly poolMode?: 'session' | 'transaction';
   readonly maxClientConnections: number;
   readonly tls: { cert: string; key: string };
 }
@@ -73,7 +75,7 @@ export async function startPgBouncer(o: PgBouncerOptions): Promise<PgBouncer> {
       `logfile = ${join(o.dir, 'pgbouncer.log')}`,
       'auth_type = scram-sha-256',
       `auth_file = ${userlist}`,
-      'pool_mode = session',
+      `pool_mode = ${o.poolMode ?? 'session'}`,
       `default_pool_size = ${o.poolSize}`,
       'min_pool_size = 0',
       'reserve_pool_size = 0',

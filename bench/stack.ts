@@ -43,7 +43,9 @@ export interface Stack {
   /** gprxy with databases.<name>.audit.statements set to `mode` (same PostgreSQL database). */
   auditEndpoint(mode: 'none' | 'ddl' | 'all' | 'all-file'): Endpoint;
   startPipe(): Promise<void>;
-  startPgBouncer(): Promise<PgBouncer>;
+  startPgBouncer(poolMode?: 'session' | 'transaction'): Promise<PgBouncer>;
+  /** gprxy's transaction-pooling database (pool.mode: transaction, same PostgreSQL database). */
+  txEndpoint(): Endpoint;
   startProxy(opts?: { execArgv?: string[] }): Promise<ProxyChild>;
   versions: Record<string, string>;
 }
@@ -118,6 +120,8 @@ export async function startStack(o: StackOptions): Promise<Stack> {
       [DATABASE]: { host: cluster.host, port: cluster.port, dbname: DATABASE, pool: { size: o.pool } },
       [`${DATABASE}_audit_ddl`]: { host: cluster.host, port: cluster.port, dbname: DATABASE, pool: { size: o.pool }, audit: { statements: 'ddl' } },
       [`${DATABASE}_audit_all`]: { host: cluster.host, port: cluster.port, dbname: DATABASE, pool: { size: o.pool }, audit: { statements: 'all' } },
+      // Transaction pooling (issue 17; bench/txpool.ts).
+      [`${DATABASE}_tx`]: { host: cluster.host, port: cluster.port, dbname: DATABASE, pool: { mode: 'transaction', size: o.pool } },
       [`${DATABASE}_audit_all_file`]: { host: cluster.host, port: cluster.port, dbname: DATABASE, pool: { size: o.pool }, audit: { statements: 'all', file: join(dir, 'statements.log') } },
     },
     context: {
@@ -157,13 +161,17 @@ export async function startStack(o: StackOptions): Promise<Stack> {
     auditEndpoint(mode) {
       return { name: `gprxy-audit-${mode}`, host: '127.0.0.1', port: stack.proxy.port, user: email, password: token, database: mode === 'none' ? DATABASE : `${DATABASE}_audit_${mode.replace('-', '_')}` };
     },
-    async startPgBouncer() {
+    txEndpoint() {
+      return { name: 'gprxy-tx', host: '127.0.0.1', port: stack.proxy.port, user: email, password: token, database: `${DATABASE}_tx` };
+    },
+    async startPgBouncer(poolMode = 'session') {
       await stack.pgbouncer?.stop();
       const pgb = await startPgBouncer({
         dir: join(dir, `pgbouncer-${pgbouncerRuns++}`),
         server: { host: cluster.host, port: cluster.port, dbname: DATABASE },
         users: { [ACCOUNT]: verifier },
         poolSize: o.pool,
+        poolMode,
         maxClientConnections: Math.max(o.maxClients + 100, 1000),
         tls: leaf,
       });
