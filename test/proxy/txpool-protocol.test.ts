@@ -39,6 +39,7 @@ beforeAll(async () => {
       { role: 'pg_reader', account: 'app_writer' },
     ],
     limits: { login_timeout: '5s', pool_wait_timeout: '1s', max_sessions_per_identity: 0 },
+    metrics: { listen: '127.0.0.1:0' },
     databases: { mydb: { host: c.host, port: c.port, dbname: 'mydb', pool: { mode: 'transaction', size: 2 } } },
   });
 });
@@ -126,6 +127,14 @@ describe('transaction pooling on the wire', () => {
     holders[1]!.send(Q('commit'));
     await holders[1]!.until(1);
     for (const c of [...holders, bob]) c.socket.destroy();
+    // The metrics: clients waiting now, and the averages behind the waits and transactions.
+    const text = await (await fetch(`http://127.0.0.1:${stack.proxy.metricsAddress!.port}/metrics`)).text();
+    const value = (name: string) => Number(new RegExp(`^${name}\\{pool="mydb/app_writer"\\} (\\S+)$`, 'm').exec(text)?.[1]);
+    expect(value('gprxy_pool_waits')).toBeGreaterThanOrEqual(1);
+    expect(value('gprxy_pool_wait_seconds_avg')).toBeGreaterThan(0);
+    expect(value('gprxy_pool_transactions')).toBeGreaterThanOrEqual(4);
+    expect(value('gprxy_pool_transaction_seconds_avg')).toBeGreaterThan(0);
+    expect(text).toMatch(/gprxy_pool_connections\{pool="mydb\/app_writer",state="waiting_clients"\} 0/);
   });
 
   it('pgbench (TPC-B-like and select-only, simple and extended) through 2 backends with 8 clients', async () => {
