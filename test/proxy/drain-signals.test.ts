@@ -16,6 +16,7 @@ import { createAppDatabase, startTestPostgres, type Cluster } from '../support/p
 import { proxyDocument } from '../support/proxy-stack.js';
 import { loginAs } from '../support/tokens.js';
 import { DEV_USERS } from '../../src/demo/oidc-provider.js';
+import { waitUntil } from '../support/wait.js';
 
 const OPS = { username: 'olivia', password: 'olivia-pw', sub: 'auth0|olivia0005', email: 'olivia@example.com', name: 'Olivia Ops', roles: ['pg_ops'] };
 
@@ -77,7 +78,7 @@ const connect = async (port: number, database = 'mydb') => {
 
 describe('SIGTERM drain', () => {
   it('turns /readyz unready at once, lets open sessions work through the grace period, then ends them with 57P01; exit 0 with --exit-zero-on-sigterm', async () => {
-    const graceMs = 2500;
+    const graceMs = 1500;
     const { cli, port, readyz } = await serve(['--config', writeConfig('drain.yaml'), '--drain-timeout', String(graceMs / 1000), '--exit-zero-on-sigterm']);
     expect(await readyz()).toEqual({ status: 200, body: 'ready\n' });
     const clients = await Promise.all([1, 2, 3, 4].map(() => connect(port)));
@@ -116,12 +117,6 @@ describe('SIGTERM drain', () => {
     expect(lines.filter((l) => l.event === 'session_end' && l.reason === 'server_shutdown')).toHaveLength(4);
     expect(lines.find((l) => l.event === 'drain_ended')).toMatchObject({ sessions: 4, grace_ms: graceMs });
     await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
-  });
-
-  it('exits 143 on SIGTERM without the flag, at once when no session is open', async () => {
-    const { cli } = await serve(['--config', writeConfig('plain.yaml'), '--drain-timeout', '30']);
-    cli.child.kill('SIGTERM');
-    expect((await cli.result).code).toBe(143);
   });
 });
 
@@ -178,5 +173,47 @@ describe('SIGHUP and --watch-config', () => {
     const r = await cli.result;
     expect(r.code).toBe(143);
     expect(r.stdout + r.stderr).not.toContain(aliceToken.split('.')[2]!);
+  });
+});
+
+describe('with --workers 2', () => {
+  it("the admin console's RELOAD reloads every worker; SIGTERM drains them all and --exit-zero-on-sigterm exits 0", async () => {
+    const file = writeConfig('workers.yaml');
+    const { cli, port, readyz } = await serve(['--config', file, '--workers', '2', '--drain-timeout', '1s', '--exit-zero-on-sigterm']);
+    await waitUntil(async () => (await readyz()).status === 200);
+    const open = await connect(port);
+    open.on('error', () => undefined);
+    const lines = () => cli.stdout().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+
+    // RELOAD lands on one worker's console; every worker applies the file.
+    const console = new pg.Client({ host: '127.0.0.1', port, user: 'olivia@example.com', password: opsToken, database: 'gprxy', ssl: { ca: idp.ca.cert, servername: 'localhost' } });
+    await console.connect();
+    writeConfig('workers.yaml', {
+      databases: {
+        mydb: { host: cluster.host, port: cluster.port, dbname: 'mydb', pool: { size: 4 } },
+        otherdb: { host: cluster.host, port: cluster.port, dbname: 'otherdb', pool: { size: 2 } },
+      },
+    });
+    await console.query('RELOAD');
+    // Log lines reach the primary's stream in batches: wait for both workers' lines.
+    const applied = () => lines().filter((l) => l.event === 'config_reloaded' && l.trigger === 'admin').map((l) => l.worker);
+    await waitUntil(() => applied().length >= 2, 5000);
+    expect(applied().sort()).toEqual([0, 1]);
+    for (let i = 0; i < 4; i++) await (await connect(port, 'otherdb')).end();
+    // A broken file: refused (F0000), every worker keeps serving the config it has.
+    writeFileSync(file, 'databases: {}');
+    await expect(console.query('RELOAD')).rejects.toMatchObject({ code: 'F0000' });
+    await (await connect(port, 'otherdb')).end();
+    await console.end();
+
+    // SIGTERM: unready at once, the open session works through the grace period, then 57P01; exit 0.
+    const ended = new Promise<unknown>((resolve) => open.on('error', resolve));
+    cli.child.kill('SIGTERM');
+    await cli.waitFor(/"event":"signal"/, 'stdout');
+    expect((await readyz()).body).toContain('draining');
+    expect((await open.query('select 1 as one')).rows[0].one).toBe(1);
+    expect(await ended).toMatchObject({ code: '57P01' });
+    expect((await cli.result).code).toBe(0);
+    await open.end().catch(() => undefined);
   });
 });

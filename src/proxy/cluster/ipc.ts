@@ -7,6 +7,7 @@
  */
 import { GprxyError } from '../../shared/errors.js';
 import type { KeyOwner } from '../cancel-key.js';
+import type { ReloadOutcome, ReloadTrigger } from '../reload.js';
 import type { KillOutcome, KillTarget } from '../admin/commands.js';
 import type { SessionSnapshot } from '../session-registry.js';
 
@@ -22,6 +23,10 @@ export interface IpcKinds {
   'worker.signal': { body: { signal: 'SIGTERM' | 'SIGINT' | 'SIGHUP' }; reply: void };
   /** primary → worker: is this worker ready (for /readyz: src/proxy/readiness.ts), and why not? */
   'worker.health': { body: Record<string, never>; reply: { ready: boolean; sessions: number; problems: readonly string[] } };
+  /** worker → primary: the admin console's RELOAD, for every worker (the primary asks each: worker.reload). */
+  'config.reload.all': { body: { trigger: ReloadTrigger }; reply: ReloadOutcome };
+  /** primary → worker: re-read the config file and apply it to new logins; the outcome comes back. */
+  'worker.reload': { body: { trigger: ReloadTrigger }; reply: ReloadOutcome };
   /** worker → primary: JSON log lines (whole lines, batched) for the one log stream the primary writes. */
   'log.lines': { body: { text: string }; reply: void };
   /** worker → primary: the admin console's SHOW SESSIONS, for every worker (the primary asks each). */

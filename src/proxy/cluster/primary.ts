@@ -25,6 +25,7 @@ import { IpcEndpoint } from './ipc.js';
 import type { KillOutcome, KillTarget } from '../admin/commands.js';
 import type { SessionSnapshot } from '../session-registry.js';
 import { CancelPeers, MAX_CANCEL_HOPS } from './peers.js';
+import type { ReloadOutcome, ReloadTrigger } from '../reload.js';
 
 export interface PrimaryOptions {
   readonly workers: number;
@@ -131,6 +132,7 @@ export class Primary {
       }
     });
     ipc.handle('admin.sessions.all', () => this.adminSessions());
+    ipc.handle('config.reload.all', ({ trigger }) => this.reloadWorkers(trigger));
     ipc.handle('admin.kill.all', (target) => this.adminKill(target));
     ipc.handle('cancel.forward', (body) => this.routeCancel(body.owner, body.processId, Buffer.from(body.secretKey, 'base64'), body.hops, slot));
     worker.on('exit', (code, signal) => {
@@ -216,6 +218,25 @@ export class Primary {
     this.metricsServer = server;
     const a = server.address() as { address: string; port: number };
     this.log.info({ event: 'metrics_listening', host: a.address, port: a.port }, `metrics on http://${a.address}:${a.port}/metrics`);
+  }
+
+  /**
+   * RELOAD from a worker's admin console: every live worker re-reads the config file; the outcome is the
+   * first refusal (naming its worker) or the first success (the workers run the same config).
+   */
+  private async reloadWorkers(trigger: ReloadTrigger): Promise<ReloadOutcome> {
+    const live = this.slots.flatMap((s, slot) => (s.ipc && s.listening ? [{ slot, ipc: s.ipc }] : []));
+    const outcomes = await Promise.all(
+      live.map(({ slot, ipc }) =>
+        ipc.request('worker.reload', { trigger }, 60_000).then(
+          (o): { slot: number; o: ReloadOutcome } => ({ slot, o }),
+          (e: Error) => ({ slot, o: { ok: false as const, code: 'ipc_request_failed', error: e.message } }),
+        ),
+      ),
+    );
+    const refused = outcomes.find((x) => !x.o.ok);
+    if (refused && !refused.o.ok) return { ...refused.o, error: `worker ${refused.slot}: ${refused.o.error}` };
+    return outcomes[0]?.o ?? { ok: false, code: 'no_workers', error: 'no worker is running' };
   }
 
   /** Why this replica is not ready (none: ready): stopping, a slot without a listening worker, or a worker's own reasons. */

@@ -29,6 +29,9 @@ export interface WorkerOptions {
 /** The primary asks each worker within 2 s; this covers the round trip to the primary around that. */
 const ADMIN_IPC_TIMEOUT_MS = 5000;
 
+/** A RELOAD waits this long for every worker (each may fetch a new provider's keys first). */
+const RELOAD_IPC_TIMEOUT_MS = 60_000;
+
 /** Exit code of a worker that crashed (EX_SOFTWARE). */
 const CRASH_EXIT = 70;
 
@@ -93,7 +96,12 @@ export async function runWorker(config: ProxyConfig, options: WorkerOptions): Pr
   ipc.handle('worker.health', async () => ({ ...(await proxy.readiness.check()), sessions: proxy.activeSessions }));
   // SIGHUP (forwarded by the primary): each worker re-reads the config file, as a lone process does (reload.ts).
   const reloader = options.configFile ? new ConfigReloader({ file: options.configFile, env: options.env ?? {}, target: proxy, logger }) : undefined;
-  proxy.reloader = reloader;
+  ipc.handle('worker.reload', ({ trigger }) =>
+    reloader ? reloader.reload(trigger) : { ok: false as const, code: 'reload_unavailable', error: 'this worker was started without a config file' },
+  );
+  // RELOAD in this worker's admin console reloads every worker (through the primary), not just this one:
+  // otherwise the workers would serve different configs until the next SIGHUP.
+  proxy.reloader = reloader ? { reload: (trigger) => ipc.request('config.reload.all', { trigger }, RELOAD_IPC_TIMEOUT_MS) } : undefined;
   ipc.handle('worker.signal', ({ signal }) => {
     if (signal === 'SIGTERM' || signal === 'SIGINT') stop(signal);
     else void reloader?.reload('sighup');
