@@ -38,6 +38,8 @@ function ciProviders(maxSession?: string): Record<string, unknown> {
       },
     ],
     role_mapping: [],
+    // The admin console is served too: a CI job token must not reach it (it has no admin role).
+    admin: { database: 'gprxy', roles: ['gha:pg_ops'] },
   };
 }
 
@@ -92,6 +94,22 @@ describe('CI job tokens at the proxy', () => {
     await c.end();
     const line = await stack.logs.waitFor((l) => l.event === 'auth_success' && l.user === sub);
     expect(line.ci).toMatchObject({ kind: 'gitlab', pipeline_id: '575', job_id: '310', project_path: 'my-group/my-project' });
+  });
+
+  it('an admitted CI job token does not open the admin console: 42501, audited (its rule picks an account, not admin rights)', async () => {
+    const sub = GITHUB_MAIN_PUSH.sub as string;
+    const c = new pg.Client({ host: '127.0.0.1', port: stack.port, user: sub, password: await github.mint(GITHUB_MAIN_PUSH, { audience: AUDIENCE }), database: 'gprxy', ssl: stack.ssl });
+    c.on('error', () => undefined);
+    const error = (await c.connect().then(
+      async () => {
+        await c.query('SHOW SESSIONS').catch(() => undefined);
+        await c.end();
+        return undefined;
+      },
+      (e: unknown) => e,
+    )) as { code?: string } | undefined;
+    expect(error?.code).toBe('42501');
+    await stack.logs.waitFor((l) => l.event === 'auth_failure' && l.user === sub && l.reason === 'admin_role_missing');
   });
 
   it('refuses a pull-request job with 28000, and the audit log names the rule and the claim', async () => {

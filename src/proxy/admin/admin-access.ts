@@ -51,21 +51,27 @@ export class AdminAccess {
    * (28000) when the user does not match, and a 42501 refusal when the login is valid but has no admin role.
    */
   identify(verified: VerifiedToken, user: string): Identity {
+    const missing = () =>
+      new Refusal(
+        'admin_role_missing',
+        `user ${quote(user, 63)} may not use the admin console: it needs one of the roles ${this.config.roles.map((r) => quote(r, 60)).join(', ')} in the token (admin.roles)`,
+        SqlState.INSUFFICIENT_PRIVILEGE,
+      );
+    let identity: Identity;
     try {
-      return resolveIdentity(
+      identity = resolveIdentity(
         verified,
         user,
         this.config.roles.map((role) => ({ role, account: ADMIN_ACCOUNT })),
       );
     } catch (e) {
-      if (e instanceof TokenError && e.code === 'token_no_role') {
-        throw new Refusal(
-          'admin_role_missing',
-          `user ${quote(user, 63)} may not use the admin console: it needs one of the roles ${this.config.roles.map((r) => quote(r, 60)).join(', ')} in the token (admin.roles)`,
-          SqlState.INSUFFICIENT_PRIVILEGE,
-        );
-      }
+      if (e instanceof TokenError && e.code === 'token_no_role') throw missing();
       throw e;
     }
+    // Admin rights come from an admin role in the token and nothing else. resolveIdentity picks an account
+    // by a CI provider's rules without looking at roles (a rule admits a job for its account), so a job token
+    // admitted by any rule would otherwise pass; and the account must be the console's own.
+    if (identity.ci || identity.account !== ADMIN_ACCOUNT || !identity.roles.some((r) => this.config.roles.includes(r))) throw missing();
+    return identity;
   }
 }
