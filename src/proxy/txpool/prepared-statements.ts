@@ -71,6 +71,8 @@ export interface StatementDef {
   readonly paramTypes: Buffer;
   readonly backendName: string;
   readonly kind: StatementKind;
+  /** Its Parse failed or was skipped: an undo must never bring it back. */
+  dead?: boolean;
 }
 
 const TOO_MANY_STATEMENTS = errorResponse({
@@ -199,7 +201,7 @@ export class ClientStatements {
     this.put(name, def);
     return () => {
       if (this.byName.get(name) !== def) return;
-      this.put(name, before);
+      this.put(name, before && !before.dead ? before : undefined);
     };
   }
 
@@ -223,7 +225,7 @@ export class ClientStatements {
     this.byName.clear();
     this.bytes = 0;
     return () => {
-      for (const [name, def] of before) if (!this.byName.has(name)) this.put(name, def);
+      for (const [name, def] of before) if (!this.byName.has(name) && !def.dead) this.put(name, def);
     };
   }
 }
@@ -326,9 +328,21 @@ export class StatementRouter {
           const undo = this.statements.set(t.name, undefined);
           return this.expect({ expect: 'close', synthesized: closeComplete(), undo }, out);
         }
-        if (t.kind === 'P') this.statements.deallocatingPortals.delete(t.name);
+        if (t.kind === 'P') {
+          this.statements.deallocatingPortals.delete(t.name);
+          out.toBackend.push(raw);
+          return this.expect({ expect: 'close' }, out);
+        }
+        // Close of the unnamed statement: gone for the client and on the backend (unless PostgreSQL skips it).
+        const before = { client: this.statements.unnamed, backend: backend.unnamed };
+        this.statements.unnamed = undefined;
+        backend.unnamed = undefined;
         out.toBackend.push(raw);
-        return this.expect({ expect: 'close' }, out);
+        const undo = () => {
+          if (this.statements.unnamed === undefined) this.statements.unnamed = before.client;
+          if (backend.unnamed === undefined) backend.unnamed = before.backend;
+        };
+        return this.expect({ expect: 'close', undo }, out);
       }
       case FrontendCode.EXECUTE: {
         const portal = parseExecutePortal(body);
@@ -465,7 +479,11 @@ export class StatementRouter {
       const oldName = this.ensure(existing, backend, out);
       out.toBackend.push(parseMessage(oldName, query, msg.paramTypes));
       const undoName = this.statements.set(msg.name, def);
-      this.expect({ expect: 'parse', undo: undoName }, out);
+      const undo = () => {
+        def.dead = true;
+        undoName();
+      };
+      this.expect({ expect: 'parse', undo }, out);
       // Reached only if that succeeded (after an error PostgreSQL skips to Sync): put the name right again.
       backend.delete(oldName);
       out.toBackend.push(closeMessage('S', oldName));
@@ -483,7 +501,11 @@ export class StatementRouter {
     if (backend.confirmed(def.backendName) && this.lastStatus !== ReadyStatus.FAILED) {
       this.stats.hits++;
       backend.touch(def.backendName);
-      return this.expect({ expect: 'parse', synthesized: parseComplete(), undo: undoName }, out);
+      const undo = () => {
+        def.dead = true;
+        undoName();
+      };
+      return this.expect({ expect: 'parse', synthesized: parseComplete(), undo }, out);
     }
     const undoBackend = this.prepare(def, backend, out);
     out.toBackend.push(parseMessage(def.backendName, def.query, def.paramTypes));
@@ -491,6 +513,7 @@ export class StatementRouter {
       {
         expect: 'parse',
         undo: () => {
+          def.dead = true;
           undoBackend();
           undoName();
         },
