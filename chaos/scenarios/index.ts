@@ -6,5 +6,6 @@ import { soak } from './soak.js';
 import { fuzzSessions } from './fuzz-sessions.js';
 import { netFaults } from './net-faults.js';
 import { idpOutage } from './idp-outage.js';
+import { slowClients } from './slow-clients.js';
 
-export const SCENARIOS: readonly Scenario[] = [fuzzCodec, fuzzSessions, pgRestart, netFaults, idpOutage, soak];
+export const SCENARIOS: readonly Scenario[] = [fuzzCodec, fuzzSessions, pgRestart, netFaults, idpOutage, slowClients, soak];
