@@ -17,6 +17,7 @@ export interface FuzzStats {
   outcomes: number;
   crashes: { input: Buffer; error: string }[];
   slowestMs: number;
+  slowestInput?: Buffer;
 }
 
 /** Fuzzes one target until `deadline` (ms since epoch) or `maxInputs`. */
@@ -39,7 +40,10 @@ export function fuzzTarget(target: CodecTarget, rng: Rng, deadline: number, maxI
       continue;
     }
     const ms = performance.now() - started;
-    if (ms > stats.slowestMs) stats.slowestMs = ms;
+    if (ms > stats.slowestMs) {
+      stats.slowestMs = ms;
+      stats.slowestInput = input;
+    }
     if (!seen.has(outcome)) {
       seen.add(outcome);
       corpus.push(input);
@@ -66,7 +70,21 @@ export const fuzzCodec: Scenario = {
       const deadline = Date.now() + (seconds * 1000) / CODEC_TARGETS.length;
       const r = fuzzTarget(target, rng, deadline);
       total += r.inputs;
-      slowest = Math.max(slowest, r.slowestMs);
+      // On a busy machine the process can be descheduled mid-input: the slowest input is timed again, alone,
+      // and the best of three counts (a real hang is slow every time).
+      if (r.slowestInput) {
+        let best = Infinity;
+        for (let i = 0; i < 3; i++) {
+          const t0 = performance.now();
+          try {
+            target.run(r.slowestInput, rng);
+          } catch {
+            // a crash was recorded by the loop already
+          }
+          best = Math.min(best, performance.now() - t0);
+        }
+        slowest = Math.max(slowest, best);
+      }
       v.figure(`${target.name}: inputs / outcomes`, `${r.inputs} / ${r.outcomes}`);
       o.log(`fuzz-codec ${target.name}: ${r.inputs} inputs, ${r.outcomes} outcomes, ${r.crashes.length} crashes`);
       for (const c of r.crashes) {
@@ -81,7 +99,7 @@ export const fuzzCodec: Scenario = {
     v.figure('inputs', total);
     v.figure('seconds', elapsed);
     v.figure('inputs per second', Math.round(total / elapsed));
-    v.figure('slowest input (ms)', slowest);
+    v.figure('slowest input, timed again alone (ms)', slowest);
     v.figure('RSS growth (MB)', mb(rssGrowth));
     v.check(slowest < SLOW_INPUT_MS, `an input took ${slowest.toFixed(0)} ms (over ${SLOW_INPUT_MS} ms: a hang in the codec)`);
     v.check(rssGrowth < 256 * 1048576, `RSS grew by ${mb(rssGrowth)} MB while fuzzing`);
