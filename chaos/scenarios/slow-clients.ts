@@ -43,13 +43,14 @@ export const slowClients: Scenario = {
     try {
       const alice = await stack.token('alice');
       const bob = await stack.token('bob');
+      let probeError: unknown;
       // The probe: bob's own session.
       const probe = new pg.Client(stack.clientConfig(bob, 'bob'));
+      probe.on('error', (e) => (probeError ??= e));
       await probe.connect();
       const lat: { phase: string; ms: number }[] = [];
       let phase = 'quiet';
       let probing = true;
-      let probeError: unknown;
       const probing$ = (async () => {
         while (probing) {
           const t0 = performance.now();
