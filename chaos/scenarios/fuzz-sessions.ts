@@ -15,6 +15,8 @@ import { EMAIL, startChaosStack } from '../lib/stack.js';
 
 const CONCURRENCY = 24;
 const BOUND_MS = 10_000;
+/** How long the proxy may take to retire its last sessions after every client left. */
+const SETTLE_MS = 5_000;
 
 async function fuzzFor(rng: Rng, target: SessionTarget, ms: number): Promise<{ runs: number; hangs: number; maxMs: number; durations: number[]; tls: number }> {
   const deadline = Date.now() + ms;
@@ -80,8 +82,14 @@ export const fuzzSessions: Scenario = {
       await c.connect();
       const proxyWorks = (await c.query('select 1 as one')).rows[0].one === 1;
       await c.end();
-      await new Promise((r) => setTimeout(r, 500));
-      const after = await stack.stats(true);
+      // Sessions end asynchronously (the last one may still be handing its backend back): wait for the count
+      // to reach zero, bounded like the hangs above; a session that never ends still fails the check below.
+      let after = await stack.stats(true);
+      for (const deadline = Date.now() + SETTLE_MS; after.sessions > 0 && Date.now() < deadline; ) {
+        await new Promise((r) => setTimeout(r, 100));
+        after = await stack.stats(after.sessions === 0);
+      }
+      if (after.sessions === 0) after = await stack.stats(true);
       v.figure('proxy heap after GC before / after (MB)', `${mb(memBefore.heapUsed)} / ${mb(after.memory.heapUsed)}`);
       v.figure('proxy RSS before / after (MB)', `${mb(memBefore.rss)} / ${mb(after.memory.rss)}`);
       v.figure('proxy sessions left', after.sessions);
