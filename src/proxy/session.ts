@@ -24,9 +24,9 @@ import type { RelayProbe, TrackedSession } from './session-registry.js';
 import { buildSetup } from './session-setup.js';
 import { statementAuditFor } from './statement-audit/index.js';
 import { ciLogFields, sessionEnd } from './session-end.js';
+import { BoundaryStop } from './boundary-stop.js';
 
 /** How long an ending session may wait for a message boundary before its connection is cut. */
-const STOP_GRACE_MS = 5_000;
 /** Context lifetime when the operator lets sessions outlive tokens and sets no session_max_lifetime. */
 const SESSION_WITHOUT_END_MS = 365 * 86_400_000;
 
@@ -60,12 +60,7 @@ export type StopReason = Extract<SessionEndReason, 'server_shutdown' | 'token_ex
 
 export class Session {
   private relay: Relay | undefined;
-  private stopRequested = false;
-  private endReason: StopReason | undefined;
-  private boundaryTimer: NodeJS.Timeout | undefined;
-  private stopDeadline = 0;
-  /** The relay was cut mid-message (the client stopped reading): no FATAL can be sent any more. */
-  private forcedStop = false;
+  private readonly stopper = new BoundaryStop<StopReason>(() => this.deps.now());
 
   constructor(
     private readonly deps: SessionDeps,
@@ -161,12 +156,12 @@ export class Session {
       lifetimeTimer = setLongTimeout(() => this.stop(reason), endsAt - now());
     }
     relay.start(pending);
-    if (this.stopRequested) this.stop(this.endReason ?? 'server_shutdown');
+    if (this.stopper.requested) this.stop(this.stopper.reason ?? 'server_shutdown');
     const result = await relay.done;
     this.lastProbe = relay.probe();
     this.relay = undefined;
     lifetimeTimer?.clear();
-    clearTimeout(this.boundaryTimer);
+    this.stopper.clear();
     this.deps.cancels.unregister(key.processId);
     await this.end(socket, result, backend, pool, identity, expiresAt);
   }
@@ -218,23 +213,14 @@ export class Session {
 
   /**
    * Ends the relay where a FATAL can be injected without splitting one of the server's messages. A client
-   * that stops reading mid-result would postpone that forever, so after STOP_GRACE_MS the connection is cut.
+   * that stops reading mid-result would postpone that forever: BoundaryStop cuts it after its grace period.
    */
   stop(reason: StopReason): void {
-    this.stopRequested = true;
-    this.endReason ??= reason;
-    const relay = this.relay;
-    if (!relay) return;
-    this.stopDeadline ||= this.deps.now() + STOP_GRACE_MS;
-    if (relay.clientAtBoundary) relay.stop();
-    else if (this.deps.now() >= this.stopDeadline) {
-      this.forcedStop = true;
-      relay.stop();
-    } else this.boundaryTimer = setTimeout(() => this.stop(reason), 20);
+    this.stopper.request(reason, this.relay);
   }
 
   private async end(socket: Socket, result: RelayResult, backend: Backend, pool: BackendPool, identity: Identity, tokenExpiresAt: number): Promise<void> {
-    const reason = this.endReason ?? (result.reason === 'stopped' ? 'server_shutdown' : result.reason);
+    const reason = this.stopper.reason ?? (result.reason === 'stopped' ? 'server_shutdown' : result.reason);
     // The client hears the stop the proxy asked for, or the relay's own end (backend lost, protocol error).
     const say = result.reason === 'stopped' ? reason : result.reason;
     const conn: Connection = { socket, log: this.log, metrics: this.deps.metrics, startedAt: this.startedAt, now: this.deps.now };
@@ -243,9 +229,9 @@ export class Session {
       reason,
       say,
       detail: { ...(result.error ? { text: result.error } : {}), tokenExpiresAt },
-      forced: this.forcedStop,
+      forced: this.stopper.forced,
       user: identity.user,
-      release: () => pool.release(backend, result.backendIdle && result.reason !== 'protocol_error' && !this.forcedStop, !result.backendIdle),
+      release: () => pool.release(backend, result.backendIdle && result.reason !== 'protocol_error' && !this.stopper.forced, !result.backendIdle),
       fields: {
         bytes_in: result.bytesFromClient,
         bytes_out: result.bytesFromBackend,

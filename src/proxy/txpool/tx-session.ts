@@ -30,21 +30,17 @@ import { ciLogFields, sessionEnd } from '../session-end.js';
 import { applicationNameFor, buildSetup } from '../session-setup.js';
 import { knownGreeting, rememberGreeting } from './greeting-cache.js';
 import { TxRelay, type TxRelayResult } from './tx-relay.js';
+import { BoundaryStop } from '../boundary-stop.js';
 
 export type TransactionLogin = Extract<LoginResult, { kind: 'transaction' }>;
 
-const STOP_GRACE_MS = 5_000;
 const SESSION_WITHOUT_END_MS = 365 * 86_400_000;
 /** Settings one client may keep (session-level SET) in transaction mode. */
 const MAX_KEPT_SETTINGS = 200;
 
 export class TxSession {
   private relay: TxRelay | undefined;
-  private stopRequested = false;
-  private endReason: StopReason | undefined;
-  private boundaryTimer: NodeJS.Timeout | undefined;
-  private stopDeadline = 0;
-  private forcedStop = false;
+  private readonly stopper = new BoundaryStop<StopReason>(() => this.deps.now());
   /** Session-level settings the client changed (name → value), set again on every attach. */
   private readonly kept = new Map<string, string>();
   /** The setup bytes per backend while `kept` does not change (the context is signed per backend). */
@@ -195,11 +191,11 @@ export class TxSession {
       lifetimeTimer = setLongTimeout(() => this.stop(reason), endsAt - now());
     }
     relay.start(pending);
-    if (this.stopRequested) this.stop(this.endReason ?? 'server_shutdown');
+    if (this.stopper.requested) this.stop(this.stopper.reason ?? 'server_shutdown');
     const result = await relay.done;
     this.lastProbe = relay.probe();
     lifetimeTimer?.clear();
-    clearTimeout(this.boundaryTimer);
+    this.stopper.clear();
     this.deps.cancels.unregister(key.processId);
     await this.end(socket, result, relay, pool, identity.user, expiresAt);
     this.relay = undefined;
@@ -240,20 +236,11 @@ export class TxSession {
   }
 
   stop(reason: StopReason): void {
-    this.stopRequested = true;
-    this.endReason ??= reason;
-    const relay = this.relay;
-    if (!relay) return;
-    this.stopDeadline ||= this.deps.now() + STOP_GRACE_MS;
-    if (relay.clientAtBoundary) relay.stop();
-    else if (this.deps.now() >= this.stopDeadline) {
-      this.forcedStop = true;
-      relay.stop();
-    } else this.boundaryTimer = setTimeout(() => this.stop(reason), 20);
+    this.stopper.request(reason, this.relay);
   }
 
   private async end(socket: Socket, result: TxRelayResult, relay: TxRelay, pool: BackendPool, user: string, tokenExpiresAt: number): Promise<void> {
-    const reason = this.endReason ?? (result.reason === 'stopped' ? 'server_shutdown' : result.reason);
+    const reason = this.stopper.reason ?? (result.reason === 'stopped' ? 'server_shutdown' : result.reason);
     const say = result.reason === 'stopped' ? reason : result.reason;
     const conn: Connection = { socket, log: this.log, metrics: this.deps.metrics, startedAt: this.startedAt, now: this.deps.now };
     let backendState: string = 'none';
@@ -262,13 +249,13 @@ export class TxSession {
       reason,
       say,
       detail: { ...(result.error ? { text: result.error } : {}), tokenExpiresAt },
-      forced: this.forcedStop,
+      forced: this.stopper.forced,
       user,
       release: async () => {
         const at = relay.detachAtEnd();
         if (!at) return;
         backendState = at.state;
-        const usable = result.reason !== 'protocol_error' && !this.forcedStop;
+        const usable = result.reason !== 'protocol_error' && !this.stopper.forced;
         if (at.state === 'idle') return pool.release(at.backend, usable);
         if (at.state === 'busy' || !usable) return pool.release(at.backend, false, at.state === 'busy');
         // The client left inside a transaction, with nothing running: roll it back and reuse the backend.
