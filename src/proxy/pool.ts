@@ -160,11 +160,7 @@ export class BackendPool {
     const ready = this.takeIdle();
     if (ready) return this.checkout(ready);
     if (this.total < this.options.size) return this.checkout(await this.open());
-    const started = this.now();
-    const backend = await this.wait(false);
-    this.waits++;
-    this.waitMs += this.now() - started;
-    return backend;
+    return this.wait(false);
   }
 
   /**
@@ -185,16 +181,31 @@ export class BackendPool {
     return this.wait(true);
   }
 
+  /**
+   * Queues for the next freed backend. Every wait is counted, served or timed out: the waits that hit
+   * pool_wait_timeout are the ones an operator most needs in gprxy_pool_wait_seconds_avg.
+   */
   private wait(fresh: boolean): Promise<Backend> {
+    const started = this.now();
+    const counted = () => {
+      this.waits++;
+      this.waitMs += this.now() - started;
+    };
     return new Promise<Backend>((resolve, reject) => {
       const waiter: Waiter = {
         fresh,
-        resolve,
-        reject,
+        resolve: (b) => {
+          counted();
+          resolve(b);
+        },
+        reject: (e) => {
+          counted();
+          reject(e);
+        },
         timer: setLongTimeout(() => {
           const i = this.waiters.indexOf(waiter);
           if (i >= 0) this.waiters.splice(i, 1);
-          reject(
+          waiter.reject(
             new PoolTimeoutError(
               `all ${this.options.size} connections of pool ${this.name} are busy; waited ${Math.round(this.options.waitTimeoutMs / 1000)} s. Try again, or raise pool.size / limits.pool_wait_timeout`,
             ),

@@ -136,8 +136,9 @@ describe('transaction pooling on the wire', () => {
     // The metrics: clients waiting now, and the averages behind the waits and transactions.
     const text = await (await fetch(`http://127.0.0.1:${stack.proxy.metricsAddress!.port}/metrics`)).text();
     const value = (name: string) => Number(new RegExp(`^${name}\\{pool="mydb/app_writer"\\} (\\S+)$`, 'm').exec(text)?.[1]);
-    expect(value('gprxy_pool_waits')).toBeGreaterThanOrEqual(1);
-    expect(value('gprxy_pool_wait_seconds_avg')).toBeGreaterThan(0);
+    // Two waits: the one that timed out after 1 s counts too (the served one can take under a millisecond).
+    expect(value('gprxy_pool_waits')).toBeGreaterThanOrEqual(2);
+    expect(value('gprxy_pool_wait_seconds_avg')).toBeGreaterThanOrEqual(0.4);
     expect(value('gprxy_pool_transactions')).toBeGreaterThanOrEqual(4);
     expect(value('gprxy_pool_transaction_seconds_avg')).toBeGreaterThan(0);
     expect(text).toMatch(/gprxy_pool_connections\{pool="mydb\/app_writer",state="waiting_clients"\} 0/);
