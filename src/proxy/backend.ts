@@ -214,9 +214,10 @@ export class Backend {
     return this.socket;
   }
 
-  /** Takes the socket back from the relay (it must be at a message boundary). */
+  /** Takes the socket back from the relay (it must be at a message boundary). Idempotent: one data listener at most. */
   attach(): void {
     this.reader = new FrameReader({ maxMessageLength: MAX_BACKEND_MESSAGE });
+    this.socket.off('data', this.onData);
     this.socket.on('data', this.onData);
     this.socket.resume();
   }
