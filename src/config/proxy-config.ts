@@ -58,6 +58,12 @@ export const PROVIDER_CLAIM_DEFAULTS = Object.freeze({
  * for several psql windows, an IDE and a local app. Service identities that run pools raise it.
  */
 export const DEFAULT_MAX_SESSIONS_PER_IDENTITY = 10;
+/**
+ * How long a new backend connection may take (TCP, TLS, authentication). Short enough that a backend host
+ * that accepts and never answers (a dead host behind a load balancer) costs a login seconds, not half a minute;
+ * long enough for TLS plus SCRAM on a busy server.
+ */
+export const DEFAULT_BACKEND_CONNECT_TIMEOUT_MS = 5_000;
 
 const providerSchema = z.strictObject({
   // As gprxy configure demands: keys fetched over plain HTTP could be swapped by anyone on the path.
@@ -174,6 +180,7 @@ const fileSchema = z.strictObject({
       max_client_connections: z.number().int().min(1).default(10_000),
       login_timeout: duration.default(10_000),
       pool_wait_timeout: duration.default(30_000),
+      backend_connect_timeout: duration.refine((ms) => ms > 0, 'limits.backend_connect_timeout must be more than 0 (e.g. 5s)').default(DEFAULT_BACKEND_CONNECT_TIMEOUT_MS),
       session_max_lifetime: duration.default(0),
       end_session_at_token_expiry: z.boolean().default(true),
       max_sessions_per_identity: z.number().int().min(0).default(DEFAULT_MAX_SESSIONS_PER_IDENTITY),
@@ -182,6 +189,7 @@ const fileSchema = z.strictObject({
       max_client_connections: 10_000,
       login_timeout: 10_000,
       pool_wait_timeout: 30_000,
+      backend_connect_timeout: DEFAULT_BACKEND_CONNECT_TIMEOUT_MS,
       session_max_lifetime: 0,
       end_session_at_token_expiry: true,
       max_sessions_per_identity: DEFAULT_MAX_SESSIONS_PER_IDENTITY,
@@ -350,6 +358,8 @@ export interface ProxyConfig {
     readonly maxClientConnections: number;
     readonly loginTimeoutMs: number;
     readonly poolWaitTimeoutMs: number;
+    /** A new backend connection (TCP, TLS, authentication, up to ReadyForQuery) that takes longer is abandoned. */
+    readonly backendConnectTimeoutMs: number;
     readonly sessionMaxLifetimeMs: number;
     /** End a session when the token it was opened with expires (the identity context expires then too). */
     readonly endSessionAtTokenExpiry: boolean;
@@ -660,6 +670,7 @@ export function buildProxyConfig(
       maxClientConnections: f.limits.max_client_connections,
       loginTimeoutMs: f.limits.login_timeout,
       poolWaitTimeoutMs: f.limits.pool_wait_timeout,
+      backendConnectTimeoutMs: f.limits.backend_connect_timeout,
       sessionMaxLifetimeMs: f.limits.session_max_lifetime,
       endSessionAtTokenExpiry: f.limits.end_session_at_token_expiry,
       maxSessionsPerIdentity: f.limits.max_sessions_per_identity,

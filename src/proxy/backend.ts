@@ -236,6 +236,8 @@ export class Backend {
     options: { dialer?: Dialer; timeoutMs?: number; applicationName?: string; settings?: Readonly<Record<string, string>>; now?: () => number } = {},
   ): Promise<Backend> {
     const timeoutMs = options.timeoutMs ?? 10_000;
+    // One deadline for the whole connect (TCP, TLS, authentication, up to ReadyForQuery), not one per phase.
+    const started = Date.now();
     const where = `${target.host}:${target.port}`;
     const raw = (options.dialer ?? defaultDialer)(target.host, target.port);
     raw.setKeepAlive(true, 30_000);
@@ -321,10 +323,13 @@ export class Backend {
               return false; // NoticeResponse, NegotiateProtocolVersion
           }
         },
-        timeoutMs,
+        Math.max(1, timeoutMs - (Date.now() - started)),
       );
     } catch (e) {
       socket.destroy();
+      if (e instanceof BackendError && e.code === 'backend_unavailable' && !e.fields && Date.now() - started >= timeoutMs) {
+        throw new BackendError('backend_unavailable', `connecting to ${where} timed out after ${timeoutMs} ms (no answer to the login; limits.backend_connect_timeout)`, undefined, undefined, { cause: e });
+      }
       if (e instanceof BackendError) throw e;
       throw new BackendError('backend_unavailable', `cannot start a session on ${where}: ${(e as Error).message}`);
     }

@@ -33,6 +33,8 @@ export interface PoolOptions {
   readonly idleTimeoutMs: number;
   readonly maxLifetimeMs: number;
   readonly waitTimeoutMs: number;
+  /** How long opening a backend may take (limits.backend_connect_timeout; read at each open, so a reload applies). */
+  readonly connectTimeoutMs?: () => number | undefined;
   readonly logger: Logger;
   readonly dialer?: Dialer;
   readonly now?: () => number;
@@ -104,6 +106,8 @@ export class BackendPool {
   private readonly waiters: Waiter[] = [];
   private total = 0;
   private active = 0;
+  /** Backends being opened (counted in `total`): they hold a slot but can serve nobody yet. */
+  private opening = 0;
   /** Backends released mid-query, still counted in `total` until their server process is gone. */
   private readonly draining = new Set<Backend>();
   private closed = false;
@@ -292,12 +296,19 @@ export class BackendPool {
 
   private async open(): Promise<Backend> {
     this.total++;
+    this.opening++;
     const started = this.now();
+    const timeoutMs = this.options.connectTimeoutMs?.();
     try {
       let backend: Backend;
       for (let attempt = 1; ; attempt++) {
         try {
-          backend = await Backend.connect(this.options.target, { ...(this.options.dialer ? { dialer: this.options.dialer } : {}), applicationName: 'gprxy', now: this.now });
+          backend = await Backend.connect(this.options.target, {
+            ...(this.options.dialer ? { dialer: this.options.dialer } : {}),
+            ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+            applicationName: 'gprxy',
+            now: this.now,
+          });
         } catch (e) {
           if (!(e instanceof BackendError) || e.code !== 'backend_closed' || !this.options.startFailed) throw e;
           const outcome: unknown = await this.options.startFailed(e).catch((r: unknown) => r);
@@ -315,15 +326,32 @@ export class BackendPool {
           throw e;
         }
       }
+      this.opening--;
       backend.socket.on('close', () => this.forget(backend));
       this.options.logger.debug({ event: 'backend_open', pool: this.name, pid: backend.processId, duration_ms: this.now() - started }, 'backend connected');
       return backend;
     } catch (e) {
       this.total--;
-      this.serveWaiters();
-      if (e instanceof BackendError && e.code === 'backend_auth_failed') this.loginFailed(e);
-      if (e instanceof BackendError) throw e;
-      throw new BackendError('backend_unavailable', `cannot connect to ${this.name}: ${(e as Error).message}`);
+      this.opening--;
+      const error = e instanceof BackendError ? e : new BackendError('backend_unavailable', `cannot connect to ${this.name}: ${(e as Error).message}`);
+      if (error.code === 'backend_auth_failed') this.loginFailed(error);
+      if (error.code === 'backend_unavailable' && this.total - this.opening - this.draining.size === 0) this.failWaiters(error);
+      else this.serveWaiters();
+      throw error;
+    }
+  }
+
+  /**
+   * The server could not be reached (connect timed out or refused, or it refused new sessions) and this
+   * pool has no connected backend that could come back to a waiter: every slot is another connect on its
+   * way to the same server. Waiters get the same error now, not a connect timeout each in turn (a
+   * blackholed server would otherwise hold each login for its wait plus one or more connect timeouts, and
+   * a burst of logins would queue connects behind connects going nowhere).
+   */
+  private failWaiters(error: BackendError): void {
+    for (const w of this.waiters.splice(0)) {
+      w.timer.clear();
+      w.reject(error);
     }
   }
 

@@ -17,6 +17,8 @@ import { TRANSACTION_RESET } from './txpool/tx-reset.js';
 
 export interface PoolManagerOptions {
   readonly waitTimeoutMs: number;
+  /** limits.backend_connect_timeout; a reload changes it for the next connects without retiring pools. */
+  readonly connectTimeoutMs?: number;
   readonly logger: Logger;
   readonly dialer?: Dialer;
   /** Read each new backend's start time (needed to bind the identity context to it). */
@@ -49,10 +51,13 @@ export class PoolManager {
   /** PAUSE / RESUME per database (admin console). */
   readonly gate = new PauseGate();
   private waitTimeoutMs: number;
+  private connectTimeoutMs: number | undefined;
+  private readonly connectTimeout = (): number | undefined => this.connectTimeoutMs;
 
   constructor(private readonly options: PoolManagerOptions) {
     this.epochs = options.epochs ?? new EpochSource();
     this.waitTimeoutMs = options.waitTimeoutMs;
+    this.connectTimeoutMs = options.connectTimeoutMs;
   }
 
   /**
@@ -60,8 +65,9 @@ export class PoolManager {
    * checkouts; their backends end when the sessions holding them release them), new ones are created on
    * first use with the new settings.
    */
-  reconfigure(databases: Readonly<Record<string, DatabaseConfig>>, accounts: Readonly<Record<string, AccountConfig>>, waitTimeoutMs: number): void {
+  reconfigure(databases: Readonly<Record<string, DatabaseConfig>>, accounts: Readonly<Record<string, AccountConfig>>, waitTimeoutMs: number, connectTimeoutMs?: number): void {
     this.waitTimeoutMs = waitTimeoutMs;
+    if (connectTimeoutMs !== undefined) this.connectTimeoutMs = connectTimeoutMs;
     this.latest = { databases, accounts };
     for (const key of [...this.pools.keys()]) {
       const [db, account] = key.split('/') as [string, string];
@@ -130,6 +136,7 @@ export class PoolManager {
         idleTimeoutMs: database.pool.idleTimeoutMs,
         maxLifetimeMs: database.pool.maxLifetimeMs,
         waitTimeoutMs: this.waitTimeoutMs,
+        connectTimeoutMs: this.connectTimeout,
         logger: this.options.logger,
         ...(this.options.dialer ? { dialer: this.options.dialer } : {}),
         ...this.preparer(key, target),
@@ -172,6 +179,7 @@ export class PoolManager {
         idleTimeoutMs: database.pool.idleTimeoutMs,
         maxLifetimeMs: database.pool.maxLifetimeMs,
         waitTimeoutMs: this.waitTimeoutMs,
+        connectTimeoutMs: this.connectTimeout,
         logger: this.options.logger,
         ...(this.options.dialer ? { dialer: this.options.dialer } : {}),
         ...(readStart ? { prepare: readStart } : {}),

@@ -127,6 +127,7 @@ export class ProxyServer {
     this.current = { config, verifier: deps.verifier ?? this.newVerifier(config), secureContext: ProxyServer.secureContext(config), perUser: perUserRoles(config, deps.logger) };
     this.pools = new PoolManager({
       waitTimeoutMs: config.limits.poolWaitTimeoutMs,
+      connectTimeoutMs: config.limits.backendConnectTimeoutMs,
       logger: deps.logger,
       readBackendStart: !!config.context.secret,
       ...(share ? { sizeShare: share } : {}),
@@ -260,7 +261,7 @@ export class ProxyServer {
     this.current = { config: applied, verifier, secureContext, perUser };
     this.identitySessions.setLimit(next.limits.maxSessionsPerIdentity);
     this.maxClientConnections = this.share ? this.share(next.limits.maxClientConnections) : next.limits.maxClientConnections;
-    this.pools.reconfigure(next.databases, next.accounts, next.limits.poolWaitTimeoutMs);
+    this.pools.reconfigure(next.databases, next.accounts, next.limits.poolWaitTimeoutMs, next.limits.backendConnectTimeoutMs);
     if (verifier !== before.verifier) this.retire(before.verifier, before.config.limits.loginTimeoutMs);
     if (before.perUser && perUser !== before.perUser) this.retire(before.perUser, before.config.limits.loginTimeoutMs);
     return changes;

@@ -3,7 +3,7 @@
  * sweeping, acquireFresh, and the slot accounting when opening fails or a backend dies. The only seam used is
  * the dialer, for a server that refuses the TCP connection at the moment the test chooses.
  */
-import { connect as netConnect } from 'node:net';
+import { connect as netConnect, createServer, type Server, type Socket } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../src/demo/postgres-cluster.js';
 import { createLogger } from '../../src/proxy/logger.js';
@@ -114,6 +114,39 @@ describe('BackendPool', () => {
     const b = await pool.acquire();
     expect(b.processId).not.toBe(a.processId);
     expect(pool.stats()).toMatchObject({ total: 1, active: 1 });
+  });
+
+  it('connects to a server that never answers end at the connect timeout, and waiters behind them get the same 57P03 instead of a connect each', async () => {
+    // A host that accepts and never answers (a dead server behind a load balancer): the fault no real
+    // PostgreSQL produces on demand.
+    const held: Socket[] = [];
+    const sink: Server = createServer((s) => {
+      held.push(s);
+      s.on('error', () => undefined);
+      s.resume();
+    });
+    await new Promise<void>((r) => sink.listen(0, '127.0.0.1', () => r()));
+    try {
+      let dialed = 0;
+      const dialer: Dialer = () => {
+        dialed++;
+        return netConnect({ host: '127.0.0.1', port: (sink.address() as { port: number }).port });
+      };
+      const { pool } = makePool({ size: 2, dialer, connectTimeoutMs: () => 300, waitTimeoutMs: 60_000 });
+      // Four logins at once: two open the pool's two slots, two wait behind those connects.
+      const outcomes = await Promise.all([pool.acquire(), pool.acquire(), pool.acquire(), pool.acquire()].map((p) => p.catch((e: unknown) => e)));
+      for (const e of outcomes) {
+        expect(errorCode(e)).toBe('backend_unavailable');
+        expect((e as { sqlstate: string }).sqlstate).toBe('57P03');
+      }
+      expect((outcomes[0] as Error).message).toContain('limits.backend_connect_timeout');
+      // The waiters were not each given a new connect to the same unanswering server.
+      expect(dialed).toBe(2);
+      expect(pool.stats()).toMatchObject({ total: 0, active: 0, waiting: 0 });
+    } finally {
+      for (const s of held) s.destroy();
+      await new Promise<void>((r) => sink.close(() => r()));
+    }
   });
 
   it('a backend the server ended is not reused when released as reusable', async () => {

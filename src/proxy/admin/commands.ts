@@ -294,6 +294,7 @@ function showPlan(what: string, ctx: AdminContext, text: string): Plan {
           ['max_sessions_per_identity', l.maxSessionsPerIdentity === 0 ? 'unlimited' : String(l.maxSessionsPerIdentity), perIdentity.size ? Math.max(...perIdentity.values()) : 0],
           ['login_timeout', seconds(l.loginTimeoutMs), null],
           ['pool_wait_timeout', seconds(l.poolWaitTimeoutMs), null],
+          ['backend_connect_timeout', seconds(l.backendConnectTimeoutMs), null],
           ['session_max_lifetime', l.sessionMaxLifetimeMs === 0 ? 'unlimited' : seconds(l.sessionMaxLifetimeMs), null],
           ['end_session_at_token_expiry', String(l.endSessionAtTokenExpiry), null],
         ];
