@@ -1,6 +1,7 @@
 /**
  * Short version of `npm run chaos -- net-faults` (chaos/scenarios/net-faults.ts): a TCP fault proxy between
- * gprxy and PostgreSQL resets every backend connection and stalls the path under write load. Clients get
+ * gprxy and PostgreSQL resets every backend connection, stalls the path and blackholes new backend connects
+ * (limits.backend_connect_timeout 1 s) under write load. Clients get
  * 08006 / 57P03 / 57P01, never a hang; logins work again within 5 s; the pools match PostgreSQL.
  */
 import { afterAll, expect, it } from 'vitest';
@@ -9,7 +10,7 @@ import { netFaults } from '../../chaos/scenarios/net-faults.js';
 
 afterAll(() => cleanup());
 
-it('resets and stalls between the proxy and PostgreSQL give clean errors and recover', async () => {
+it('resets, stalls and blackholed connects between the proxy and PostgreSQL give clean errors and recover', async () => {
   const r = await netFaults.run({ short: true, log: () => undefined });
   expect(r.failures).toEqual([]);
 }, 90_000);
