@@ -145,6 +145,8 @@ describe('gprxy login (device flow) and gprxy token', () => {
     try {
       expect((await deviceLogin('alice', ['--profile', 'short'])).code).toBe(0);
       const first = (await stored('short'))!;
+      // The refreshed token gets a normal lifetime: a 2 s one could expire (whole seconds) before the checks below.
+      provider.setAccessTokenTtl(300);
       // Let the stored access token run out.
       await expect.poll(() => Date.now() > first.accessTokenExpiresAt!, { timeout: 5000, interval: 100 }).toBe(true);
       const refreshesBefore = provider.counters().tokenRequests.refresh_token ?? 0;
