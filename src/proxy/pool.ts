@@ -63,7 +63,8 @@ export interface PoolOptions {
 
 /** A release reset: the bytes, how many ReadyForQuery end them, and why the result makes the backend unusable. */
 export interface ReleaseResetPlan {
-  bytes(): Buffer;
+  /** The reset for this backend (its attributes say what the database offers). */
+  bytes(backend: Backend): Buffer;
   readonly readyCount: number;
   /** A reason to close the backend instead of reusing it (e.g. temporary objects left), or undefined when clean. */
   dirty(rows: (string | null)[][]): string | undefined;
@@ -232,7 +233,7 @@ export class BackendPool {
       try {
         backend.attach();
         const plan = this.options.reset;
-        const result = plan ? await backend.run(plan.bytes(), 10_000, plan.readyCount) : await backend.run(releaseReset(), 10_000, RELEASE_RESET_READY_COUNT);
+        const result = plan ? await backend.run(plan.bytes(backend), 10_000, plan.readyCount) : await backend.run(releaseReset(), 10_000, RELEASE_RESET_READY_COUNT);
         keep = !result.error && result.status === 'I';
         if (result.error) this.options.logger.warn({ event: 'backend_reset_failed', pool: this.name, reason: result.error.message }, 'reset failed; closing backend');
         const dirty = keep && plan ? plan.dirty(result.rows) : undefined;

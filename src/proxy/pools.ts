@@ -13,7 +13,7 @@ import { BackendGuard } from './backend-guard.js';
 import { EpochSource } from './identity-context.js';
 import { PauseGate } from './pause-gate.js';
 import { BackendPool, PoolClosedError, PoolTimeoutError, type PoolOptions } from './pool.js';
-import { TRANSACTION_RESET } from './txpool/tx-reset.js';
+import { SQL_PREPARED_CHECK, TRANSACTION_RESET } from './txpool/tx-reset.js';
 
 export interface PoolManagerOptions {
   readonly waitTimeoutMs: number;
@@ -283,11 +283,12 @@ function backendPreparer(pool: string, logger: Logger): (backend: Backend) => Pr
   };
   return async (backend) => {
     const result = await backend.run(BACKEND_PREPARE);
-    const [start, hasBeginSession, standby, txContexts] = result.rows[0] ?? [];
+    const [start, hasBeginSession, standby, txContexts, sqlPreparedCheck] = result.rows[0] ?? [];
     if (result.error || !start) throw new Error(`cannot read the backend start time: ${result.error?.message ?? 'no row'}`);
     backend.attributes.set(BACKEND_START, start);
     backend.attributes.set(BINDS_CHECKOUT, hasBeginSession === 't');
     backend.attributes.set(TX_CONTEXTS, txContexts === 't');
+    backend.attributes.set(SQL_PREPARED_CHECK, sqlPreparedCheck === 't');
     if (hasBeginSession !== 't') {
       warnOnce(
         'no_begin_session',

@@ -218,6 +218,22 @@ AS ${TAG}
   SELECT true
 ${TAG};`;
 
+/**
+ * Whether this backend holds a prepared statement made with SQL PREPARE: the transaction-pooling release
+ * reset asks (src/proxy/txpool/tx-reset.ts), and closes such a backend. Through this function because db init
+ * revokes pg_prepared_statement() from PUBLIC (src/sql/peer-isolation.ts: the view shows other clients'
+ * statement text on a shared backend); it answers a boolean about the caller's own backend only.
+ */
+export const SQL_PREPARED_STATEMENTS = 'gprxy.sql_prepared_statements()';
+const SQL_PREPARED_STATEMENTS_FUNCTION = `CREATE OR REPLACE FUNCTION gprxy.sql_prepared_statements()
+ RETURNS boolean
+ LANGUAGE sql
+ VOLATILE SECURITY DEFINER PARALLEL RESTRICTED
+ ${PINNED}
+AS ${TAG}
+  SELECT EXISTS (SELECT FROM pg_catalog.pg_prepared_statements AS s WHERE s.from_sql)
+${TAG};`;
+
 /** pgcrypto's hmac, called by its real schema (found at install time) so nothing can shadow it. */
 const HMAC_WRAPPER = doBlock(
   `  SELECT n.nspname INTO ext_schema
@@ -249,7 +265,7 @@ ${TAG};`;
 
 /** Everything of schema gprxy except the secret's value (see secretStatements). */
 export function identitySchemaStatements(): string[] {
-  const functions = ['gprxy.hmac_sha256(bytea, bytea)', BEGIN_SESSION, TRANSACTION_CONTEXTS, ...PUBLIC_FUNCTIONS];
+  const functions = ['gprxy.hmac_sha256(bytea, bytea)', BEGIN_SESSION, TRANSACTION_CONTEXTS, SQL_PREPARED_STATEMENTS, ...PUBLIC_FUNCTIONS];
   return [
     // Named: db init runs with search_path = pg_catalog, pg_temp (an existing installation stays where it is).
     `CREATE EXTENSION IF NOT EXISTS pgcrypto SCHEMA public;`,
@@ -277,6 +293,7 @@ export function identitySchemaStatements(): string[] {
     CLAIMS_FUNCTION,
     BEGIN_SESSION_FUNCTION,
     TRANSACTION_CONTEXTS_FUNCTION,
+    SQL_PREPARED_STATEMENTS_FUNCTION,
     ...HELPERS.map(helperFunction),
     ...functions.map((f) => `ALTER FUNCTION ${f} OWNER TO ${OWNER_ROLE};`),
     `REVOKE ALL ON FUNCTION gprxy.hmac_sha256(bytea, bytea) FROM PUBLIC;`,
@@ -284,6 +301,7 @@ export function identitySchemaStatements(): string[] {
     // The proxy logs in as the service accounts; their groups are the only callers it needs.
     `GRANT EXECUTE ON FUNCTION ${BEGIN_SESSION} TO ${Object.values(GROUP_ROLES).join(', ')};`,
     ...PUBLIC_FUNCTIONS.map((f) => `GRANT EXECUTE ON FUNCTION ${f} TO PUBLIC;`),
+    `GRANT EXECUTE ON FUNCTION ${SQL_PREPARED_STATEMENTS} TO PUBLIC;`,
   ];
 }
 

@@ -3,6 +3,7 @@
  * built-in functions PostgreSQL allows among backends of the same role (issue 11 item 4):
  * - read their current statement, literals included (pg_stat_activity.query, pg_stat_get_backend_activity,
  *   pg_stat_statements' texts of utility statements);
+ * - with transaction pooling, read the statements they prepared on a shared backend (pg_prepared_statements);
  * - cancel or terminate their backend (pg_cancel_backend, pg_terminate_backend);
  * - read and overwrite the large objects they created (owned by the shared role: lo_get, loread, ...).
  * A privilege granted to PUBLIC cannot be taken from one role alone, so db init revokes EXECUTE on these
@@ -20,7 +21,7 @@ import { OWNER_ROLE } from './identity-schema.js';
 import { doBlock, ident, literal } from './quote.js';
 
 export interface PeerFunctionGroup {
-  readonly key: 'activity' | 'signals' | 'large_objects';
+  readonly key: 'activity' | 'prepared_statements' | 'signals' | 'large_objects';
   /** Function names in pg_catalog (every overload of each). */
   readonly names: readonly string[];
   /** Roles that get EXECUTE back. */
@@ -37,6 +38,16 @@ export const PEER_FUNCTION_GROUPS: readonly PeerFunctionGroup[] = Object.freeze(
     why: 'users of one account read each other\'s current SQL text, literals included, in pg_stat_activity',
     breaks:
       'pg_stat_activity (and pg_stat_ssl, pg_stat_gssapi, pg_stat_replication) for roles of this database that are neither superusers nor members of pg_read_all_stats or pg_monitor: give monitoring roles pg_monitor',
+  },
+  {
+    // Transaction pooling keeps protocol-level prepared statements on shared backends, under proxy names but
+    // with their text (literals included): the next client of that backend read them in pg_prepared_statements.
+    // The release reset's check for SQL-level PREPARE goes through gprxy.sql_prepared_statements() instead.
+    key: 'prepared_statements',
+    names: ['pg_prepared_statement'],
+    grantTo: ['pg_read_all_stats', OWNER_ROLE],
+    why: 'with pool.mode: transaction, clients of one account read the text of the statements other clients prepared on a shared backend (pg_prepared_statements)',
+    breaks: 'the view pg_prepared_statements for roles of this database that are neither superusers nor members of pg_read_all_stats or pg_monitor',
   },
   {
     key: 'signals',

@@ -44,6 +44,9 @@ beforeAll(async () => {
   const c = stack.cluster;
   await run('pgbench', ['-i', '-q', '-s', '1', '-h', c.host, '-p', String(c.port), '-U', c.superuser, 'mydb'], { env: { ...process.env, PGPASSWORD: c.superuserPassword, PGSSLMODE: 'disable' } });
   await c.query('grant select, update on pgbench_accounts, pgbench_branches, pgbench_tellers to app_writer; grant insert on pgbench_history to app_writer', [], 'mydb');
+  // These tests look at a backend's statements through the proxy; db init revokes the view from PUBLIC
+  // (other clients' statement text on a shared backend, src/sql/peer-isolation.ts).
+  await c.query('grant execute on function pg_catalog.pg_prepared_statement() to app_writer', [], 'mydb');
 });
 
 afterAll(async () => {

@@ -166,7 +166,7 @@ describe('item 4: peers of an account cannot read, signal or share with each oth
     const attackerPid = (await attacker.query('select pg_backend_pid() as p')).rows[0].p as number;
     expect(own).toBe((await cluster.query(`select (extract(epoch from backend_start) * 1000000)::bigint::text as s from pg_stat_activity where pid = $1`, [attackerPid])).rows[0]!.s);
     const prepared = (await attacker.query({ text: BACKEND_PREPARE_SQL, rowMode: 'array' })).rows[0]!;
-    expect(prepared).toEqual([own, true, false, true]);
+    expect(prepared).toEqual([own, true, false, true, true]);
   });
 
   it('another user of the account cannot read the large objects the victim created', async () => {

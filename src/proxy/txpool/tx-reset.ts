@@ -10,31 +10,40 @@
  * - and checks what cannot be reset without DISCARD ALL: temporary tables or functions, and prepared
  *   statements made with SQL PREPARE. The proxy refuses those in transaction mode (session-state.ts); if one
  *   got through anyway (hidden in a function, a DO block), the backend is dirty and is closed, not reused.
+ *   The latter through `gprxy.sql_prepared_statements()` where db init installed it: db init revokes
+ *   pg_prepared_statements from PUBLIC, since on a shared backend it shows every client's statement text.
  */
 import { randomInt } from 'node:crypto';
 import { query } from '../../protocol/client-messages.js';
 import { SET_SAFE_SEARCH_PATH } from '../backend-sql.js';
+import type { Backend } from '../backend.js';
 import type { ReleaseResetPlan } from '../pool.js';
 
-const DIRTY_CHECKS =
+/** backend.attributes key (set by the pool's prepare step): the database has gprxy.sql_prepared_statements(). */
+export const SQL_PREPARED_CHECK = 'sqlPreparedCheck';
+
+const TEMP_CHECK =
   `pg_catalog.pg_my_temp_schema() OPERATOR(pg_catalog.<>) 0::pg_catalog.oid AND (` +
   `EXISTS (SELECT FROM pg_catalog.pg_class AS c WHERE c.relnamespace OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema()) OR ` +
-  `EXISTS (SELECT FROM pg_catalog.pg_proc AS p WHERE p.pronamespace OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema())), ` +
-  `EXISTS (SELECT FROM pg_catalog.pg_prepared_statements AS s WHERE s.from_sql)`;
+  `EXISTS (SELECT FROM pg_catalog.pg_proc AS p WHERE p.pronamespace OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema()))`;
+const PREPARED_CHECK_VIEW = `EXISTS (SELECT FROM pg_catalog.pg_prepared_statements AS s WHERE s.from_sql)`;
+const PREPARED_CHECK_GPRXY = `gprxy.sql_prepared_statements()`;
 
-export function transactionResetSql(seed: string): string {
+/** `gprxyCheck`: the database has gprxy.sql_prepared_statements() (pg_prepared_statements may be revoked there). */
+export function transactionResetSql(seed: string, gprxyCheck = false): string {
   return (
     `SET SESSION AUTHORIZATION DEFAULT; RESET ALL; ${SET_SAFE_SEARCH_PATH}; CLOSE ALL; UNLISTEN *; ` +
-    `SELECT pg_catalog.pg_advisory_unlock_all(), pg_catalog.setseed('${seed}'::pg_catalog.float8), ${DIRTY_CHECKS}; ` +
+    `SELECT pg_catalog.pg_advisory_unlock_all(), pg_catalog.setseed('${seed}'::pg_catalog.float8), ${TEMP_CHECK}, ` +
+    `${gprxyCheck ? PREPARED_CHECK_GPRXY : PREPARED_CHECK_VIEW}; ` +
     `DISCARD SEQUENCES; RESET search_path`
   );
 }
 
 export const TRANSACTION_RESET: ReleaseResetPlan = {
-  bytes() {
+  bytes(backend: Backend) {
     // 2^48 distinct seeds; setseed takes [-1, 1].
     const seed = (randomInt(0, 2 ** 48 - 1) / 2 ** 47 - 1).toFixed(15);
-    return query(transactionResetSql(seed));
+    return query(transactionResetSql(seed, backend.attributes.get(SQL_PREPARED_CHECK) === true));
   },
   readyCount: 1,
   dirty(rows) {

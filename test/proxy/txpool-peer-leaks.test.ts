@@ -1,0 +1,82 @@
+/**
+ * Transaction pooling, attacker = another user of the same service account (DESIGN.md 2.4): what one client
+ * leaves on a shared backend must not be readable by the next client of that backend.
+ */
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runDbInit } from '../../src/sql/db-init.js';
+import { startProxyStack, type ProxyStack } from '../support/proxy-stack.js';
+import { loginAs, type TokenSet } from '../support/tokens.js';
+
+let stack: ProxyStack;
+const tokens: Record<string, TokenSet> = {};
+
+const ON_WRITER = {
+  role_mapping: [
+    { role: 'pg_writer', account: 'app_writer' },
+    { role: 'pg_reader', account: 'app_writer' },
+    { role: 'pg_admin', account: 'app_writer' },
+  ],
+  limits: { login_timeout: '5s', pool_wait_timeout: '10s', max_sessions_per_identity: 0 },
+};
+
+beforeAll(async () => {
+  stack = await startProxyStack();
+  await runDbInit(stack.config, { adminUrl: stack.cluster.url(), out: () => {} });
+  for (const u of ['alice', 'bob']) tokens[u] = await loginAs(stack.idp.provider, u);
+  // One backend: every client lands on the same one.
+  await stack.startProxy({ ...ON_WRITER, databases: { mydb: { host: stack.cluster.host, port: stack.cluster.port, dbname: 'mydb', pool: { mode: 'transaction', size: 1 } } } });
+});
+
+afterAll(async () => {
+  await stack?.stop();
+});
+
+async function connectAs(user: 'alice' | 'bob'): Promise<pg.Client> {
+  const c = new pg.Client({ host: '127.0.0.1', port: stack.port, user: `${user}@example.com`, password: tokens[user]!.accessToken, database: 'mydb', ssl: stack.ssl });
+  c.on('error', () => {});
+  await c.connect();
+  return c;
+}
+
+describe('transaction pooling: nothing of one client is readable by the next on its backend', () => {
+  it("another client's prepared statement text (literals included) is not readable in pg_prepared_statements", async () => {
+    const alice = await connectAs('alice');
+    const bob = await connectAs('bob');
+    try {
+      const secret = `alice-secret-${Date.now()}`;
+      const pid = (await alice.query({ name: 'lookup', text: `select $1::text as k, '${secret}' as s, pg_catalog.pg_backend_pid() as pid`, values: ['x'] })).rows[0].pid as number;
+      // Same backend (pool size 1, kept after alice's release reset): alice's statement is there under a proxy name.
+      expect((await bob.query('select pg_catalog.pg_backend_pid() as pid')).rows[0].pid).toBe(pid);
+      const seen = await bob.query(`select statement from pg_catalog.pg_prepared_statements`).then(
+        (r) => r.rows.map((row: { statement: string }) => row.statement).join('\n'),
+        (e: { code?: string }) => `error ${e.code}`,
+      );
+      expect(seen).not.toContain(secret);
+      expect(seen).toBe('error 42501');
+      // The backend stays usable for both, and alice's statement still works.
+      expect((await alice.query({ name: 'lookup', text: `select $1::text as k, '${secret}' as s, pg_catalog.pg_backend_pid() as pid`, values: ['y'] })).rows[0]).toEqual({ k: 'y', s: secret, pid });
+      expect((await bob.query('select 1 as one')).rows[0]).toEqual({ one: 1 });
+    } finally {
+      await Promise.all([alice.end(), bob.end()]);
+    }
+  });
+
+  it('the release reset still finds a SQL PREPARE hidden in a DO block (through gprxy.sql_prepared_statements) and closes that backend', async () => {
+    const bob = await connectAs('bob');
+    try {
+      const pid = (await bob.query('select pg_catalog.pg_backend_pid() as pid')).rows[0].pid as number;
+      await bob.query(`do $$ begin execute 'prepare hidden as select 1'; end $$`);
+      await stack.logs.waitFor((l) => l.event === 'backend_dirty' && l.pid === pid && l.reason === 'SQL-level prepared statements');
+      expect(stack.logs.lines.some((l) => l.event === 'backend_reset_failed')).toBe(false);
+      const alice = await connectAs('alice');
+      try {
+        expect((await alice.query('select pg_catalog.pg_backend_pid() as pid')).rows[0].pid).not.toBe(pid);
+      } finally {
+        await alice.end();
+      }
+    } finally {
+      await bob.end();
+    }
+  });
+});
