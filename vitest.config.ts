@@ -8,6 +8,6 @@ export default defineConfig({
     hookTimeout: 60_000,
     // Integration suites each start real servers; two cores cannot run many at once.
     maxWorkers: 2,
-    reporters: ['default'],
+    reporters: ['default', './test/support/failures-last-reporter.ts'],
   },
 });
