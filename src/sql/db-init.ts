@@ -23,7 +23,7 @@ import { resolveAccountLevels, type AccessLevel } from './levels.js';
 import { clearPassword, databaseGrants, ensureLoginRole, ensureNologinRole, GROUP_ROLES, groupMembership, schemaGrants, setPassword } from './roles.js';
 import { scramVerifier, scramVerifierMatches } from './scram.js';
 import { catalogSnapshot, changedSections } from './snapshot.js';
-import { perUserHbaLines, perUserStatements, provisionerNotes, USERS_ROLE } from './per-user.js';
+import { NO_GROUP_OBJECTS_TRIGGER, perUserHbaLines, perUserStatements, provisionerNotes, USERS_ROLE } from './per-user.js';
 import { groupMapping } from './user-groups.js';
 
 export interface Queryable {
@@ -178,6 +178,9 @@ export function planDbInit(config: ProxyConfig, database: DatabaseConfig, option
     const limited = provisioner && !provisioner.superuser ? provisioner.name : undefined;
     add(...perUserStatements(groupMapping(config).all, limited, state?.serverVersion ?? 160000));
     notes.push(...provisionerNotes(provisioner?.name, provisioner?.superuser ?? false, state?.serverVersion ?? 160000));
+    if (state && !state.superuser) {
+      notes.push(`per-user roles: event trigger ${NO_GROUP_OBJECTS_TRIGGER} not created (only a superuser may): until it is, a user can leave objects owned by a group (SET ROLE, then CREATE FUNCTION … SECURITY DEFINER) that keep the group's privileges after the IdP takes the role away. Run db init as a superuser`);
+    }
     hba.push(...perUserHbaLines(database.dbname, database.sslmode));
   }
 

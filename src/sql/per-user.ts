@@ -9,6 +9,11 @@
  * - Per-user roles are separate PostgreSQL roles, so PostgreSQL's own rules isolate them: db init gives the
  *   activity and signal functions it takes from PUBLIC (src/sql/peer-isolation.ts) back to `gprxy_users`,
  *   so each user sees her own query text and may cancel her own backends, and nobody else's.
+ * - An event trigger, `gprxy_no_group_objects`: a per-user role may use a group's privileges, never leave an
+ *   object owned by a role it is a member of (`SET ROLE gprxy_admin; CREATE FUNCTION … SECURITY DEFINER`, or
+ *   `ALTER … OWNER TO gprxy_admin`). Such an object would keep the group's power after the IdP takes the
+ *   role claim away and the next login revokes the membership (EXECUTE on functions is PUBLIC's by default,
+ *   a view reads with its owner's rights): 42501. Only a superuser may create event triggers.
  * - When the provisioning connection is not a superuser: ADMIN OPTION on the groups and the marker (what
  *   PostgreSQL 16+ requires for a CREATEROLE role to grant them; SET/INHERIT off on 16+, so it gets no
  *   privilege of theirs), and the right to write gprxy.user_login.
@@ -16,9 +21,45 @@
 import { GROUP_ROLES, ensureNologinRole } from './roles.js';
 import { BEGIN_SESSION, OWNER_ROLE } from './identity-schema.js';
 import { PEER_FUNCTION_GROUPS } from './peer-isolation.js';
-import { doBlock, ident, literal } from './quote.js';
+import { doBlock, ident, literal, TAG } from './quote.js';
 
 export const USERS_ROLE = 'gprxy_users';
+export const NO_GROUP_OBJECTS_TRIGGER = 'gprxy_no_group_objects';
+
+/**
+ * Refuses DDL by a per-user role (a direct member of gprxy_users) that leaves an object owned by another role
+ * it is a member of: its groups. Ownership is read from pg_shdepend, which records it for every kind of
+ * object, created or given away with ALTER … OWNER TO. Runs as the user (event trigger functions do), over
+ * catalogs everyone may read; every name qualified, search_path pinned.
+ */
+const NO_GROUP_OBJECTS_FUNCTION = `CREATE OR REPLACE FUNCTION gprxy.no_group_objects()
+ RETURNS event_trigger
+ LANGUAGE plpgsql
+ SET search_path = pg_catalog, pg_temp
+AS ${TAG}
+DECLARE
+  owner_name text;
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_catalog.pg_auth_members AS m
+                  WHERE m.member OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles AS r WHERE r.rolname OPERATOR(pg_catalog.=) SESSION_USER)
+                    AND m.roleid OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles AS r WHERE r.rolname OPERATOR(pg_catalog.=) '${USERS_ROLE}')) THEN
+    RETURN;
+  END IF;
+  SELECT o.rolname::pg_catalog.text INTO owner_name
+    FROM pg_catalog.pg_event_trigger_ddl_commands() AS c
+    JOIN pg_catalog.pg_shdepend AS d
+      ON d.classid OPERATOR(pg_catalog.=) c.classid AND d.objid OPERATOR(pg_catalog.=) c.objid AND d.deptype OPERATOR(pg_catalog.=) 'o'
+     AND d.dbid OPERATOR(pg_catalog.=) (SELECT db.oid FROM pg_catalog.pg_database AS db WHERE db.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
+    JOIN pg_catalog.pg_roles AS o ON o.oid OPERATOR(pg_catalog.=) d.refobjid
+   WHERE o.rolname OPERATOR(pg_catalog.<>) SESSION_USER AND pg_catalog.pg_has_role(SESSION_USER, o.oid, 'MEMBER')
+   LIMIT 1;
+  IF owner_name IS NOT NULL THEN
+    RAISE EXCEPTION 'role % may not leave objects owned by its group %', SESSION_USER, owner_name
+      USING ERRCODE = 'insufficient_privilege',
+            HINT = 'per-user roles use their groups'' privileges but own what they create themselves (the group would keep it after the IdP takes the role away): create it without SET ROLE, or ask an operator';
+  END IF;
+END
+${TAG};`;
 export const USER_LOGIN_TABLE = 'gprxy.user_login';
 
 /** The statements for one per_user database; `provisioner` is the admin URL's user when not a superuser. */
@@ -35,6 +76,21 @@ export function perUserStatements(groups: readonly string[], provisioner: string
   last_login timestamptz NOT NULL DEFAULT now()
 );`,
     `ALTER TABLE ${USER_LOGIN_TABLE} OWNER TO ${OWNER_ROLE};`,
+    NO_GROUP_OBJECTS_FUNCTION,
+    `ALTER FUNCTION gprxy.no_group_objects() OWNER TO ${OWNER_ROLE};`,
+    `REVOKE ALL ON FUNCTION gprxy.no_group_objects() FROM PUBLIC;`,
+    doBlock(
+      [
+        `  IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER) THEN`,
+        `    RETURN; -- only a superuser may create event triggers (db init says so)`,
+        `  END IF;`,
+        `  IF NOT EXISTS (SELECT FROM pg_catalog.pg_event_trigger WHERE evtname = '${NO_GROUP_OBJECTS_TRIGGER}') THEN`,
+        `    CREATE EVENT TRIGGER ${NO_GROUP_OBJECTS_TRIGGER} ON ddl_command_end EXECUTE FUNCTION gprxy.no_group_objects();`,
+        `  ELSIF (SELECT evtenabled FROM pg_catalog.pg_event_trigger WHERE evtname = '${NO_GROUP_OBJECTS_TRIGGER}') <> 'O' THEN`,
+        `    ALTER EVENT TRIGGER ${NO_GROUP_OBJECTS_TRIGGER} ENABLE;`,
+        `  END IF;`,
+      ].join('\n'),
+    ),
     `REVOKE ALL ON TABLE ${USER_LOGIN_TABLE} FROM PUBLIC;`,
     // Every per-user role binds its context to the checkout, whichever groups (db init's or others) it has.
     `GRANT EXECUTE ON FUNCTION ${BEGIN_SESSION} TO ${USERS_ROLE};`,

@@ -65,6 +65,7 @@ export async function catalogSnapshot(client: Queryable, input: { roles: readonl
         WHERE p.proname = ANY($1) OR p.proname = 'pg_stat_statements' ORDER BY 1`,
       [PEER_FUNCTION_GROUPS.flatMap((g) => g.names)],
     ),
+    eventTriggers: await rows(`SELECT evtname, evtevent, evtfoid::regprocedure::text, evtenabled::text FROM pg_catalog.pg_event_trigger WHERE evtname LIKE 'gprxy%' ORDER BY 1`),
     publicSchema: await rows(`SELECT nspacl::text FROM pg_catalog.pg_namespace WHERE nspname = 'public'`),
     forcedRls: await rows(
       `SELECT c.oid::regclass::text FROM pg_catalog.pg_class c WHERE c.relrowsecurity AND c.relforcerowsecurity ORDER BY 1`,
