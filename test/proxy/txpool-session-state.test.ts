@@ -258,7 +258,8 @@ describe('transaction pooling: session state never reaches the next client', () 
     // Between transactions bob holds no backend: his cancel must not hit alice's statement on it.
     const alice = await connectAs('alice');
     const alicePid = await pidOf(alice);
-    const hers = alice.query('select pg_sleep(0.5) as slept');
+    // Long enough for the poll below to see it running on a loaded machine (0.5 s could pass unseen).
+    const hers = alice.query('select pg_sleep(2) as slept');
     await waitUntil(async () => (await stack.cluster.query(`select count(*)::int as n from pg_stat_activity where pid = $1 and state = 'active'`, [alicePid])).rows[0]!.n === 1);
     await cancel();
     expect((await hers).rows[0].slept).toBe('');
