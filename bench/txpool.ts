@@ -9,7 +9,10 @@
  * so named prepared statements cannot run through its transaction mode at all. gprxy's prepared row runs
  * with --prepared (when prepared statements across backends are available in this build).
  *
- *   npm run bench:txpool [-- --clients 1000 --pool 20 --duration 10 --rounds 3 --pg-bin /usr/lib/postgresql/15/bin --prepared --profile-dir DIR]
+ * Each run also reports the proxy's CPU time per transaction (user + system of its process tree from /proc,
+ * the run's logins included), which a shared machine disturbs far less than tps.
+ *
+ *   npm run bench:txpool [-- --clients 1000 --pool 20 --duration 10 --rounds 3 --pg-bin /usr/lib/postgresql/15/bin --modes simple,extended --prepared --profile-dir DIR]
  */
 import { readFileSync } from 'node:fs';
 import { cpus, release, totalmem } from 'node:os';
@@ -31,6 +34,7 @@ const { values } = parseArgs({
     'pg-bin': { type: 'string' },
     prepared: { type: 'boolean', default: false },
     'profile-dir': { type: 'string' },
+    modes: { type: 'string', default: 'simple,extended' },
   },
 });
 const CLIENTS = Number(values.clients);
@@ -42,6 +46,19 @@ function loadAverage(): number {
   return Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
 }
 
+/** utime + stime of a process and its descendants, in seconds (/proc; steadier than tps on a shared machine). */
+function cpuSeconds(pid: number): number {
+  let total = 0;
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    total += (Number(fields[11]) + Number(fields[12])) / 100;
+    for (const child of readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)) total += cpuSeconds(Number(child));
+  } catch {
+    // the process ended
+  }
+  return total;
+}
+
 async function main(): Promise<number> {
   installSignalHandlers();
   const loadAtStart = loadAverage();
@@ -51,20 +68,27 @@ async function main(): Promise<number> {
     log(`PgBouncer in transaction mode, pool ${POOL}`);
     await stack.startPgBouncer('transaction');
     const targets: Record<string, Endpoint> = { pgbouncer: { ...stack.endpoints().pgbouncer, name: 'pgbouncer-tx' }, gprxy: stack.txEndpoint() };
-    const modes: ('simple' | 'extended' | 'prepared')[] = ['simple', 'extended', ...(values.prepared ? (['prepared'] as const) : [])];
+    const modes = [...values.modes.split(',').filter((m): m is 'simple' | 'extended' => m === 'simple' || m === 'extended'), ...(values.prepared ? (['prepared'] as const) : [])];
+    const pids: Record<string, number> = { pgbouncer: stack.pgbouncer.pid, gprxy: stack.proxy.pid };
     log(`warming up (${CLIENTS} clients, 3 s each)`);
     for (const t of Object.values(targets)) await pgbench({ endpoint: t, clients: CLIENTS, seconds: 3, mode: 'simple', sslmode: 'disable' });
     const samples: Record<string, Record<string, number[]>> = {};
     const latency: Record<string, Record<string, number[]>> = {};
+    const cpu: Record<string, Record<string, number[]>> = {};
     for (const mode of modes) {
       for (let round = 0; round < ROUNDS; round++) {
         const order = round % 2 ? ['gprxy', 'pgbouncer'] : ['pgbouncer', 'gprxy'];
         for (const name of order) {
           if (mode === 'prepared' && name === 'pgbouncer') continue;
+          const before = cpuSeconds(pids[name]!);
           const r = await pgbench({ endpoint: targets[name]!, clients: CLIENTS, seconds: DURATION, mode, sslmode: 'disable' });
+          const transactions = Number(/actually processed: (\d+)/.exec(r.output)?.[1] ?? NaN);
+          // Includes the run's 1,000 logins (SCRAM for PgBouncer, a cached token check for gprxy).
+          const us = ((cpuSeconds(pids[name]!) - before) / transactions) * 1e6;
           ((samples[mode] ??= {})[name] ??= []).push(r.tps);
           ((latency[mode] ??= {})[name] ??= []).push(r.latencyMs);
-          log(`${mode} round ${round + 1}: ${name} ${r.tps.toFixed(0)} tps, ${r.latencyMs.toFixed(1)} ms${r.failed ? `, ${r.failed} failed` : ''}`);
+          ((cpu[mode] ??= {})[name] ??= []).push(us);
+          log(`${mode} round ${round + 1}: ${name} ${r.tps.toFixed(0)} tps, ${r.latencyMs.toFixed(1)} ms, proxy CPU ${us.toFixed(0)} µs/txn, load ${loadAverage()}${r.failed ? `, ${r.failed} failed` : ''}`);
         }
       }
     }
@@ -74,19 +98,20 @@ async function main(): Promise<number> {
     console.log(`${CLIENTS} clients, pool ${POOL}, pgbench -S, ${DURATION} s runs, ${ROUNDS} rounds, medians; ${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${release()}`);
     console.log(`${stack.versions.postgres}; node ${stack.versions.node}; load average ${loadAtStart} at start, ${loadAverage()} at the end`);
     console.log('');
-    console.log('| pgbench -S | PgBouncer tps | gprxy tps | gprxy / PgBouncer | latency PgBouncer / gprxy (ms) |');
-    console.log('|---|---:|---:|---:|---:|');
+    console.log('| pgbench -S | PgBouncer tps | gprxy tps | gprxy / PgBouncer | latency PgBouncer / gprxy (ms) | proxy CPU µs/txn PgBouncer / gprxy |');
+    console.log('|---|---:|---:|---:|---:|---:|');
     for (const mode of modes) {
       const p = samples[mode]!.pgbouncer;
       const g = samples[mode]!.gprxy!;
       const pm = p ? median(p) : NaN;
       const gm = median(g);
       console.log(
-        `| -M ${mode}, ${CLIENTS} clients | ${p ? pm.toFixed(0) : 'n/a (1.18)'} | ${gm.toFixed(0)} | ${p ? (gm / pm).toFixed(2) : '–'} | ${p ? median(latency[mode]!.pgbouncer!).toFixed(1) : '–'} / ${median(latency[mode]!.gprxy!).toFixed(1)} |`,
+        `| -M ${mode}, ${CLIENTS} clients | ${p ? pm.toFixed(0) : 'n/a (1.18)'} | ${gm.toFixed(0)} | ${p ? (gm / pm).toFixed(2) : '–'} | ${p ? median(latency[mode]!.pgbouncer!).toFixed(1) : '–'} / ${median(latency[mode]!.gprxy!).toFixed(1)} | ${p ? median(cpu[mode]!.pgbouncer!).toFixed(0) : '–'} / ${median(cpu[mode]!.gprxy!).toFixed(0)} |`,
       );
     }
     console.log('');
-    console.log('per-round samples:', JSON.stringify(samples));
+    console.log('per-round samples (tps):', JSON.stringify(samples));
+    console.log('per-round proxy CPU (µs/txn):', JSON.stringify(cpu));
     const pool = Object.entries(stats.pools).find(([k]) => k.startsWith('mydb_tx/'));
     if (pool) {
       const [name, s] = pool;

@@ -68,7 +68,19 @@ export interface ReleaseResetPlan {
   readonly readyCount: number;
   /** A reason to close the backend instead of reusing it (e.g. temporary objects left), or undefined when clean. */
   dirty(rows: (string | null)[][]): string | undefined;
+  /**
+   * The same reset as one simple Query (one ReadyForQuery) that a taker sends ahead of its own messages in the
+   * same write, its answers unread: a dirty backend must then end itself (FATAL) before it reads anything more.
+   * Absent: backends are always reset before they are handed on.
+   */
+  pipelined?(backend: Backend): Buffer;
 }
+
+/**
+ * Backend attribute: set when the pool handed a released backend straight to a waiter that asked for
+ * `pipelineReset`, without resetting it; the taker must send `takePendingReset()`'s bytes first.
+ */
+export const PENDING_RESET = 'pendingReset';
 
 /**
  * After the drain timeout the proxy cuts its connection; a server that checks its clients
@@ -80,6 +92,8 @@ const AFTER_CUT_GRACE_MS = 12_000;
 interface Waiter {
   /** Wants a newly opened backend, not one that served someone before (see acquireFresh). */
   readonly fresh: boolean;
+  /** Takes a backend whose release reset it sends itself, pipelined with its own first messages. */
+  readonly pipelineReset: boolean;
   resolve(b: Backend): void;
   reject(e: Error): void;
   timer: LongTimer;
@@ -96,6 +110,8 @@ export interface PoolStats {
   waitMs: number;
   transactions: number;
   transactionMs: number;
+  /** Transaction pooling: released backends handed to a waiting client unreset (it sent the reset itself). */
+  pipelinedResets: number;
   /** Transaction pooling's prepared statements across backends (src/proxy/txpool/prepared-statements.ts). */
   preparedHits: number;
   preparedMisses: number;
@@ -137,6 +153,7 @@ export class BackendPool {
       waitMs: this.waitMs,
       transactions: this.transactions,
       transactionMs: this.transactionMs,
+      pipelinedResets: this.pipelinedResets,
       preparedHits: this.preparedStatements.hits,
       preparedMisses: this.preparedStatements.misses,
       preparedEvictions: this.preparedStatements.evictions,
@@ -148,6 +165,7 @@ export class BackendPool {
   private waitMs = 0;
   private transactions = 0;
   private transactionMs = 0;
+  private pipelinedResets = 0;
 
   /** Transaction pooling: prepared-statement cache counters of this pool's backends. */
   readonly preparedStatements = new PreparedStatementStats();
@@ -158,14 +176,26 @@ export class BackendPool {
     this.transactionMs += ms;
   }
 
-  async acquire(): Promise<Backend> {
+  /**
+   * `pipelineReset` (transaction pooling's relay): when the pool is full, a backend released by another
+   * client may come without its reset having run (attribute PENDING_RESET); the caller then writes
+   * `takePendingReset(backend)` ahead of its own messages, which saves a round trip per transaction.
+   */
+  async acquire(options: { pipelineReset?: boolean } = {}): Promise<Backend> {
     if (this.closed) throw new PoolClosedError(`pool ${this.name} is shutting down`);
     await this.options.beforeAcquire?.();
     if (this.closed) throw new PoolClosedError(`pool ${this.name} is shutting down`);
     const ready = this.takeIdle();
     if (ready) return this.checkout(ready);
     if (this.total < this.options.size) return this.checkout(await this.open());
-    return this.wait(false);
+    return this.wait(false, options.pipelineReset === true);
+  }
+
+  /** The reset a backend handed on unreset needs before anything else (undefined: it was reset already). */
+  takePendingReset(backend: Backend): Buffer | undefined {
+    if (backend.attributes.get(PENDING_RESET) !== true) return undefined;
+    backend.attributes.delete(PENDING_RESET);
+    return this.options.reset?.pipelined?.(backend);
   }
 
   /**
@@ -183,14 +213,14 @@ export class BackendPool {
       if (idle) this.discard(idle, 'room for a fresh backend', false);
     }
     if (this.total < this.options.size) return this.checkout(await this.open());
-    return this.wait(true);
+    return this.wait(true, false);
   }
 
   /**
    * Queues for the next freed backend. Every wait is counted, served or timed out: the waits that hit
    * pool_wait_timeout are the ones an operator most needs in gprxy_pool_wait_seconds_avg.
    */
-  private wait(fresh: boolean): Promise<Backend> {
+  private wait(fresh: boolean, pipelineReset: boolean): Promise<Backend> {
     const started = this.now();
     const counted = () => {
       this.waits++;
@@ -199,6 +229,7 @@ export class BackendPool {
     return new Promise<Backend>((resolve, reject) => {
       const waiter: Waiter = {
         fresh,
+        pipelineReset,
         resolve: (b) => {
           counted();
           resolve(b);
@@ -229,7 +260,18 @@ export class BackendPool {
     this.active--;
     backend.lastUsedAt = this.now();
     let keep = reusable && !backend.broken && !this.closed && !this.expired(backend) && backend.cancelsInFlight === 0;
+    if (keep && this.options.reset?.pipelined && this.waiters[0]?.pipelineReset) {
+      // Transaction pooling under contention: the next client sends the reset itself, in the same write as
+      // its identity setup and first messages (one round trip of backend time per transaction, not two).
+      backend.attributes.set(PENDING_RESET, true);
+      this.pipelinedResets++;
+      const waiter = this.waiters.shift()!;
+      waiter.timer.clear();
+      waiter.resolve(this.checkout(backend));
+      return;
+    }
     if (keep) {
+      backend.attributes.delete(PENDING_RESET);
       try {
         backend.attach();
         const plan = this.options.reset;

@@ -213,6 +213,43 @@ describe('transaction pooling: session state never reaches the next client', () 
     expect(await one(alice, 'select gprxy.user_id()')).toBe('auth0|alice0001');
   });
 
+  it('a waiting client sends the release reset with its first messages; a dirty backend ends before running any of them', async () => {
+    const pool = () => stack.proxy.pools.stats()['mydb/app_writer']!;
+    const bob = await connectAs('bob');
+    const pid = await pidOf(bob);
+    // Alice queues for the one backend while bob is inside a transaction: she gets it without a reset round
+    // trip in between (her relay writes the reset, her identity and her query at once), and nothing of bob's.
+    await bob.query('begin');
+    await bob.query(`select set_config('app.color', 'blue', false)`);
+    await bob.query(`do $$ begin perform pg_advisory_lock(77); end $$`);
+    const alice = await connectAs('alice');
+    const seen = alice.query(`select pg_backend_pid() as pid, gprxy.user_id() as sub, current_setting('app.color', true) as color, (select count(*)::int from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()) as locks`);
+    await waitUntil(() => pool().waiting === 1);
+    const pipelined = pool().pipelinedResets;
+    await bob.query('commit');
+    const row = (await seen).rows[0] as { pid: number; sub: string; color: string | null; locks: number };
+    expect(row).toMatchObject({ pid, sub: 'auth0|alice0001', locks: 0 });
+    expect(row.color).toBeFalsy();
+    expect(pool().pipelinedResets).toBe(pipelined + 1);
+    // A temporary table hidden in a DO block: the backend ends itself in the reset, before alice's query runs
+    // (her session ends with it); she never sees the table, and the next backend is a new one.
+    await bob.query('begin');
+    await bob.query(`do $$ begin execute 'create temp table planted (x int)'; end $$`);
+    const planted = alice.query(`select count(*)::int as n from pg_class where relname = 'planted'`).then(
+      (r) => r.rows[0] as unknown,
+      (e: unknown) => e,
+    );
+    await waitUntil(() => pool().waiting === 1);
+    await bob.query('commit');
+    expect(await planted).toBeInstanceOf(Error);
+    await stack.logs.waitFor((l) => l.event === 'backend_dirty' && l.pid === pid);
+    await bob.end();
+    open.delete(bob);
+    const next = await connectAs('alice');
+    expect(await pidOf(next)).not.toBe(pid);
+    expect(await one(next, `select count(*)::int from pg_class where relname = 'planted'`)).toBe(0);
+  });
+
   it('a client that leaves inside a transaction: the backend is rolled back and reused; mid-query: drained, not reused', async () => {
     const bob = await connectAs('bob');
     const pid = await pidOf(bob);

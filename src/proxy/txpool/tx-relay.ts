@@ -89,6 +89,8 @@ const NAMED_STATEMENT: Refused = {
 interface Unit {
   /** setup: the proxy's own (every answer swallowed); client: the client's. */
   readonly kind: 'setup' | 'client';
+  /** The previous client's release reset, sent ahead of this client's setup (its error closes the backend after). */
+  readonly reset?: boolean;
   /** The proxy refused a message of this unit: its ErrorResponse replaces the backend's first one. */
   replace?: Buffer | undefined;
   /** Messages sent so far that wait for a Sync (the open unit only). */
@@ -100,13 +102,21 @@ export interface TxRelayDeps {
   /** The bytes that set this client's identity and settings on a newly attached backend (ending in one Sync). */
   readonly setup: (backend: Backend) => Buffer;
   /**
+   * The release reset the previous client's transaction left for this attach to send (one simple Query, in
+   * the same write as the setup and the client's messages; pool.ts PENDING_RESET), or undefined.
+   */
+  readonly pendingReset?: (backend: Backend) => Buffer | undefined;
+  /**
    * Gives a backend back after a transaction. `touched`: settings the client's SQL may have changed at
    * session level (read back and kept before the reset); `resetAll`: the client ran RESET ALL / DISCARD ALL.
    * Resolves when the client's kept settings are up to date (the next attach waits for it).
    */
   readonly release: (backend: Backend, how: { touched: readonly string[]; resetAll: boolean; reusable: boolean; ms: number }) => Promise<void>;
-  /** A backend's setup failed (logged; the backend is closed at release, the transaction runs without identity). */
-  readonly setupFailed: (backend: Backend, message: string) => void;
+  /**
+   * A backend's setup failed (logged; the backend is closed at release, the transaction runs without
+   * identity), or the pipelined release reset ahead of it did (`reset`: the backend is closed at release).
+   */
+  readonly setupFailed: (backend: Backend, message: string, reset: boolean) => void;
   /** Checking out a backend failed (pool timeout, database down): the error the client is told. */
   readonly acquireFailed: (e: unknown) => Buffer;
   readonly now: () => number;
@@ -365,8 +375,13 @@ export class TxRelay {
         socket.on('close', this.onBackendEnd);
         socket.on('error', this.onBackendError);
         socket.resume();
-        this.units.push({ kind: 'setup', count: 1 });
+        const reset = this.deps.pendingReset?.(backend);
         socket.cork();
+        if (reset) {
+          this.units.push({ kind: 'setup', reset: true, count: 1 });
+          socket.write(reset);
+        }
+        this.units.push({ kind: 'setup', count: 1 });
         socket.write(this.deps.setup(backend));
         const queued = this.queued;
         this.queued = [];
@@ -580,7 +595,7 @@ export class TxRelay {
       if (unit.kind === 'setup') {
         const fields = parseErrorFields(this.capture!.subarray(0, this.captureFill));
         this.setupError = `${fields.code} ${fields.message}`;
-        this.deps.setupFailed(this.backend!, this.setupError);
+        this.deps.setupFailed(this.backend!, this.setupError, unit.reset === true);
       } else if (unit.replace) {
         flush();
         out.push(unit.replace);

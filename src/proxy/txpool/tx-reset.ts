@@ -2,14 +2,17 @@
  * What a backend of a transaction-pooling database goes through when a client's transaction ends, before
  * the next client gets it. Never DISCARD ALL: it would drop the backend's prepared statements, which
  * transaction pooling keeps per backend (src/proxy/txpool/prepared-statements.ts, by the txprep work).
- * One simple Query, one round trip; every name qualified and a safe search_path first (backend-sql.ts):
+ * One simple Query; every name qualified and a safe search_path first (backend-sql.ts). When a client waits
+ * for the pool, the reset is not run at release: the waiting client's relay writes it (`pipelined()`) ahead of
+ * its identity setup and first messages, in one write, so a backend costs one round trip per transaction:
  * - `SET SESSION AUTHORIZATION DEFAULT` and `RESET ALL`: settings, role, the identity context
  *   (`gprxy.context` and the plain context.settings go back to empty), whatever the client SET;
  * - `CLOSE ALL` (WITH HOLD cursors), `UNLISTEN *`, `pg_advisory_unlock_all()` (session advisory locks),
  *   `DISCARD SEQUENCES` (currval/lastval), a new random seed (setseed);
  * - and checks what cannot be reset without DISCARD ALL: temporary tables or functions, and prepared
  *   statements made with SQL PREPARE. The proxy refuses those in transaction mode (session-state.ts); if one
- *   got through anyway (hidden in a function, a DO block), the backend is dirty and is closed, not reused.
+ *   got through anyway (hidden in a function, a DO block), the backend is dirty and is closed, not reused
+ *   (pipelined: it ends itself before the next client's messages run, and that client's session ends).
  *   The latter through `gprxy.sql_prepared_statements()` where db init installed it: db init revokes
  *   pg_prepared_statements from PUBLIC, since on a shared backend it shows every client's statement text.
  */
@@ -29,6 +32,26 @@ const TEMP_CHECK =
 const PREPARED_CHECK_VIEW = `EXISTS (SELECT FROM pg_catalog.pg_prepared_statements AS s WHERE s.from_sql)`;
 const PREPARED_CHECK_GPRXY = `gprxy.sql_prepared_statements()`;
 
+/** Marks the error a dirty backend raises in the pipelined reset (tx-session.ts logs it as backend_dirty). */
+export const DIRTY_MARKER = 'gprxy: backend left with temporary objects or SQL prepared statements, pid ';
+
+/**
+ * The pipelined reset's check. Nobody reads the reset's answer before the next client's messages run, so
+ * the reset runs with exit_on_error on (a user setting: no privilege needed; RESET ALL turns it off, hence
+ * set twice): any error in it, and this deliberate one when the backend is dirty (a cast that fails; not a
+ * constant, so it is only evaluated when the condition holds), becomes FATAL, and the backend ends before it
+ * reads the next client's messages. That client's session ends with it (the same as a backend crash).
+ */
+function endIfDirty(gprxyCheck: boolean): string {
+  const prepared = gprxyCheck ? PREPARED_CHECK_GPRXY : PREPARED_CHECK_VIEW;
+  return `CASE WHEN (${TEMP_CHECK}) OR ${prepared} THEN pg_catalog.concat('${DIRTY_MARKER}', pg_catalog.pg_backend_pid())::pg_catalog.int4 END`;
+}
+
+function randomSeed(): string {
+  // 2^48 distinct seeds; setseed takes [-1, 1].
+  return (randomInt(0, 2 ** 48 - 1) / 2 ** 47 - 1).toFixed(15);
+}
+
 /** `gprxyCheck`: the database has gprxy.sql_prepared_statements() (pg_prepared_statements may be revoked there). */
 export function transactionResetSql(seed: string, gprxyCheck = false): string {
   return (
@@ -39,11 +62,21 @@ export function transactionResetSql(seed: string, gprxyCheck = false): string {
   );
 }
 
+/** The reset sent ahead of the next client's messages: every error in it ends the backend (see endIfDirty). */
+export function pipelinedResetSql(seed: string, gprxyCheck = false): string {
+  return (
+    `SET exit_on_error = on; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; SET exit_on_error = on; ${SET_SAFE_SEARCH_PATH}; CLOSE ALL; UNLISTEN *; ` +
+    `SELECT pg_catalog.pg_advisory_unlock_all(), pg_catalog.setseed('${seed}'::pg_catalog.float8), ${endIfDirty(gprxyCheck)}; ` +
+    `DISCARD SEQUENCES; RESET exit_on_error; RESET search_path`
+  );
+}
+
 export const TRANSACTION_RESET: ReleaseResetPlan = {
   bytes(backend: Backend) {
-    // 2^48 distinct seeds; setseed takes [-1, 1].
-    const seed = (randomInt(0, 2 ** 48 - 1) / 2 ** 47 - 1).toFixed(15);
-    return query(transactionResetSql(seed, backend.attributes.get(SQL_PREPARED_CHECK) === true));
+    return query(transactionResetSql(randomSeed(), backend.attributes.get(SQL_PREPARED_CHECK) === true));
+  },
+  pipelined(backend: Backend) {
+    return query(pipelinedResetSql(randomSeed(), backend.attributes.get(SQL_PREPARED_CHECK) === true));
   },
   readyCount: 1,
   dirty(rows) {

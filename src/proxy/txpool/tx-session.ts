@@ -30,6 +30,7 @@ import { ciLogFields, sessionEnd } from '../session-end.js';
 import { applicationNameFor, buildSetup } from '../session-setup.js';
 import { knownGreeting, rememberGreeting } from './greeting-cache.js';
 import { TxRelay, type TxRelayResult } from './tx-relay.js';
+import { DIRTY_MARKER } from './tx-reset.js';
 import { BoundaryStop } from '../boundary-stop.js';
 
 export type TransactionLogin = Extract<LoginResult, { kind: 'transaction' }>;
@@ -156,7 +157,8 @@ export class TxSession {
 
     const secret = config.context.secret;
     const relay = new TxRelay(socket, {
-      acquire: () => pool.acquire(),
+      acquire: () => pool.acquire({ pipelineReset: true }),
+      pendingReset: (backend) => pool.takePendingReset(backend),
       now,
       setup: (backend) => {
         let bytes = this.setups.get(backend);
@@ -173,7 +175,13 @@ export class TxSession {
         }
         return bytes;
       },
-      setupFailed: (backend, message) => {
+      setupFailed: (backend, message, reset) => {
+        if (reset) {
+          // The pipelined reset runs with exit_on_error: the backend has ended, and this client's session with it.
+          if (message.includes(DIRTY_MARKER)) this.log.warn({ event: 'backend_dirty', pool: pool.name, pid: backend.processId, reason: 'temporary objects or SQL-level prepared statements' }, 'backend left dirty by its previous client; it ended before running anything of this one');
+          else this.log.warn({ event: 'backend_reset_failed', pool: pool.name, pid: backend.processId, reason: message }, 'the release reset sent ahead of this transaction failed; the backend ended before running anything of this client');
+          return;
+        }
         this.log.warn({ event: 'transaction_setup_failed', backend_pid: backend.processId, message }, 'could not set the identity context on a backend; its transaction runs without one and the backend is closed after it');
       },
       acquireFailed: (e) => {
