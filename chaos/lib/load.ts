@@ -19,12 +19,16 @@ export interface LoadOptions {
   readonly retryMs?: number;
   /** Reconnect after this many steps (0: keep the connection). */
   readonly stepsPerConnection?: number;
+  /** What the worker was doing, for the error examples (e.g. the soak's action). */
+  label?(worker: number): string;
 }
 
 export interface LoadStats {
   steps: number;
   connects: number;
   errors: Record<string, number>;
+  /** The first few errors of each kind, with time, worker and message: to trace them in the proxy's log. */
+  examples: Record<string, string[]>;
   hangs: number;
   latenciesMs: number[];
   /** Steps completed per second, per whole second since start. */
@@ -56,7 +60,7 @@ function bounded<T>(p: Promise<T>, ms: number, onHang: () => void): Promise<T> {
 }
 
 export class Load {
-  readonly stats: LoadStats = { steps: 0, connects: 0, errors: {}, hangs: 0, latenciesMs: [], timeline: [] };
+  readonly stats: LoadStats = { steps: 0, connects: 0, errors: {}, examples: {}, hangs: 0, latenciesMs: [], timeline: [] };
   private running = true;
   private readonly done: Promise<void>[] = [];
   private readonly started = Date.now();
@@ -79,8 +83,10 @@ export class Load {
       let fatal: unknown;
       client.on('error', (e) => (fatal ??= e));
       this.clients.add(client);
+      let connected = false;
       try {
         await bounded(client.connect(), hangMs, () => this.stats.hangs++);
+        connected = true;
         this.stats.connects++;
         for (let n = 0; this.running && (!this.o.stepsPerConnection || n < this.o.stepsPerConnection); n++) {
           const t0 = performance.now();
@@ -93,7 +99,13 @@ export class Load {
         }
       } catch (e) {
         if (this.running) {
-          this.count(sqlstateOf(e) === '08006' && fatal ? sqlstateOf(fatal) : sqlstateOf(e));
+          const key = sqlstateOf(e) === '08006' && fatal ? sqlstateOf(fatal) : sqlstateOf(e);
+          this.count(key);
+          const seen = (this.stats.examples[key] ??= []);
+          if (seen.length < 5) {
+            const what = (x: unknown) => (x instanceof Error ? x.message : String(x));
+            seen.push(`${new Date().toISOString()} worker ${w}${this.o.label ? ` ${this.o.label(w)}` : ''} ${connected ? 'in session' : 'logging in'}: ${what(e)}${fatal && fatal !== e ? ` (FATAL: ${what(fatal)})` : ''}`);
+          }
           await new Promise((r) => setTimeout(r, this.o.retryMs ?? 50));
         }
       } finally {
