@@ -81,14 +81,19 @@ describe('gprxy serve --workers 2', () => {
     // One after the other: Node's round-robin gives each new connection to the next free worker (a worker
     // busy at that instant is skipped, so the test allows a few connections to see both).
     const seen = new Set<number>();
+    let ended = 0;
     for (let i = 0; i < 8 && seen.size < 2; i++) {
       const c = await connect();
       const pid = (await c.query('select pg_backend_pid() as pid')).rows[0].pid as number;
       await c.end();
+      ended++;
       await waitUntil(() => serve.lines().some((l) => l.event === 'auth_success' && l.backend_pid === pid));
       seen.add(workerOf(pid));
     }
     expect(seen).toEqual(new Set([0, 1]));
+    // The client sees its connection close before the worker has reset the backend and counted the session
+    // out: wait for those sessions' ends, or the session gauge below may still include one.
+    await waitUntil(() => serve.lines().filter((l) => l.event === 'session_end').length >= ended);
     const clients = [await connect(), await connect(), await connect()];
     try {
       const text = await metrics();
