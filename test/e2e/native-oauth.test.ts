@@ -201,7 +201,7 @@ describe.skipIf(!!skip)('PostgreSQL 18 native OAuth with the gprxy validator', (
     try {
       await waitUntil(async () => (await cluster.query("select count(*)::int as n from pg_stat_activity where usename = 'alice@example.com' and state = 'active'", [], 'native')).rows[0]?.n === 1);
       child.kill('SIGINT');
-      await once(child, 'exit');
+      await once(child, 'close'); // not 'exit': stderr may not all be read by then
       expect(stderr).toContain('canceling statement due to user request');
     } finally {
       child.kill('SIGKILL');

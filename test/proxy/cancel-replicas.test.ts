@@ -100,7 +100,6 @@ function allLines(): LogLine[] {
 describe('cancel across two replicas behind HAProxy', () => {
   it("psql's Ctrl+C cancels the query 20 times out of 20, wherever the CancelRequest lands", async () => {
     let cancelled = 0;
-    let secondTries = 0;
     // Two rounds of ten psql sessions at once (the machine has two cores: sequential rounds would take long).
     for (let round = 0; round < 2; round++) {
       const psqls = Array.from({ length: 10 }, () => {
@@ -110,20 +109,20 @@ describe('cancel across two replicas behind HAProxy', () => {
         });
         let stderr = '';
         p.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-        return { p, stderr: () => stderr, exit: once(p, 'exit') as Promise<[number | null]> };
+        // 'close', not 'exit': the exit can be seen before the last of psql's stderr is read (ten psqls exiting at
+        // once lost the "canceling statement" line about once in 300 here), which looked like a lost cancel.
+        return { p, stderr: () => stderr, closed: once(p, 'close') as Promise<[number | null]> };
       });
       try {
         await waitUntil(sleepers(10), 30_000, 50);
         for (const { p } of psqls) p.kill('SIGINT');
-        for (const { p, exit, stderr } of psqls) {
-          // A cancel is best effort in PostgreSQL too; a psql still running 5 s after its Ctrl+C gets a second
-          // one, as a person would press it again. Counted, and at most one per run is accepted below.
-          const first = await Promise.race([exit, new Promise<undefined>((r) => setTimeout(() => r(undefined), 5_000))]);
-          if (first === undefined) {
-            secondTries++;
-            p.kill('SIGINT');
-          }
-          const [code] = await exit;
+        for (const { closed, stderr } of psqls) {
+          // Every Ctrl+C must work the first time: a psql still running 10 s later fails with what it printed.
+          let timer: NodeJS.Timeout | undefined;
+          const ended = await Promise.race([closed, new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), 10_000)))]);
+          clearTimeout(timer);
+          expect(ended, `psql still running 10 s after its Ctrl+C; stderr: ${stderr()}`).toBeDefined();
+          const [code] = ended!;
           expect(stderr(), stderr()).toContain('canceling statement due to user request');
           expect(code).toBe(1);
           cancelled++;
@@ -133,7 +132,6 @@ describe('cancel across two replicas behind HAProxy', () => {
       }
     }
     expect(cancelled).toBe(20);
-    expect(secondTries, 'Ctrl+C pressed twice').toBeLessThanOrEqual(1);
     await waitUntil(() => allLines().filter((l) => l.event === 'cancel_request' && l.outcome === 'cancelled').length >= 20, 10_000);
     const done = allLines().filter((l) => l.event === 'cancel_request' && l.outcome === 'cancelled');
     expect(done.every((l) => l.user === 'alice@example.com')).toBe(true);

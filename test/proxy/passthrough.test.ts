@@ -58,7 +58,7 @@ describe('passthrough databases', () => {
     try {
       await waitUntil(async () => (await stack.cluster.query("select count(*)::int as n from pg_stat_activity where usename = 'sathwick_p' and state = 'active'", [], 'mydb')).rows[0]?.n === 1);
       psql.kill('SIGINT');
-      await once(psql, 'exit');
+      await once(psql, 'close'); // not 'exit': stderr may not all be read by then
       expect(stderr).toContain('canceling statement due to user request');
     } finally {
       psql.kill('SIGKILL');

@@ -69,7 +69,7 @@ async function psql(username: string, args: string[], input = ''): Promise<strin
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
   child.stdin.end(input);
-  const [code] = (await once(child, 'exit')) as [number];
+  const [code] = (await once(child, 'close')) as [number]; // not 'exit': the output may not all be read by then
   if (code !== 0) throw new Error(`psql exited ${code}: ${err}`);
   return out;
 }
