@@ -39,8 +39,13 @@ function isolated(): { env: Record<string, string>; tmp: string; home: string } 
   return { env: { TMPDIR: tmp, HOME: home }, tmp, home };
 }
 
+/**
+ * The tunnel on a port of the system's choosing (as --script does): the default, 5432 or the next free one, is
+ * also where `gprxy connect` in exec mode (e2e tests in the other worker) opens its tunnels, so the check that
+ * the demo's ports are closed afterwards could find one of theirs on it.
+ */
 function start(args: string[], env: Record<string, string>): CliProcess {
-  const p = startCli(['demo', ...args], { env });
+  const p = startCli(['demo', '--port', '0', ...args], { env });
   running.push(p);
   return p;
 }
