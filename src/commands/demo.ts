@@ -9,7 +9,7 @@ export default class Demo extends BaseCommand {
   static override summary = 'The whole system on this machine in one command: PostgreSQL 18, an OIDC provider, the proxy and a tunnel (--script: a guided tour)';
   static override description = `The whole system on this machine, in one command: embedded PostgreSQL 18 with the example multi-tenant schema and \`gprxy db init\` applied, a local OIDC provider over HTTPS (users alice, bob, sathwick), \`gprxy serve\` with TLS, a device-flow login and \`gprxy connect\` for the database "demo".
 It prints what is running and the psql command to paste, then waits; Ctrl+C stops everything and removes its temporary files.
-With --script it runs a short tour instead (alice writes, bob reads but cannot write, a forged identity shows nothing, sathwick sees every tenant) and exits 0 when every step behaves as it must.
+With --script it runs a short tour instead (alice writes, bob reads but cannot write, a forged identity shows nothing, sathwick sees every tenant, 12 clients share 2 backends per account with transaction pooling) and exits 0 when every step behaves as it must.
 The demo never touches your OS keychain or your gprxy profiles: it keeps its own in a temporary directory and in memory.`;
 
   static override examples = ['gprxy demo', 'gprxy demo --yes', 'gprxy demo --script', 'gprxy demo --port 6543', 'gprxy demo --native --yes'];

@@ -39,6 +39,11 @@ export { runTour, type TourOptions, type TourStep } from './tour.js';
 
 /** The database the demo serves (key of `databases`, and the PostgreSQL database name). */
 export const DEMO_DATABASE = 'demo';
+/**
+ * The same PostgreSQL database behind a transaction-pooling entry with a pool of 2 (README "Transaction
+ * pooling"): the tour's step with many clients on a small pool. Not with --per-user (a config error there).
+ */
+export const DEMO_TX_DATABASE = 'demo_tx';
 export const DEMO_PROFILE = 'demo';
 
 export interface DemoOptions {
@@ -87,6 +92,8 @@ export interface DemoSession {
   readonly conninfo: string;
   /** A node-postgres client through the tunnel (no password: the tunnel injects the token). */
   client(applicationName?: string): pg.Client;
+  /** The same through the tunnel's second listener, to DEMO_TX_DATABASE (transaction pooling); absent with --per-user. */
+  txClient?(applicationName?: string): pg.Client;
   /** `--native`: the same person's tunnel straight to PostgreSQL 18 native OAuth (Option 1). */
   readonly native?: { readonly host: string; readonly port: number; readonly psqlCommand: string };
   close(): Promise<void>;
@@ -104,6 +111,8 @@ export interface Demo {
   readonly database: string;
   /** The demo database runs with identity: per_user (--per-user). */
   readonly perUser: boolean;
+  /** The transaction-pooling entry of the same database (DEMO_TX_DATABASE); absent with --per-user. */
+  readonly txDatabase?: string;
   /** The login of start-up (alice under --yes; whoever approved in the browser otherwise). */
   readonly session: DemoSession;
   /** Start-up time in milliseconds. */
@@ -154,6 +163,12 @@ accounts:
 databases:
   ${DEMO_DATABASE}: { host: ${cluster.host}, port: ${cluster.port}, dbname: ${DEMO_DATABASE}, sslmode: verify-full, ca: ca.pem, pool: { size: 5 }${perUser ? ', identity: per_user' : ''} }
 ${
+  perUser
+    ? ''
+    : `  # The same database, transaction pooling: a backend per transaction, not per client (many clients, 2 backends per account).
+  ${DEMO_TX_DATABASE}: { host: ${cluster.host}, port: ${cluster.port}, dbname: ${DEMO_DATABASE}, sslmode: verify-full, ca: ca.pem, pool: { mode: transaction, size: 2 } }
+`
+}${
   perUser
     ? `# --per-user: a PostgreSQL role per person, created and kept in line by the proxy at each login over this admin
 # connection (here the demo's superuser; a CREATEROLE role is enough: README "Per-user roles"). The secret derives
@@ -285,7 +300,7 @@ export async function startDemo(options: DemoOptions = {}): Promise<Demo> {
       `gprxy db init + examples/multitenant.sql`,
       async () => {
         await cluster.createDatabase(DEMO_DATABASE);
-        const results = await runDbInit(config, { adminUrl: cluster.url(), out: () => {} });
+        const results = await runDbInit(config, { adminUrl: cluster.url(), database: DEMO_DATABASE, out: () => {} });
         await cluster.query(MULTITENANT_EXAMPLE_SQL, undefined, DEMO_DATABASE);
         return results;
       },
@@ -368,11 +383,12 @@ export async function startDemo(options: DemoOptions = {}): Promise<Demo> {
         throw e;
       }
       const opened = await openTunnel(
-        { databases: [DEMO_DATABASE], proxy: { ...proxyAddress, ca: ca.cert }, port, findFreePort },
+        { databases: options.perUser ? [DEMO_DATABASE] : [DEMO_DATABASE, DEMO_TX_DATABASE], proxy: { ...proxyAddress, ca: ca.cert }, port, findFreePort },
         { source: createTokenSource(settings, deps), warn: (m) => warn(`${profile}: ${m}`) },
       );
       const { keeper, claims, user } = opened;
       const [listener] = opened.listeners;
+      const txListener = opened.listeners.find((l) => l.database === DEMO_TX_DATABASE);
       let nativeTunnel: Tunnel | undefined;
       const close = async () => {
         await opened.close();
@@ -401,6 +417,12 @@ export async function startDemo(options: DemoOptions = {}): Promise<Demo> {
           ...(native ? { native } : {}),
           client: (applicationName = 'gprxy demo') =>
             new pg.Client({ host: listener!.host, port: listener!.port, database: DEMO_DATABASE, user, application_name: applicationName, ssl: false }),
+          ...(txListener
+            ? {
+                txClient: (applicationName = 'gprxy demo') =>
+                  new pg.Client({ host: txListener.host, port: txListener.port, database: DEMO_TX_DATABASE, user, application_name: applicationName, ssl: false }),
+              }
+            : {}),
           close,
         };
         sessions.add(session);
@@ -428,6 +450,7 @@ export async function startDemo(options: DemoOptions = {}): Promise<Demo> {
       proxy: proxyAddress,
       database: DEMO_DATABASE,
       perUser: options.perUser === true,
+      ...(options.perUser ? {} : { txDatabase: DEMO_TX_DATABASE }),
       session,
       startupMs: Date.now() - started,
       signIn: (username) => openSession(`${DEMO_PROFILE}-${username}`, username, 0, false),

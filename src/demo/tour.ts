@@ -7,6 +7,8 @@
  *   2 as bob (pg_reader, tenant-b): read (tenant-b only), fail to write (42501)
  *   3 as bob: a forged gprxy.context (and a plain SET app.tenant_id) shows nothing of tenant-a
  *   4 as sathwick (pg_admin): see both tenants
+ *   5 (not with --per-user) 12 clients of alice and bob at once on demo_tx (transaction pooling, 2 backends per
+ *     account): every transaction has its own client's identity, and only 2 backends per account serve them
  *   5 (--per-user only) as alice and bob: the database sees each person as her own role (current_user,
  *     pg_stat_activity), and bob can neither read alice's query text nor cancel her backend
  */
@@ -69,7 +71,7 @@ export async function runTour(demo: Demo, options: TourOptions): Promise<TourSte
   const steps: TourStep[] = [];
   const clients: pg.Client[] = [];
   const extraSessions: DemoSession[] = [];
-  const total = demo.perUser ? 5 : 4;
+  const total = demo.perUser || demo.txDatabase ? 5 : 4;
   // Who PostgreSQL sees: the mapped service account, or (identity: per_user) the person's own role.
   const account = (shared: string, email: string) => (demo.perUser ? email : shared);
   let current = '';
@@ -234,6 +236,73 @@ export async function runTour(demo: Demo, options: TourOptions): Promise<TourSte
         `expected ${account('app_admin', 'sathwick@example.com')} with tenant-a 3 and tenant-b 2, got ${seen.rows.map((r: Row) => `${show(r.current_user)} ${show(r.tenant_id)} ${show(r.posts)}`).join('; ')}`,
       );
     });
+    const txDatabase = demo.txDatabase;
+    if (txDatabase) {
+      await step(`many clients on a small pool: 12 connections of alice and bob to ${txDatabase} (transaction pooling, 2 backends per account)`, async () => {
+        // Within limits.max_sessions_per_identity (10): alice keeps step 1's connections open.
+        const CLIENTS = 12;
+        const ROUNDS = 5;
+        const expected = {
+          alice: { user: 'auth0|alice0001', tenant: 'tenant-a', posts: 3, account: 'app_writer' },
+          bob: { user: 'auth0|bob00002', tenant: 'tenant-b', posts: 2, account: 'app_reader' },
+        };
+        out(`  ${txDatabase} is the same database with pool: { mode: transaction, size: 2 }: a client holds a backend only while a transaction runs`);
+        const conns = await Promise.all(
+          Array.from({ length: CLIENTS }, async (_, i) => {
+            const who = i % 2 ? ('bob' as const) : ('alice' as const);
+            const session = who === 'bob' ? bob : alice;
+            if (!session.txClient) return fail(`${session.user}'s tunnel has no listener for ${txDatabase}`);
+            const client = session.txClient('gprxy demo tour');
+            client.on('error', () => {});
+            clients.push(client);
+            try {
+              await client.connect();
+            } catch (e) {
+              return fail(`cannot connect to ${txDatabase} through the tunnel as ${session.user}: ${(e as Error).message}`);
+            }
+            return { who, client };
+          }),
+        );
+        const sql = 'select gprxy.user_id(), gprxy.tenant_id(), (select count(*)::int from posts) as posts, pg_backend_pid() as pid';
+        out(`  ${CLIENTS} clients connected at once (${CLIENTS / 2} alice, ${CLIENTS / 2} bob); each runs ${ROUNDS} times: ${sql}`);
+        const pids = { alice: new Set<number>(), bob: new Set<number>() };
+        const ran = { alice: 0, bob: 0 };
+        const seen = { alice: new Set<string>(), bob: new Set<string>() };
+        const posts = { alice: new Set<string>(), bob: new Set<string>() };
+        const wrong: string[] = [];
+        await Promise.all(
+          conns.map(async ({ who, client }) => {
+            for (let round = 0; round < ROUNDS; round++) {
+              let row: Row | undefined;
+              try {
+                row = (await client.query(sql)).rows[0] as Row | undefined;
+              } catch (e) {
+                const err = e as { code?: string; message: string };
+                return fail(`${sql} failed for ${who}: ${err.code ? `ERROR ${err.code}: ` : ''}${err.message}`);
+              }
+              const want = expected[who];
+              ran[who]++;
+              pids[who].add(Number(row?.pid));
+              seen[who].add(show(row?.user_id));
+              posts[who].add(show(row?.posts));
+              if (row?.user_id !== want.user || row?.tenant_id !== want.tenant || row?.posts !== want.posts) wrong.push(`${who} saw ${show(row?.user_id)}, ${show(row?.tenant_id)}, ${show(row?.posts)} posts`);
+            }
+          }),
+        );
+        const table = (['alice', 'bob'] as const).map((who) => [who, expected[who].account, String(CLIENTS / 2), String(ran[who]), String(pids[who].size), [...seen[who]].join(','), [...posts[who]].join(',')]);
+        for (const line of formatTable(['client', 'account', 'connections', 'transactions', 'backends', 'user_id seen', 'posts seen'], table)) out(`  ${line}`);
+        check(
+          wrong.length === 0 && ran.alice + ran.bob === CLIENTS * ROUNDS,
+          `${CLIENTS * ROUNDS} transactions, each with its own client's identity and row-level security, each backend serving its person's connections in turn`,
+          `expected every transaction to see its own identity, got ${wrong.slice(0, 3).join('; ')}${wrong.length > 3 ? ` and ${wrong.length - 3} more` : ''}`,
+        );
+        check(
+          pids.alice.size <= 2 && pids.bob.size <= 2,
+          `${CLIENTS} connections served by ${pids.alice.size + pids.bob.size} PostgreSQL backends (at most 2 per account): the proxy attaches a backend per transaction and resets it at the end`,
+          `expected at most 2 backends per account, got ${pids.alice.size} for alice and ${pids.bob.size} for bob`,
+        );
+      });
+    }
     if (demo.perUser) {
       await step('as alice and bob (identity: per_user): the database sees the person', async () => {
         const a = await connect(alice);

@@ -122,7 +122,7 @@ describe('gprxy demo', () => {
     const state = parseRunning(out);
 
     // 1: alice, with real psql and the printed command, then a write.
-    expect(out).toContain('[1/4] as alice (pg_writer, tenant-a)');
+    expect(out).toContain('[1/5] as alice (pg_writer, tenant-a)');
     expect(out).toMatch(/\$ psql "host=127\.0\.0\.1 port=\d+ dbname=demo user=alice@example\.com" -c "select current_user, gprxy\.user_id\(\), gprxy\.tenant_id\(\)"/);
     if (await psqlAvailable()) expect(out).not.toContain('psql is not installed');
     expect(out).toMatch(/ app_writer\s+\| auth0\|alice0001 \| tenant-a/);
@@ -131,22 +131,28 @@ describe('gprxy demo', () => {
     expect(out).toContain('✓ alice sees her tenant only (3 posts of tenant-a, hers included)');
 
     // 2: bob reads his tenant and is refused a write with 42501.
-    expect(out).toContain('[2/4] as bob (pg_reader, tenant-b): read, then try to write');
+    expect(out).toContain('[2/5] as bob (pg_reader, tenant-b): read, then try to write');
     expect(out).toMatch(/ app_reader\s+\| auth0\|bob00002 \| tenant-b/);
     expect(out).toContain('✓ bob reads tenant-b’s 2 posts');
     expect(out).toContain('ERROR:  permission denied for table posts  (SQLSTATE 42501)');
     expect(out).toContain('✓ refused with 42501');
 
     // 3: a forged context shows nothing.
-    expect(out).toContain('[3/4] as bob: forge gprxy.context');
+    expect(out).toContain('[3/5] as bob: forge gprxy.context');
     expect(out).toMatch(/tenant_a_posts\n\s+-+\n\s+0\n/);
     expect(out).toMatch(/ NULL\s+\| NULL\s+\| 0\n/);
     expect(out).toContain('✓ the forged context fails its HMAC check');
 
     // 4: sathwick sees both tenants.
-    expect(out).toContain('[4/4] as sathwick (pg_admin): see both tenants');
+    expect(out).toContain('[4/5] as sathwick (pg_admin): see both tenants');
     expect(out).toMatch(/ app_admin\s+\| tenant-a\s+\| 3\n\s+app_admin\s+\| tenant-b\s+\| 2\n/);
-    expect(out).toMatch(/Tour complete: 4 steps passed in [\d.]+ s\./);
+    // 5: many clients on a small pool (transaction pooling): own identity per transaction, at most 2 backends per account.
+    expect(out).toContain('[5/5] many clients on a small pool: 12 connections of alice and bob to demo_tx (transaction pooling, 2 backends per account)');
+    expect(out).toMatch(/ alice\s+\| app_writer\s+\| 6\s+\| 30\s+\| [12]\s+\| auth0\|alice0001 \| 3\n/);
+    expect(out).toMatch(/ bob\s+\| app_reader\s+\| 6\s+\| 30\s+\| [12]\s+\| auth0\|bob00002\s+\| 2\n/);
+    expect(out).toContain("✓ 60 transactions, each with its own client's identity");
+    expect(out).toMatch(/✓ 12 connections served by [2-4] PostgreSQL backends \(at most 2 per account\)/);
+    expect(out).toMatch(/Tour complete: 5 steps passed in [\d.]+ s\./);
     expect(r.stderr).toBe('');
 
     // The tunnels and every other port are closed by then.

@@ -32,7 +32,7 @@ describe('runTour', () => {
     expect((error as Error).message).toBe(
       `tour step "as bob (pg_reader, tenant-b): read, then try to write" did not behave as expected: insert into posts (title) values ('Hello from bob') succeeded, but it must be refused`,
     );
-    expect(out).not.toContain('[3/4]');
+    expect(out).not.toContain('[3/5]');
     expect(existsSync(demo.dir)).toBe(false);
     expect(existsSync(demo.postgres.dataDir)).toBe(false);
   });
