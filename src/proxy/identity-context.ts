@@ -78,13 +78,13 @@ export const BACKEND_START_SQL = `SELECT ${BACKEND_START_FROM} ${THIS_BACKEND}`;
  * Run once per new backend: its start time, whether the database has `gprxy.begin_session` (installed by
  * `gprxy db init`; without it contexts are bound to the backend only), whether it is a hot standby, whether
  * claims() accepts transaction-pooling contexts, and whether the transaction-pooling reset must ask
- * `gprxy.sql_prepared_statements()` (db init revokes pg_prepared_statements from PUBLIC).
+ * `gprxy.prepared_statements_state()` (db init revokes pg_prepared_statements from PUBLIC).
  */
 export const BACKEND_PREPARE_SQL =
   `SELECT ${BACKEND_START_FROM}, ` +
   `pg_catalog.to_regprocedure('gprxy.begin_session(bigint)') IS NOT NULL, pg_catalog.pg_is_in_recovery(), ` +
   `pg_catalog.to_regprocedure('gprxy.transaction_contexts()') IS NOT NULL, ` +
-  `pg_catalog.to_regprocedure('gprxy.sql_prepared_statements()') IS NOT NULL ` +
+  `pg_catalog.to_regprocedure('gprxy.prepared_statements_state()') IS NOT NULL ` +
   THIS_BACKEND;
 
 /** What `gprxy.begin_session` raises when the epoch does not move forward (src/sql/identity-schema.ts). */

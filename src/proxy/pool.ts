@@ -67,7 +67,7 @@ export interface ReleaseResetPlan {
   bytes(backend: Backend): Buffer;
   readonly readyCount: number;
   /** A reason to close the backend instead of reusing it (e.g. temporary objects left), or undefined when clean. */
-  dirty(rows: (string | null)[][]): string | undefined;
+  dirty(rows: (string | null)[][], backend: Backend): string | undefined;
   /**
    * The same reset as one simple Query (one ReadyForQuery) that a taker sends ahead of its own messages in the
    * same write, its answers unread: a dirty backend must then end itself (FATAL) before it reads anything more.
@@ -278,7 +278,7 @@ export class BackendPool {
         const result = plan ? await backend.run(plan.bytes(backend), 10_000, plan.readyCount) : await backend.run(releaseReset(), 10_000, RELEASE_RESET_READY_COUNT);
         keep = !result.error && result.status === 'I';
         if (result.error) this.options.logger.warn({ event: 'backend_reset_failed', pool: this.name, reason: result.error.message }, 'reset failed; closing backend');
-        const dirty = keep && plan ? plan.dirty(result.rows) : undefined;
+        const dirty = keep && plan ? plan.dirty(result.rows, backend) : undefined;
         if (dirty) {
           keep = false;
           this.options.logger.warn({ event: 'backend_dirty', pool: this.name, pid: backend.processId, reason: dirty }, `backend left with ${dirty}; closing it`);

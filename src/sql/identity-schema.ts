@@ -219,19 +219,25 @@ AS ${TAG}
 ${TAG};`;
 
 /**
- * Whether this backend holds a prepared statement made with SQL PREPARE: the transaction-pooling release
- * reset asks (src/proxy/txpool/tx-reset.ts), and closes such a backend. Through this function because db init
- * revokes pg_prepared_statement() from PUBLIC (src/sql/peer-isolation.ts: the view shows other clients'
- * statement text on a shared backend); it answers a boolean about the caller's own backend only.
+ * What the transaction-pooling release reset checks about this backend's prepared statements
+ * (src/proxy/txpool/tx-reset.ts): `sql` when one was made with SQL PREPARE (the backend is closed), else the
+ * md5 of the sorted names of the protocol-level ones, which the proxy compares with the statements it believes
+ * the backend holds (a DEALLOCATE hidden in a DO block would otherwise make every other client's Bind of them
+ * fail). Through this function because db init revokes pg_prepared_statement() from PUBLIC
+ * (src/sql/peer-isolation.ts: the view shows other clients' statement text on a shared backend); it answers
+ * about the caller's own backend only, and no text.
  */
-export const SQL_PREPARED_STATEMENTS = 'gprxy.sql_prepared_statements()';
-const SQL_PREPARED_STATEMENTS_FUNCTION = `CREATE OR REPLACE FUNCTION gprxy.sql_prepared_statements()
- RETURNS boolean
+export const PREPARED_STATEMENTS_STATE = 'gprxy.prepared_statements_state()';
+export const PREPARED_STATEMENTS_STATE_EXPR =
+  `(SELECT CASE WHEN pg_catalog.bool_or(s.from_sql) THEN 'sql' ELSE pg_catalog.md5(COALESCE(pg_catalog.string_agg(s.name, ',' ORDER BY s.name COLLATE pg_catalog."C"), '')) END ` +
+  `FROM pg_catalog.pg_prepared_statements AS s)`;
+const PREPARED_STATEMENTS_STATE_FUNCTION = `CREATE OR REPLACE FUNCTION gprxy.prepared_statements_state()
+ RETURNS text
  LANGUAGE sql
  VOLATILE SECURITY DEFINER PARALLEL RESTRICTED
  ${PINNED}
 AS ${TAG}
-  SELECT EXISTS (SELECT FROM pg_catalog.pg_prepared_statements AS s WHERE s.from_sql)
+  SELECT ${PREPARED_STATEMENTS_STATE_EXPR}
 ${TAG};`;
 
 /** pgcrypto's hmac, called by its real schema (found at install time) so nothing can shadow it. */
@@ -265,7 +271,7 @@ ${TAG};`;
 
 /** Everything of schema gprxy except the secret's value (see secretStatements). */
 export function identitySchemaStatements(): string[] {
-  const functions = ['gprxy.hmac_sha256(bytea, bytea)', BEGIN_SESSION, TRANSACTION_CONTEXTS, SQL_PREPARED_STATEMENTS, ...PUBLIC_FUNCTIONS];
+  const functions = ['gprxy.hmac_sha256(bytea, bytea)', BEGIN_SESSION, TRANSACTION_CONTEXTS, PREPARED_STATEMENTS_STATE, ...PUBLIC_FUNCTIONS];
   return [
     // Named: db init runs with search_path = pg_catalog, pg_temp (an existing installation stays where it is).
     `CREATE EXTENSION IF NOT EXISTS pgcrypto SCHEMA public;`,
@@ -293,7 +299,9 @@ export function identitySchemaStatements(): string[] {
     CLAIMS_FUNCTION,
     BEGIN_SESSION_FUNCTION,
     TRANSACTION_CONTEXTS_FUNCTION,
-    SQL_PREPARED_STATEMENTS_FUNCTION,
+    // Its first form (a boolean, SQL PREPARE only), replaced by prepared_statements_state().
+    `DROP FUNCTION IF EXISTS gprxy.sql_prepared_statements();`,
+    PREPARED_STATEMENTS_STATE_FUNCTION,
     ...HELPERS.map(helperFunction),
     ...functions.map((f) => `ALTER FUNCTION ${f} OWNER TO ${OWNER_ROLE};`),
     `REVOKE ALL ON FUNCTION gprxy.hmac_sha256(bytea, bytea) FROM PUBLIC;`,
@@ -301,7 +309,7 @@ export function identitySchemaStatements(): string[] {
     // The proxy logs in as the service accounts; their groups are the only callers it needs.
     `GRANT EXECUTE ON FUNCTION ${BEGIN_SESSION} TO ${Object.values(GROUP_ROLES).join(', ')};`,
     ...PUBLIC_FUNCTIONS.map((f) => `GRANT EXECUTE ON FUNCTION ${f} TO PUBLIC;`),
-    `GRANT EXECUTE ON FUNCTION ${SQL_PREPARED_STATEMENTS} TO PUBLIC;`,
+    `GRANT EXECUTE ON FUNCTION ${PREPARED_STATEMENTS_STATE} TO PUBLIC;`,
   ];
 }
 

@@ -42,7 +42,7 @@ export const PEER_FUNCTION_GROUPS: readonly PeerFunctionGroup[] = Object.freeze(
   {
     // Transaction pooling keeps protocol-level prepared statements on shared backends, under proxy names but
     // with their text (literals included): the next client of that backend read them in pg_prepared_statements.
-    // The release reset's check for SQL-level PREPARE goes through gprxy.sql_prepared_statements() instead.
+    // The release reset's check for SQL-level PREPARE goes through gprxy.prepared_statements_state() instead.
     key: 'prepared_statements',
     names: ['pg_prepared_statement'],
     grantTo: ['pg_read_all_stats', OWNER_ROLE],

@@ -39,7 +39,7 @@ async function connectAs(user: 'alice' | 'bob'): Promise<pg.Client> {
   return c;
 }
 
-describe('transaction pooling: nothing of one client is readable by the next on its backend', () => {
+describe('transaction pooling: nothing of one client is readable or breakable by the next on its backend', () => {
   it("another client's prepared statement text (literals included) is not readable in pg_prepared_statements", async () => {
     const alice = await connectAs('alice');
     const bob = await connectAs('bob');
@@ -62,7 +62,7 @@ describe('transaction pooling: nothing of one client is readable by the next on 
     }
   });
 
-  it('the release reset still finds a SQL PREPARE hidden in a DO block (through gprxy.sql_prepared_statements) and closes that backend', async () => {
+  it('the release reset still finds a SQL PREPARE hidden in a DO block (through gprxy.prepared_statements_state) and closes that backend', async () => {
     const bob = await connectAs('bob');
     try {
       const pid = (await bob.query('select pg_catalog.pg_backend_pid() as pid')).rows[0].pid as number;
@@ -77,6 +77,52 @@ describe('transaction pooling: nothing of one client is readable by the next on 
       }
     } finally {
       await bob.end();
+    }
+  });
+
+  it("a DEALLOCATE hidden in a DO block cannot break another client's prepared statements on the shared backend", async () => {
+    const alice = await connectAs('alice');
+    const bob = await connectAs('bob');
+    try {
+      const mine = { name: 'mine', text: 'select $1::int + 1 as n, pg_catalog.pg_backend_pid() as pid', values: [1] };
+      const pid = (await alice.query(mine)).rows[0].pid as number;
+      expect((await bob.query('select pg_catalog.pg_backend_pid() as pid')).rows[0].pid).toBe(pid);
+      // Neither the lexer nor the router sees inside a DO block: the backend loses the statement the proxy prepared.
+      await bob.query(`do $$ begin execute 'deallocate all'; end $$`);
+      // alice's next Bind (pool size 1: after bob's release) lands on a backend whose statements the proxy knows:
+      // no 26000 (before: "prepared statement gprxy_… does not exist", on every Bind, for the backend's life).
+      for (let i = 2; i <= 3; i++) expect((await alice.query({ ...mine, values: [i] }).catch((e: { code?: string }) => ({ rows: [{ n: e.code }] }))).rows[0].n).toBe(i + 1);
+      await stack.logs.waitFor((l) => l.event === 'backend_dirty' && l.pid === pid);
+    } finally {
+      await Promise.all([alice.end(), bob.end()]);
+    }
+  });
+
+  it('no false alarm: named statements, a failing Parse and a visible DEALLOCATE ALL keep the backend (the check agrees with the proxy)', async () => {
+    const alice = await connectAs('alice');
+    const bob = await connectAs('bob');
+    try {
+      const before = stack.logs.lines.length;
+      const pids = new Set<number>();
+      for (let round = 0; round < 3; round++) {
+        for (const [who, c] of [['a', alice], ['b', bob]] as const) {
+          for (let k = 0; k < 3; k++) {
+            const r = await c.query({ name: `${who}${k}`, text: `select $1::int * ${k + 2} as n, pg_catalog.pg_backend_pid() as pid`, values: [round] });
+            expect(r.rows[0].n).toBe(round * (k + 2));
+            pids.add(r.rows[0].pid as number);
+          }
+        }
+        await alice.query({ name: `broken${round}`, text: 'select no_such_column', values: [] }).catch(() => undefined);
+      }
+      // bob's own DEALLOCATE ALL (visible to the proxy): alice's statements are prepared again where needed.
+      await bob.query('deallocate all');
+      const again = await alice.query({ name: 'a0', text: `select $1::int * 2 as n, pg_catalog.pg_backend_pid() as pid`, values: [21] });
+      expect(again.rows[0].n).toBe(42);
+      pids.add(again.rows[0].pid as number);
+      expect(pids.size).toBe(1);
+      expect(stack.logs.lines.slice(before).filter((l) => l.event === 'backend_dirty' || l.event === 'backend_reset_failed')).toEqual([]);
+    } finally {
+      await Promise.all([alice.end(), bob.end()]);
     }
   });
 });

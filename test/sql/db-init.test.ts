@@ -80,13 +80,13 @@ describe('gprxy db init against a real server', () => {
       [],
       'mydb',
     );
-    expect(fns.rows.map((r) => r.proname)).toEqual(['begin_session', 'claims', 'email', 'has_role', 'hmac_sha256', 'issuer', 'roles', 'sql_prepared_statements', 'tenant_id', 'transaction_contexts', 'user_id']);
+    expect(fns.rows.map((r) => r.proname)).toEqual(['begin_session', 'claims', 'email', 'has_role', 'hmac_sha256', 'issuer', 'prepared_statements_state', 'roles', 'tenant_id', 'transaction_contexts', 'user_id']);
     for (const f of fns.rows) {
       expect(f.owner).toBe('gprxy_owner');
       expect(f.proconfig).toBe('{"search_path=pg_catalog, pg_temp"}');
       if (f.proname === 'begin_session') expect([f.prosecdef, f.provolatile, f.proparallel]).toEqual([true, 'v', 'u']);
       else if (f.proname === 'transaction_contexts') expect([f.prosecdef, f.provolatile, f.proparallel]).toEqual([false, 'i', 's']);
-      else if (f.proname === 'sql_prepared_statements') expect([f.prosecdef, f.provolatile, f.proparallel]).toEqual([true, 'v', 'r']);
+      else if (f.proname === 'prepared_statements_state') expect([f.prosecdef, f.provolatile, f.proparallel]).toEqual([true, 'v', 'r']);
       else if (f.proname !== 'hmac_sha256') expect([f.prosecdef, f.provolatile, f.proparallel]).toEqual([true, 's', 'r']);
     }
     const epochTable = await cluster.query(`select relowner::regrole::text as owner, relpersistence, relacl::text as acl from pg_class where oid = 'gprxy.backend_epoch'::regclass`, [], 'mydb');

@@ -101,6 +101,8 @@ export class PreparedStatementStats {
 /** The statements prepared on one backend connection under proxy names, least recently used first. */
 export class BackendStatements {
   private readonly lru = new Map<string, StatementDef>();
+  /** md5 of the sorted names, as gprxy.prepared_statements_state() computes it on the backend; undefined: changed since. */
+  private digestCache: string | undefined;
   /** Names whose Parse was sent and not yet answered: they may still fail, so nothing is answered from them. */
   private readonly pending = new Set<string>();
   /** Whose unnamed statement the backend holds (the client's definition object), if anyone's. */
@@ -125,6 +127,16 @@ export class BackendStatements {
     return [...this.lru.keys()];
   }
 
+  /**
+   * The md5 of the names this cache lists, sorted and comma-joined (names are ASCII: `gprxy_` and hex), the form
+   * the release reset reads from the backend: a difference means the backend lost a statement the proxy would
+   * Bind without re-preparing (a DEALLOCATE hidden in a DO block), or holds one the cache forgot.
+   */
+  digest(): string {
+    this.digestCache ??= createHash('md5').update([...this.lru.keys()].sort().join(',')).digest('hex');
+    return this.digestCache;
+  }
+
   /** Marks `name` most recently used. */
   touch(name: string): void {
     const def = this.lru.get(name);
@@ -135,6 +147,7 @@ export class BackendStatements {
 
   /** Adds `def` (pending); returns the names evicted to stay within capacity (the caller Closes them on the backend). */
   add(def: StatementDef): string[] {
+    this.digestCache = undefined;
     this.lru.delete(def.backendName);
     this.lru.set(def.backendName, def);
     this.pending.add(def.backendName);
@@ -159,17 +172,26 @@ export class BackendStatements {
   }
 
   delete(name: string): void {
+    this.digestCache = undefined;
     this.lru.delete(name);
     this.pending.delete(name);
   }
 
   clear(): void {
+    this.digestCache = undefined;
     this.lru.clear();
     this.pending.clear();
   }
 }
 
 const BACKEND_STATEMENTS = 'txprep.statements';
+
+/** The digest of what the proxy believes a backend holds (no cache yet: none). */
+export function backendStatementsDigest(backend: { readonly attributes: Map<string, unknown> }): string {
+  const statements = backend.attributes.get(BACKEND_STATEMENTS) as BackendStatements | undefined;
+  return statements?.digest() ?? EMPTY_DIGEST;
+}
+export const EMPTY_DIGEST = createHash('md5').update('').digest('hex');
 /** Stands for an unnamed statement on a backend that is nobody's we know of. */
 const FOREIGN_UNNAMED: StatementDef = { query: '', paramTypes: Buffer.alloc(2), backendName: '', kind: { kind: 'other' } };
 

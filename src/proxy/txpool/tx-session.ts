@@ -178,7 +178,7 @@ export class TxSession {
       setupFailed: (backend, message, reset) => {
         if (reset) {
           // The pipelined reset runs with exit_on_error: the backend has ended, and this client's session with it.
-          if (message.includes(DIRTY_MARKER)) this.log.warn({ event: 'backend_dirty', pool: pool.name, pid: backend.processId, reason: 'temporary objects or SQL-level prepared statements' }, 'backend left dirty by its previous client; it ended before running anything of this one');
+          if (message.includes(DIRTY_MARKER)) this.log.warn({ event: 'backend_dirty', pool: pool.name, pid: backend.processId, reason: 'temporary objects, SQL-level prepared statements, or prepared statements the proxy did not expect' }, 'backend left dirty by its previous client; it ended before running anything of this one');
           else this.log.warn({ event: 'backend_reset_failed', pool: pool.name, pid: backend.processId, reason: message }, 'the release reset sent ahead of this transaction failed; the backend ended before running anything of this client');
           return;
         }
