@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { buildProxyConfig, ConfigError } from '../../src/config/proxy-config.js';
 import { DEV_USERS } from '../../src/demo/oidc-provider.js';
 import { createAppDatabase } from '../support/postgres.js';
@@ -100,6 +100,10 @@ describe('admin config', () => {
 });
 
 describe('admin console', () => {
+  // A client's end() resolves when its socket closes, before the proxy has released the backend and dropped the
+  // session: the counts these tests read (SHOW POOLS total/idle, sessions per database) must not see the last test's.
+  beforeEach(() => waitUntil(() => stack.proxy.activeSessions === 0));
+
   it('SHOW SESSIONS lists who is connected, to what, doing what (node-postgres, simple and extended protocol)', async () => {
     const alice = await connect('alice', 'mydb');
     const ops = await admin();
