@@ -203,7 +203,9 @@ export const soak: Scenario = {
 
       const started = Date.now();
       let rotated = false;
-      while (Date.now() - started < seconds * 1000) {
+      // Until the time is up and at least two samples follow the warm-up: on a loaded machine a sample (GC, stats,
+      // the key rotation) can take seconds, and the short run ended with one sample after warm-up, failing its check.
+      while (Date.now() - started < seconds * 1000 || samples.filter((s) => s.t >= warmupS).length < 2) {
         await sleep(sampleMs);
         const t = (Date.now() - started) / 1000;
         if (!rotated && t >= seconds / 2) {
