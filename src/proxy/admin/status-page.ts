@@ -161,6 +161,9 @@ interface PageViewer {
 function viewerOf(verified: VerifiedToken, access: AdminAccess): PageViewer | undefined {
   const claims = verified.claims as Record<string, unknown>;
   const provider = verified.provider;
+  // Never a CI job, as for the console (admin-access.ts): its roles claim, if the operator named one, holds
+  // what the job's workflow chose (e.g. its environment), not rights an IdP granted.
+  if (provider.ci) return undefined;
   const raw = Object.hasOwn(claims, provider.rolesClaim) ? claims[provider.rolesClaim] : undefined;
   const roles = rolesFromClaim(raw).map((r) => namespaced(provider, r));
   if (!roles.some((r) => access.config.roles.includes(r))) return undefined;
