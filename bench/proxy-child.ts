@@ -12,6 +12,11 @@ import { writeHeapSnapshot } from 'node:v8';
 import { loadProxyConfig } from '../src/config/proxy-config.js';
 import { createLogger } from '../src/proxy/logger.js';
 import { ProxyServer } from '../src/proxy/server.js';
+import { TRANSACTION_RESET } from '../src/proxy/txpool/tx-reset.js';
+
+// bench:txpool's before/after: GPRXY_BENCH_UNPIPELINED_RESET=1 runs transaction pooling's release reset as its
+// own round trip at every release (the behaviour before the reset was pipelined into the next client's write).
+if (process.env.GPRXY_BENCH_UNPIPELINED_RESET === '1') delete (TRANSACTION_RESET as { pipelined?: unknown }).pipelined;
 
 let proxy: ProxyServer | undefined;
 let stopping = false;

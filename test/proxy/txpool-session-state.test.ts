@@ -301,4 +301,38 @@ describe('transaction pooling: session state never reaches the next client', () 
     await cancel();
     expect((await hers).rows[0].slept).toBe('');
   });
+
+  it('a read-only database (default_transaction_read_only = on, as on a hot standby): reads work, the setup and both resets write nothing', async () => {
+    const pool = () => stack.proxy.pools.stats()['mydb/app_writer']!;
+    // A backend reads the database's settings when it starts: the pool's backend must be a new one.
+    const renew = async () => {
+      await stack.cluster.query(`select pg_terminate_backend(pid) from pg_stat_activity where usename = 'app_writer'`);
+      await waitUntil(() => pool().total === 0);
+    };
+    await stack.cluster.query('alter database mydb set default_transaction_read_only = on');
+    try {
+      await renew();
+      const bob = await connectAs('bob');
+      const WHO = `select gprxy.user_id() as sub, current_setting('transaction_read_only') as ro, pg_current_xact_id_if_assigned() as xid, pg_backend_pid() as pid`;
+      const first = (await bob.query(WHO)).rows[0] as { sub: string; ro: string; xid: string | null; pid: number };
+      expect(first).toMatchObject({ sub: 'auth0|bob00002', ro: 'on', xid: null });
+      expect((await sqlstate(bob.query(`insert into notes (body) values ('x')`))).code).toBe('25006');
+      // The reset at release (its own round trip), then the pipelined one (alice waits while bob is in a
+      // transaction): the same backend serves both, nothing failed, no xid.
+      expect(await one(bob, 'select gprxy.user_id()')).toBe('auth0|bob00002');
+      await bob.query('begin isolation level serializable');
+      expect(await one(bob, `select current_setting('transaction_isolation')`)).toBe('serializable');
+      const alice = await connectAs('alice');
+      const seen = alice.query(WHO);
+      await waitUntil(() => pool().waiting === 1);
+      const pipelined = pool().pipelinedResets;
+      await bob.query('commit');
+      expect((await seen).rows[0]).toMatchObject({ sub: 'auth0|alice0001', ro: 'on', xid: null, pid: first.pid });
+      expect(pool().pipelinedResets).toBe(pipelined + 1);
+      expect(await pidOf(bob)).toBe(first.pid);
+    } finally {
+      await stack.cluster.query('alter database mydb reset default_transaction_read_only');
+      await renew();
+    }
+  });
 });
