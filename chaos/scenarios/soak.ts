@@ -22,6 +22,10 @@ import { CLOCK_TOLERANCE_MS } from '../../src/token/verifier.js';
 
 /** Errors the mix provokes on purpose: cancels (57014), expired tokens and token expiry (28000). */
 const EXPECTED = ['57014', '28000'];
+/** The proxy's login_timeout here (the default). Garbage that looks like the start of a packet waits for it. */
+const LOGIN_TIMEOUT_MS = 10_000;
+/** A garbage connection must be closed by then: login_timeout plus room for a loaded machine. */
+const GARBAGE_CLOSE_BOUND_MS = LOGIN_TIMEOUT_MS + 5000;
 const USERS = ['alice', 'bob', 'sathwick'] as const;
 const QUERY: Record<(typeof USERS)[number], string> = {
   alice: "insert into notes (body) values ('soak') returning id",
@@ -63,7 +67,7 @@ export const soak: Scenario = {
     // no FATAL can be sent. Shown with login_timeout 300ms: every such client error matched a login_timeout
     // refusal in the proxy log. A refused slow login is the proxy protecting itself, not a soak failure;
     // the soak measures leaks and errors under a load the defaults are meant for.
-    const stack = await startChaosStack({ accessTokenTtlSeconds: tokenTtl, proxy: { limits: { login_timeout: '10s', pool_wait_timeout: '10s' } } });
+    const stack = await startChaosStack({ accessTokenTtlSeconds: tokenTtl, proxy: { limits: { login_timeout: `${LOGIN_TIMEOUT_MS}ms`, pool_wait_timeout: '10s' } } });
     const samples: Sample[] = [];
     try {
       const provider = stack.idp.provider;
@@ -96,6 +100,8 @@ export const soak: Scenario = {
       const load = new Load({
         workers: o.short ? 4 : 6,
         stepsPerConnection: 1,
+        // Above the garbage step's own bound, so a slow close is reported as that, not as a hang.
+        hangMs: GARBAGE_CLOSE_BOUND_MS + 5000,
         retryMs: 20,
         label: (w) => `${pending.get(w) ?? '?'} as ${userOf(w)}`,
         config: (w) => {
@@ -156,9 +162,9 @@ export const soak: Scenario = {
                 s.on('end', () => ev.push(`end @${Date.now() - t0}`));
                 s.on('error', (e) => ev.push(`error ${e.message}`));
                 const timer = setTimeout(() => {
-                  v.fail(`a garbage connection was not closed by the proxy within 10 s (${bytes.toString('hex').slice(0, 32)}: ${ev.join(', ')})`);
+                  v.fail(`a garbage connection was not closed by the proxy within ${GARBAGE_CLOSE_BOUND_MS / 1000} s (${bytes.toString('hex').slice(0, 32)}: ${ev.join(', ')})`);
                   s.destroy();
-                }, 10_000);
+                }, GARBAGE_CLOSE_BOUND_MS);
                 s.on('close', () => {
                   clearTimeout(timer);
                   resolve();
