@@ -47,7 +47,11 @@ beforeAll(async () => {
       limits: { login_timeout: '10s', pool_wait_timeout: '10s', max_sessions_per_identity: 0 },
       cluster: { replica_id: i + 1, listen: `127.0.0.1:${peerPorts[i]}`, secret: CLUSTER_SECRET, peers: [`127.0.0.1:${peerPorts[1 - i]}`] },
     });
-  replicas = await Promise.all([startServe(doc(0), files, ['--workers', '2']), startServe(doc(1), files)]);
+  // Both started before either failure is raised, so afterAll stops the one that did start (a replica too slow to
+  // listen under load used to leave the other one running after the run).
+  const started = await Promise.allSettled([startServe(doc(0), files, ['--workers', '2']), startServe(doc(1), files)]);
+  replicas = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+  for (const r of started) if (r.status === 'rejected') throw r.reason;
   dir = mkdtempSync(join(tmpdir(), 'gprxy-haproxy-'));
   writeFileSync(join(dir, 'root.crt'), idp.ca.cert);
   haproxyPort = await freePort();
