@@ -11,6 +11,6 @@ afterAll(() => cleanup());
 
 it('mutated session scripts end cleanly at the proxy and the tunnel', async () => {
   const r = await fuzzSessions.run({ short: true, seconds: 4, log: () => undefined });
-  expect(r.failures).toEqual([]);
+  expect(r.failures.join('\n')).toBe(''); // joined: vitest shows a long array as "[ Array(1) ]"
   expect(r.figures['proxy: connections'] as number).toBeGreaterThan(10);
 }, 90_000);
