@@ -56,6 +56,12 @@ export class BackendError extends GprxyError<BackendErrorCode> {
   }
 }
 
+/**
+ * An exchange's own deadline passed. Its own class so that connect() knows a timeout by what it is, not
+ * by comparing clocks: a timer may fire a millisecond before Date.now() says the time is up.
+ */
+class ExchangeTimeout extends BackendError {}
+
 type MessageHandler = (type: number, body: Buffer) => void;
 
 const MAX_BACKEND_MESSAGE = 16 * 1024 * 1024;
@@ -144,7 +150,7 @@ export class Backend {
     return new Promise<void>((resolve, reject) => {
       let settled = false;
       let queue = Promise.resolve();
-      const timer = setTimeout(() => finish(new BackendError('backend_unavailable', `${this.describe()} did not answer within ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(() => finish(new ExchangeTimeout('backend_unavailable', `${this.describe()} did not answer within ${timeoutMs} ms`)), timeoutMs);
       const finish = (error?: Error) => {
         if (settled) return;
         settled = true;
@@ -327,7 +333,7 @@ export class Backend {
       );
     } catch (e) {
       socket.destroy();
-      if (e instanceof BackendError && e.code === 'backend_unavailable' && !e.fields && Date.now() - started >= timeoutMs) {
+      if (e instanceof ExchangeTimeout) {
         throw new BackendError('backend_unavailable', `connecting to ${where} timed out after ${timeoutMs} ms (no answer to the login; limits.backend_connect_timeout)`, undefined, undefined, { cause: e });
       }
       if (e instanceof BackendError) throw e;
@@ -341,7 +347,7 @@ function withTimeout<T>(promise: Promise<T>, ms: number, onTimeout: () => void, 
   return new Promise<T>((resolve, reject) => {
     const timer = setTimeout(() => {
       onTimeout();
-      reject(new BackendError('backend_unavailable', `${what} timed out after ${ms} ms`));
+      reject(new BackendError('backend_unavailable', `${what} timed out after ${ms} ms (limits.backend_connect_timeout)`));
     }, ms);
     promise.then(
       (v) => {
