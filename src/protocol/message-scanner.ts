@@ -39,7 +39,13 @@ export class MessageScanner {
    * Query/Sync/FunctionCall against the server's ReadyForQuery to know whether a request is outstanding.
    */
   syncCount = 0;
+  /**
+   * A message of one of the constructor's `openTypes` (the extended protocol's Parse/Bind/Execute/…) came
+   * after the last sync-type message: the server has work it will only finish, or skip, at the next Sync.
+   */
+  openSinceSync = false;
   private readonly isSync: Uint8Array;
+  private readonly isOpen: Uint8Array;
 
   /** Message types whose bodies are copied out (see CaptureOptions); undefined when nothing is. */
   private readonly isCaptured: Uint8Array | undefined;
@@ -51,9 +57,12 @@ export class MessageScanner {
   constructor(
     syncTypes: readonly number[] = [],
     private readonly capture?: CaptureOptions,
+    openTypes: readonly number[] = [],
   ) {
     this.isSync = new Uint8Array(256);
     for (const t of syncTypes) this.isSync[t & 0xff] = 1;
+    this.isOpen = new Uint8Array(256);
+    for (const t of openTypes) this.isOpen[t & 0xff] = 1;
     if (capture) {
       this.isCaptured = new Uint8Array(256);
       for (const t of capture.types) this.isCaptured[t & 0xff] = 1;
@@ -133,7 +142,10 @@ export class MessageScanner {
         break;
       }
       this.messageCount++;
-      this.syncCount += this.isSync[type]!;
+      if (this.isSync[type]) {
+        this.syncCount++;
+        this.openSinceSync = false;
+      } else if (this.isOpen[type]) this.openSinceSync = true;
       remaining = length - 4;
       if (type === READY_FOR_QUERY && remaining > 0) this.statusPending = true;
       if (this.isCaptured?.[type] && remaining <= this.capture!.maxBodyLength) {

@@ -35,6 +35,8 @@ const READY_STATUS_IDLE = ReadyStatus.IDLE;
 // Client messages that each produce exactly one ReadyForQuery: Query, Sync, FunctionCall.
 const CLIENT_SYNC_TYPES = [FrontendCode.QUERY, FrontendCode.SYNC, FrontendCode.FUNCTION_CALL];
 const SERVER_SYNC_TYPES = [BackendCode.READY_FOR_QUERY];
+// Extended-protocol messages whose work the server finishes (or, after an error, skips) only at the next Sync.
+const CLIENT_OPEN_TYPES = [FrontendCode.PARSE, FrontendCode.BIND, FrontendCode.EXECUTE, FrontendCode.DESCRIBE, FrontendCode.CLOSE, FrontendCode.FLUSH];
 
 /** ParameterStatus bodies are two short C strings; anything bigger is not worth copying. */
 const MAX_PARAMETER_STATUS = 4096;
@@ -45,7 +47,7 @@ export interface RelayOptions {
 }
 
 export class Relay {
-  private readonly fromClient = new MessageScanner(CLIENT_SYNC_TYPES);
+  private readonly fromClient = new MessageScanner(CLIENT_SYNC_TYPES, undefined, CLIENT_OPEN_TYPES);
   private readonly fromBackend: MessageScanner;
   private bytesFromClient = 0;
   private bytesFromBackend = 0;
@@ -153,19 +155,23 @@ export class Relay {
     if (pending && pending.length) fromClient(pending);
   }
 
-  /** The backend is at a message boundary, said ReadyForQuery 'I' last, and every client request was answered. */
+  /**
+   * The backend is at a message boundary, said ReadyForQuery 'I' last, every client request was answered, and
+   * no extended-protocol message waits for a Sync (the server would run it with the reset, or skip the reset).
+   */
   get backendIdle(): boolean {
     return (
       this.fromBackend.atMessageBoundary &&
       this.fromClient.atMessageBoundary &&
       this.fromBackend.lastReadyStatus === READY_STATUS_IDLE &&
-      this.fromClient.syncCount === this.fromBackend.syncCount
+      this.fromClient.syncCount === this.fromBackend.syncCount &&
+      !this.fromClient.openSinceSync
     );
   }
 
   /** For SHOW SESSIONS: bytes so far and what the session does, from the header scan (no extra parsing). */
   probe(): RelayProbe {
-    const busy = !this.fromBackend.atMessageBoundary || !this.fromClient.atMessageBoundary || this.fromClient.syncCount !== this.fromBackend.syncCount;
+    const busy = !this.fromBackend.atMessageBoundary || !this.fromClient.atMessageBoundary || this.fromClient.syncCount !== this.fromBackend.syncCount || this.fromClient.openSinceSync;
     const status = this.fromBackend.lastReadyStatus;
     const activity = busy ? 'active' : status === ReadyStatus.IN_TRANSACTION ? 'idle in transaction' : status === ReadyStatus.FAILED ? 'idle in transaction (aborted)' : 'idle';
     return { bytesFromClient: this.bytesFromClient, bytesFromBackend: this.bytesFromBackend, activity };

@@ -203,3 +203,36 @@ describe('MessageScanner body capture', () => {
     expect(scanWith([...stream].map((b) => Buffer.from([b])))).toEqual(expected);
   });
 });
+
+describe('MessageScanner: extended-protocol messages waiting for a Sync', () => {
+  // Parse/Bind/Execute open a sequence, Sync or Query close it; CopyData and Terminate change nothing.
+  const Q = client.query('select 1');
+  const P = tagged('P', 4 + 4, Buffer.from('P\0\0\0')); // bodies of 'S' and 'Q' bytes: not headers
+  const B = tagged('B', 4 + 3, Buffer.from('SSS'));
+  const E = tagged('E', 4 + 3, Buffer.from('QQQ'));
+  const S = tagged('S', 4);
+  const d = tagged('d', 4 + 2, Buffer.from('SS'));
+  const steps: [Buffer, boolean][] = [[Q, false], [P, true], [B, true], [E, true], [d, true], [S, false], [d, false], [P, true], [Q, false]];
+  const scanner = () => new MessageScanner([0x51, 0x53], undefined, [0x50, 0x42, 0x45]);
+
+  it('is open from the first such message to the next sync-type message, whatever the chunking', () => {
+    for (const split of [0, 1, 2, 5, 7]) {
+      const s = scanner();
+      for (const [bytes, open] of steps) {
+        if (split > 0 && split < bytes.length) {
+          s.scan(bytes.subarray(0, split));
+          s.scan(bytes.subarray(split));
+        } else s.scan(bytes);
+        expect(s.openSinceSync).toBe(open);
+      }
+    }
+  });
+
+  it('byte by byte', () => {
+    const s = scanner();
+    for (const [bytes, open] of steps) {
+      for (const b of bytes) s.scan(Buffer.from([b]));
+      expect(s.openSinceSync).toBe(open);
+    }
+  });
+});

@@ -5,18 +5,17 @@
  * extended, TPC-B-like explicit transactions) on a pool smaller than its clients.
  */
 import { execFile } from 'node:child_process';
-import { connect, type Socket } from 'node:net';
 import { promisify } from 'node:util';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { passwordMessage, startupMessage } from '../../src/protocol/client-messages.js';
 import { runDbInit } from '../../src/sql/db-init.js';
-import { B, E, H, P, Q, S, countReady, trace } from '../support/pg-messages.js';
+import { B, E, H, P, Q, S } from '../support/pg-messages.js';
 import { startProxyStack, type ProxyStack } from '../support/proxy-stack.js';
 import { waitUntil } from '../support/wait.js';
+import { rawClient, type RawClient } from '../support/raw-client.js';
 import { loginAs, type TokenSet } from '../support/tokens.js';
 
 const exec = promisify(execFile);
@@ -56,28 +55,9 @@ async function txProxy(poolWaitTimeout: string): Promise<void> {
   });
 }
 
-/** A raw client on plaintext loopback, logged in; `until(n)` collects answers up to the n-th ReadyForQuery. */
-async function raw(user: 'alice' | 'bob'): Promise<{ socket: Socket; send(b: Buffer): void; until(n: number): Promise<string[]> }> {
-  const socket = connect(stack.port, '127.0.0.1');
-  let buffered = Buffer.alloc(0);
-  let wake: (() => void) | undefined;
-  socket.on('data', (d: Buffer) => {
-    buffered = Buffer.concat([buffered, d]);
-    wake?.();
-  });
-  const until = async (n: number): Promise<string[]> => {
-    while (countReady(buffered) < n) await new Promise<void>((r) => (wake = r));
-    const out = trace(buffered);
-    buffered = Buffer.alloc(0);
-    return out;
-  };
-  await new Promise((r) => socket.once('connect', r));
-  socket.write(startupMessage({ user: `${user}@example.com`, database: 'mydb' }));
-  while (buffered.length < 9) await new Promise<void>((r) => (wake = r));
-  buffered = Buffer.alloc(0);
-  socket.write(passwordMessage(tokens[user]!.accessToken));
-  await until(1);
-  return { socket, send: (b) => socket.write(b), until };
+/** A raw client on plaintext loopback, logged in (test/support/raw-client.ts). */
+function raw(user: 'alice' | 'bob'): Promise<RawClient> {
+  return rawClient(stack.port, `${user}@example.com`, tokens[user]!.accessToken);
 }
 
 const WHO = `select gprxy.user_id()`;
