@@ -12,6 +12,8 @@ export interface ScenarioOptions {
   readonly seconds?: number;
   /** Seed of the pseudo-random choices (fuzzers), so a run can be repeated. */
   readonly seed?: number;
+  /** Soak only: plant a leak of this many bytes per accepted connection in the proxy (chaos/lib/planted-leak.mjs). */
+  readonly plantLeakBytes?: number;
 }
 
 export type Figure = number | string | boolean;

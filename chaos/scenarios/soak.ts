@@ -10,6 +10,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { Load, sqlstateOf } from '../lib/load.js';
 import { cutConnection, sendCancel } from '../lib/clients.js';
@@ -69,7 +70,9 @@ export const soak: Scenario = {
     // no FATAL can be sent. Shown with login_timeout 300ms: every such client error matched a login_timeout
     // refusal in the proxy log. A refused slow login is the proxy protecting itself, not a soak failure;
     // the soak measures leaks and errors under a load the defaults are meant for.
-    const stack = await startChaosStack({ accessTokenTtlSeconds: tokenTtl, proxy: { limits: { login_timeout: `${LOGIN_TIMEOUT_MS}ms`, pool_wait_timeout: '10s' } } });
+    const plantedLeak = o.plantLeakBytes ? [`--import=${pathToFileURL(join(import.meta.dirname, '..', 'lib', 'planted-leak.mjs')).href}?bytes=${o.plantLeakBytes}`] : [];
+    if (o.plantLeakBytes) o.log(`a leak of ${o.plantLeakBytes} bytes per accepted connection is planted in the proxy: this run must FAIL`);
+    const stack = await startChaosStack({ accessTokenTtlSeconds: tokenTtl, proxyExecArgv: plantedLeak, proxy: { limits: { login_timeout: `${LOGIN_TIMEOUT_MS}ms`, pool_wait_timeout: '10s' } } });
     const samples: Sample[] = [];
     try {
       const provider = stack.idp.provider;
