@@ -19,7 +19,7 @@ import type { CancelRegistry } from './cancel-registry.js';
 import { disconnect, Refusal, type Connection, type End } from './disconnect.js';
 import { Login } from './login.js';
 import { OAuthBearerDiscoveryEnd } from './oauthbearer-login.js';
-import type { IdentitySessions } from './identity-sessions.js';
+import type { IdentityLimit } from './identity-sessions.js';
 import type { ProxyMetrics } from './metrics.js';
 import { PoolClosedError, PoolTimeoutError } from './pool.js';
 import type { PoolManager } from './pools.js';
@@ -44,7 +44,7 @@ export interface SessionDeps {
   readonly sessionId: number;
   readonly metrics?: ProxyMetrics;
   /** limits.max_sessions_per_identity; absent: no limit. */
-  readonly identitySessions?: IdentitySessions;
+  readonly identitySessions?: IdentityLimit;
   /** identity: per_user databases (src/proxy/per-user/). */
   readonly perUser?: PerUserRoles;
   /** Where this connection is listed for SHOW SESSIONS and KILL. */

@@ -94,6 +94,8 @@ export const END_REASONS = {
   token_email_unverified: token,
   // limits.max_sessions_per_identity: the message names the limit and the user.
   too_many_sessions_per_identity: authFailed(SqlState.TOO_MANY_CONNECTIONS),
+  // With --workers the primary counts those sessions; it did not answer in time (src/proxy/cluster/identity-slots.ts).
+  identity_limit_unavailable: authFailed(SqlState.CANNOT_CONNECT_NOW),
   jwks_unavailable: token,
   backend_unavailable: authFailed(SqlState.CANNOT_CONNECT_NOW, unavailable),
   // PostgreSQL refused the service account itself (e.g. one of its users changed its password): not the

@@ -5,7 +5,24 @@
  * identity starves the others) until it ends. An identity is the issuer plus the namespaced user id.
  */
 
-export class IdentitySessions {
+/** The release of one counted session; safe to call more than once. */
+export type IdentityRelease = () => void;
+
+/**
+ * Who counts sessions per identity: `IdentitySessions` in one process (synchronous: the single-process login
+ * path stays as it was), or, under `gprxy serve --workers N`, the primary over IPC for all workers of the
+ * replica (src/proxy/cluster/identity-slots.ts: a promise, settled within a bounded wait).
+ */
+export interface IdentityLimit {
+  readonly limit: number;
+  setLimit(max: number): void;
+  /** A release when `key` may open one more session, undefined when it is at its limit. */
+  tryAcquire(key: string): IdentityRelease | undefined | Promise<IdentityRelease | undefined>;
+  /** Sessions `key` holds, as far as this process knows (tests and metrics). */
+  held(key: string): number;
+}
+
+export class IdentitySessions implements IdentityLimit {
   private readonly counts = new Map<string, number>();
 
   /** `max` 0 means no limit. */
@@ -21,7 +38,7 @@ export class IdentitySessions {
   }
 
   /** Counts one more session of `key`; returns its release, or undefined when the identity is at its limit. */
-  tryAcquire(key: string): (() => void) | undefined {
+  tryAcquire(key: string): IdentityRelease | undefined {
     const held = this.counts.get(key) ?? 0;
     if (this.max > 0 && held >= this.max) return undefined;
     this.counts.set(key, held + 1);

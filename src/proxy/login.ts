@@ -23,7 +23,7 @@ import { oauthBearerLogin } from './oauthbearer-login.js';
 import { BackendError, type Backend } from './backend.js';
 import type { CancelRegistry } from './cancel-registry.js';
 import { Refusal } from './disconnect.js';
-import { identityKey, type IdentitySessions } from './identity-sessions.js';
+import { identityKey, type IdentityLimit, type IdentityRelease } from './identity-sessions.js';
 import { PoolClosedError, PoolTimeoutError, type BackendPool } from './pool.js';
 import type { PoolManager } from './pools.js';
 import type { AdminAccess } from './admin/admin-access.js';
@@ -51,7 +51,7 @@ export interface LoginDeps {
   readonly cancels: CancelRegistry;
   readonly secureContext?: SecureContext | undefined;
   /** limits.max_sessions_per_identity; absent: no limit. */
-  readonly identitySessions?: IdentitySessions | undefined;
+  readonly identitySessions?: IdentityLimit | undefined;
   /** Provisioning of per-user roles; present when a database has identity: per_user. */
   readonly perUser?: PerUserRoles | undefined;
   /** The admin console's access rule, when `admin` is configured. */
@@ -231,7 +231,8 @@ export class Login {
       identity = resolveIdentity(verified, this.user, config.roleMapping);
     }
     this.identity = identity;
-    this.countIdentity(identity);
+    const counted = this.countIdentity(identity);
+    if (counted) await counted;
     const track = this.deps.track;
     if (track) track.identity = identity;
     if (database.identity === 'per_user') {
@@ -269,20 +270,34 @@ export class Login {
     return { kind: 'admin', startup, identity, expiresAt: verified.expiresAt, tokenId: verified.tokenId };
   }
 
-  private identitySlot: (() => void) | undefined;
+  private identitySlot: IdentityRelease | undefined;
 
   /**
    * Counts this connection against limits.max_sessions_per_identity from now (waiting for a backend
-   * included) until releaseIdentity(); refuses it when the identity is at its limit.
+   * included) until releaseIdentity(); refuses it when the identity is at its limit. In one process the
+   * count is synchronous; with --workers the primary counts (a bounded wait: cluster/identity-slots.ts).
    */
-  private countIdentity(identity: Identity): void {
+  private countIdentity(identity: Identity): Promise<void> | undefined {
     const sessions = this.deps.identitySessions;
-    if (!sessions) return;
-    const release = sessions.tryAcquire(identityKey(identity));
+    if (!sessions) return undefined;
+    const pending = sessions.tryAcquire(identityKey(identity));
+    if (!(pending instanceof Promise)) {
+      this.holdIdentity(pending, sessions.limit, identity);
+      return undefined;
+    }
+    return pending.then(
+      (release) => this.holdIdentity(release, sessions.limit, identity),
+      (e: unknown) => {
+        throw new Refusal('identity_limit_unavailable', (e as Error).message, undefined, { cause: e });
+      },
+    );
+  }
+
+  private holdIdentity(release: IdentityRelease | undefined, limit: number, identity: Identity): void {
     if (!release) {
       throw new Refusal(
         'too_many_sessions_per_identity',
-        `too many sessions for user ${quote(identity.user, 63)}: limits.max_sessions_per_identity is ${sessions.limit}; close one of your other sessions (or ask the operator to raise the limit)`,
+        `too many sessions for user ${quote(identity.user, 63)}: limits.max_sessions_per_identity is ${limit}; close one of your other sessions (or ask the operator to raise the limit)`,
       );
     }
     this.identitySlot = release;

@@ -15,7 +15,8 @@ import { shareOf } from '../config/workers.js';
 import type { KeyOwner, RandomPool } from './cancel-key.js';
 import { CancelRegistry } from './cancel-registry.js';
 import { ClientSession } from './client-session.js';
-import { IdentitySessions } from './identity-sessions.js';
+import { IdentitySessions, type IdentityLimit } from './identity-sessions.js';
+import { ClusterIdentitySessions, type IdentitySlotChannel } from './cluster/identity-slots.js';
 import { disconnect } from './disconnect.js';
 import { ProxyMetrics } from './metrics.js';
 import { PoolManager } from './pools.js';
@@ -55,6 +56,8 @@ export interface ClusterRole {
   readonly metricsElsewhere?: boolean;
   /** The admin console's view of every worker of this replica (SHOW SESSIONS, KILL) over IPC. */
   readonly admin?: AdminCluster;
+  /** limits.max_sessions_per_identity counted by the primary for every worker of this replica. */
+  readonly identitySlots?: IdentitySlotChannel;
 }
 
 /** `listen` is taken: one line naming the fix (the CLI prints the message alone). */
@@ -84,8 +87,8 @@ export class ProxyServer {
   private maxClientConnections: number;
   /** With --workers: this worker's share of a configured total (src/config/workers.ts). */
   private readonly share: ((n: number) => number) | undefined;
-  /** limits.max_sessions_per_identity, across all databases of this process. */
-  readonly identitySessions: IdentitySessions;
+  /** limits.max_sessions_per_identity, across all databases of this process (with --workers: of the replica). */
+  readonly identitySessions: IdentityLimit;
   private readonly sessions = new Set<ClientSession>();
   /** Every client connection with who and what it is (admin console SHOW SESSIONS, KILL; the status page). */
   readonly registry = new SessionRegistry();
@@ -114,7 +117,8 @@ export class ProxyServer {
     this.log = deps.logger;
     this.cluster = deps.cluster;
     this.now = deps.now ?? Date.now;
-    this.identitySessions = new IdentitySessions(config.limits.maxSessionsPerIdentity);
+    const slots = deps.cluster?.identitySlots;
+    this.identitySessions = slots ? new ClusterIdentitySessions(config.limits.maxSessionsPerIdentity, slots) : new IdentitySessions(config.limits.maxSessionsPerIdentity);
     const cluster = deps.cluster;
     const share = cluster && cluster.workers > 1 ? (n: number) => shareOf(n, cluster.workers, cluster.owner.worker) : undefined;
     this.share = share;

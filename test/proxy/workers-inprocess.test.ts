@@ -7,11 +7,16 @@
  *    uncaughtException handler) logs worker_crash and ends the open session with a clean FATAL 57P01 before
  *    the exit (recorded here, not performed). The primary's side (worker_exit logged, slot re-forked) is in
  *    workers-cluster.test.ts with a real SIGKILL.
+ *  - limits.max_sessions_per_identity when the primary's answer is lost (a fault a real primary cannot
+ *    produce on demand: the IPC transport drops what it is given): the login is refused with 57P03
+ *    (identity_limit_unavailable) after a bounded wait instead of hanging, and the lease is given back in
+ *    case the primary did grant it. The counting itself is in workers-identity-limit.test.ts (real workers).
  */
 import { connect, type Socket } from 'node:net';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { onCrash } from '../../src/proxy/cluster/worker.js';
+import { IpcEndpoint } from '../../src/proxy/cluster/ipc.js';
 import { createLogger } from '../../src/proxy/logger.js';
 import { FrameReader } from '../../src/protocol/frame-reader.js';
 import { parseBackendKeyData, parseErrorFields } from '../../src/protocol/backend-messages.js';
@@ -104,5 +109,31 @@ describe('a worker that crashes', () => {
     const line = await stack.logs.waitFor((l) => l.event === 'worker_crash');
     expect(line).toMatchObject({ level: 'fatal', worker: 3 });
     await c.end().catch(() => undefined);
+  });
+});
+
+describe('an identity slot request the primary never answers', () => {
+  // Without the bounded wait the login would hang past login_timeout (30 s here) and this test's own timeout.
+  it('refuses the login with 57P03 after a bounded wait and gives the lease back', async () => {
+    const sent: { kind: string; body: { lease?: number } }[] = [];
+    // The primary's end of the channel is silent: every message is lost.
+    const ipc = new IpcEndpoint({ send: (m) => sent.push(m as (typeof sent)[number]), on: () => undefined, off: () => undefined, isConnected: () => true });
+    const identitySlots = { acquire: (body: { lease: number; key: string; max: number }, timeoutMs: number) => ipc.request('identity.acquire', body, timeoutMs), release: (body: { lease: number }) => ipc.send('identity.release', body) };
+    await stack.startProxy({ limits: { login_timeout: '30s', max_sessions_per_identity: 2 } }, { cluster: { owner: { replica: 0, worker: 0 }, workers: 1, identitySlots } });
+    try {
+      const c = new pg.Client({ host: '127.0.0.1', port: stack.port, user: 'alice@example.com', password: alice.accessToken, database: 'mydb' });
+      const error = await c.connect().then(
+        () => undefined,
+        (e: { code?: string }) => e,
+      );
+      expect(error?.code).toBe('57P03');
+      const line = await stack.logs.waitFor((l) => l.event === 'auth_failure' && l.reason === 'identity_limit_unavailable');
+      expect(line.sqlstate).toBe('57P03');
+      const acquire = sent.find((m) => m.kind === 'identity.acquire')!;
+      expect(sent.filter((m) => m.kind === 'identity.release').map((m) => m.body.lease)).toEqual([acquire.body.lease]);
+    } finally {
+      ipc.close();
+      await stack.startProxy();
+    }
   });
 });

@@ -37,6 +37,10 @@ export interface IpcKinds {
   'admin.kill.all': { body: KillTarget; reply: KillOutcome };
   /** primary → worker: end this worker's sessions matching the target. */
   'admin.kill': { body: KillTarget; reply: { killed: { id: number; user: string | null }[] } };
+  /** worker → primary: one more session of identity `key`, unless the replica holds `max` (> 0) already (identity-ledger.ts). */
+  'identity.acquire': { body: { lease: number; key: string; max: number }; reply: { granted: boolean } };
+  /** worker → primary: that session ended (or its grant never arrived in time). */
+  'identity.release': { body: { lease: number }; reply: void };
 }
 
 export type IpcKind = keyof IpcKinds;

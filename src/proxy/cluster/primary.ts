@@ -25,6 +25,7 @@ import { IpcEndpoint } from './ipc.js';
 import type { KillOutcome, KillTarget } from '../admin/commands.js';
 import type { SessionSnapshot } from '../session-registry.js';
 import { CancelPeers, MAX_CANCEL_HOPS } from './peers.js';
+import { IdentityLedger } from './identity-ledger.js';
 import type { ReloadOutcome, ReloadTrigger } from '../reload.js';
 
 export interface PrimaryOptions {
@@ -51,6 +52,8 @@ export class Primary {
   private announced = false;
   private metricsServer: Server | undefined;
   private peers: CancelPeers | undefined;
+  /** limits.max_sessions_per_identity across the workers of this replica. */
+  private readonly identities = new IdentityLedger();
   readonly replica: number;
 
   constructor(
@@ -134,9 +137,13 @@ export class Primary {
     ipc.handle('admin.sessions.all', () => this.adminSessions());
     ipc.handle('config.reload.all', ({ trigger }) => this.reloadWorkers(trigger));
     ipc.handle('admin.kill.all', (target) => this.adminKill(target));
+    ipc.handle('identity.acquire', ({ lease, key, max }) => ({ granted: this.identities.acquire(slot, lease, key, max) }));
+    ipc.handle('identity.release', ({ lease }) => this.identities.release(slot, lease));
     ipc.handle('cancel.forward', (body) => this.routeCancel(body.owner, body.processId, Buffer.from(body.secretKey, 'base64'), body.hops, slot));
     worker.on('exit', (code, signal) => {
       ipc.close();
+      // Its sessions are gone with it, however it died: their identity slots are free again.
+      const released = this.identities.releaseWorker(slot);
       state.listening = false;
       state.worker = undefined;
       state.ipc = undefined;
@@ -145,7 +152,7 @@ export class Primary {
       state.fastFailures = lived < FAST_FAILURE_MS ? state.fastFailures + 1 : 0;
       const delay = state.fastFailures === 0 ? 0 : Math.min(10_000, 250 * 2 ** (state.fastFailures - 1));
       this.log.error(
-        { event: 'worker_exit', worker: slot, pid: worker.process.pid, code, signal, lived_ms: lived, restart_in_ms: delay },
+        { event: 'worker_exit', worker: slot, pid: worker.process.pid, code, signal, lived_ms: lived, restart_in_ms: delay, identity_slots_released: released },
         `worker ${slot} (pid ${worker.process.pid}) exited (${signal ?? `code ${code}`}); starting a new one${delay ? ` in ${delay} ms` : ''}`,
       );
       setTimeout(() => {

@@ -77,6 +77,11 @@ export async function runWorker(config: ProxyConfig, options: WorkerOptions): Pr
         ipc.send('cancel.forward', { owner, processId, secretKey: secretKey.toString('base64'), hops: 1 });
         return true;
       },
+      // limits.max_sessions_per_identity holds for the replica: the primary counts (identity-ledger.ts).
+      identitySlots: {
+        acquire: (body, timeoutMs) => ipc.request('identity.acquire', body, timeoutMs),
+        release: (body) => ipc.send('identity.release', body),
+      },
       // The admin console sees and ends the sessions of every worker, through the primary.
       admin: {
         sessions: () => ipc.request('admin.sessions.all', {}, ADMIN_IPC_TIMEOUT_MS),
