@@ -128,6 +128,12 @@ export class BackendPool {
   /** Backends released mid-query, still counted in `total` until their server process is gone. */
   private readonly draining = new Set<Backend>();
   private closed = false;
+  /**
+   * Work on backends that outlives the session that caused it: release resets running, and drains whose
+   * server has not ended yet. close() on the proxy waits for it (settled()), so a stop does not cut it off.
+   */
+  private readonly inFlight = new Map<Backend, { readonly kind: 'reset' | 'drain'; readonly cut: () => void }>();
+  private settleWaiters: (() => void)[] = [];
   private readonly sweeper: NodeJS.Timeout;
   private readonly now: () => number;
 
@@ -272,6 +278,7 @@ export class BackendPool {
     }
     if (keep) {
       backend.attributes.delete(PENDING_RESET);
+      this.inFlight.set(backend, { kind: 'reset', cut: () => backend.socket.destroy() });
       try {
         backend.attach();
         const plan = this.options.reset;
@@ -286,6 +293,13 @@ export class BackendPool {
       } catch (e) {
         keep = false;
         this.options.logger.warn({ event: 'backend_reset_failed', pool: this.name, reason: (e as Error).message }, 'reset failed; closing backend');
+      } finally {
+        this.settle(backend);
+      }
+      // The pool closed while the reset ran: the backend is closed (Terminate), not parked in a closed pool.
+      if (keep && this.closed) {
+        this.discard(backend, 'pool closed');
+        return;
       }
     }
     if (!keep) {
@@ -304,6 +318,32 @@ export class BackendPool {
     } else {
       this.idle.push(backend);
     }
+  }
+
+  /** Release resets and drains in flight (see inFlight). */
+  get unsettled(): number {
+    return this.inFlight.size;
+  }
+
+  /** Resolves once no release reset and no drain is in flight (at once when none is). */
+  settled(): Promise<void> {
+    if (this.inFlight.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.settleWaiters.push(resolve));
+  }
+
+  /** Cuts the connections of resets and drains still in flight (a stop that could wait no longer). */
+  cutUnsettled(): number {
+    const cut = [...this.inFlight];
+    for (const [backend, work] of cut) {
+      this.options.logger.warn({ event: 'backend_close', pool: this.name, pid: backend.processId, reason: `server shutdown: ${work.kind} unfinished, connection cut` }, `backend ${backend.processId} cut at shutdown (${work.kind} unfinished)`);
+      work.cut();
+    }
+    return cut.length;
+  }
+
+  private settle(backend: Backend): void {
+    if (!this.inFlight.delete(backend) || this.inFlight.size > 0) return;
+    for (const resolve of this.settleWaiters.splice(0)) resolve();
   }
 
   async close(): Promise<void> {
@@ -452,16 +492,27 @@ export class BackendPool {
       this.options.logger.info({ event: 'backend_close', pool: this.name, pid: backend.processId, reason, duration_ms: this.now() - started }, 'busy backend ended');
       this.serveWaiters();
     };
+    this.inFlight.set(backend, {
+      kind: 'drain',
+      cut: () => {
+        socket.removeAllListeners('close');
+        socket.destroy();
+        this.settle(backend);
+        gone('connection cut at server shutdown');
+      },
+    });
     socket.removeAllListeners('close');
     socket.on('data', () => undefined);
     socket.on('error', () => undefined);
     socket.once('close', () => gone('ended after cancel'));
+    socket.once('close', () => this.settle(backend));
     socket.resume();
     this.options.cancel?.(backend);
     socket.end();
     const cut = setTimeout(() => {
       socket.removeAllListeners('close');
       socket.destroy();
+      this.settle(backend);
       this.options.logger.warn(
         { event: 'backend_drain_timeout', pool: this.name, pid: backend.processId },
         `backend ${backend.processId} did not end within ${this.drainTimeoutMs} ms of its cancel; connection cut, slot kept for ${AFTER_CUT_GRACE_MS} ms`,

@@ -86,7 +86,11 @@ export class PoolManager {
     if (!pool) return;
     this.retired.add(pool);
     this.options.logger.info({ event: 'pool_retired', pool: key }, `pool ${key} retired by a config reload: its backends close as their sessions end`);
-    void pool.close().finally(() => this.retired.delete(pool));
+    // Kept until its release resets and drains are over, so a stop waits for them (settle()).
+    void pool
+      .close()
+      .then(() => pool.settled())
+      .finally(() => this.retired.delete(pool));
   }
 
   private readonly retired = new Set<BackendPool>();
@@ -262,6 +266,27 @@ export class PoolManager {
 
   async close(): Promise<void> {
     await Promise.all([...this.pools.values(), ...this.retired].map((p) => p.close()));
+  }
+
+  /** Release resets and drains in flight, over all pools (retired ones too). */
+  unsettled(): { pools: number; backends: number } {
+    const busy = [...this.pools.values(), ...this.retired].filter((p) => p.unsettled > 0);
+    return { pools: busy.length, backends: busy.reduce((n, p) => n + p.unsettled, 0) };
+  }
+
+  /**
+   * Waits up to `timeoutMs` for the release resets and drains in flight to finish (a stop must not cut a
+   * reset mid-way, nor exit before a drained backend's cancel was delivered); cuts what is left then.
+   * Returns how many backends were cut.
+   */
+  async settle(timeoutMs: number): Promise<number> {
+    const pools = [...new Set([...this.pools.values(), ...this.retired])].filter((p) => p.unsettled > 0);
+    if (pools.length === 0) return 0;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<true>((resolve) => (timer = setTimeout(() => resolve(true), timeoutMs)));
+    const late = await Promise.race([Promise.all(pools.map((p) => p.settled())).then(() => false as const), timedOut]);
+    clearTimeout(timer);
+    return late ? pools.reduce((n, p) => n + p.cutUnsettled(), 0) : 0;
   }
 }
 

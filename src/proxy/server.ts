@@ -77,6 +77,9 @@ interface Generation {
   readonly perUser: PerUserRoles | undefined;
 }
 
+/** How long a stop waits for release resets and drains in flight at the least (even with no grace period). */
+const SETTLE_FLOOR_MS = 2000;
+
 export class ProxyServer {
   readonly pools: PoolManager;
   readonly metrics: ProxyMetrics;
@@ -392,8 +395,21 @@ export class ProxyServer {
     return id;
   }
 
-  /** Stops accepting; waits up to `graceMs` for sessions to end, then ends them with 57P01. */
+  private async settleBackends(timeoutMs: number): Promise<void> {
+    const { pools, backends } = this.pools.unsettled();
+    if (backends === 0) return;
+    this.log.info({ event: 'backends_settling', pools, backends, timeout_ms: timeoutMs }, `waiting for ${backends} backend reset(s) or drain(s) to finish`);
+    const cut = await this.pools.settle(timeoutMs);
+    if (cut > 0) this.log.warn({ event: 'backends_cut', backends: cut, timeout_ms: timeoutMs }, `${cut} backend(s) still resetting or draining after ${timeoutMs} ms: connections cut`);
+  }
+
+  /**
+   * Stops accepting; waits up to `graceMs` for sessions to end, then ends them with 57P01. Then waits for the
+   * backend work sessions left behind (release resets, drains; until the grace period ends, and at least
+   * SETTLE_FLOOR_MS) so backends close cleanly, not cut mid-reset by the process exiting.
+   */
   async close(graceMs = 0): Promise<void> {
+    const closeStarted = this.now();
     this.draining = true;
     const server = this.server;
     this.server = undefined;
@@ -412,6 +428,7 @@ export class ProxyServer {
     await this.reloading;
     await this.validator?.close();
     await this.pools.close();
+    await this.settleBackends(Math.max(closeStarted + graceMs - this.now(), SETTLE_FLOOR_MS));
     await this.perUser?.close();
     await this.metrics.close();
     this.verifier.close();

@@ -81,8 +81,10 @@ export function proxyDocument(cluster: Cluster, idp: TestProvider, tls: { cert: 
   };
 }
 
-export async function startProxyStack(options: { overrides?: Record<string, unknown>; provider?: Parameters<typeof startTestProvider>[0] } = {}): Promise<ProxyStack> {
-  const cluster = await startTestPostgres();
+export async function startProxyStack(
+  options: { overrides?: Record<string, unknown>; provider?: Parameters<typeof startTestProvider>[0]; postgres?: Parameters<typeof startTestPostgres>[0] } = {},
+): Promise<ProxyStack> {
+  const cluster = await startTestPostgres(options.postgres);
   await createAppDatabase(cluster);
   const idp = await startTestProvider(options.provider);
   const leaf = await idp.ca.issue(['localhost', '127.0.0.1']);
