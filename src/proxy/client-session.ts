@@ -198,7 +198,11 @@ export class ClientSession {
       ...(identity ? { email: identity.email, roles: identity.roles, account: identity.account } : {}),
     };
     const base = { phase: 'login' as const, canSpeak: this.login.canSpeak, fields };
-    if (e instanceof Refusal) return { ...base, reason: e.code, detail: { text: e.message, ...(database ? { database: database.name } : {}) }, ...(e.sqlstate ? { sqlstate: e.sqlstate } : {}) };
+    if (e instanceof Refusal) {
+      // A timeout names the step it hit (a TLS handshake that never finished is not a token that never came).
+      const stepFields = e.code === 'login_timeout' ? { fields: { ...fields, phase: this.login.step } } : {};
+      return { ...base, ...stepFields, reason: e.code, detail: { text: e.message, ...(database ? { database: database.name } : {}) }, ...(e.sqlstate ? { sqlstate: e.sqlstate } : {}) };
+    }
     if (e instanceof TokenError) return { ...base, reason: e.code, detail: { text: e.message }, ...(e.explanation ? { fields: { ...fields, explanation: e.explanation } } : {}) };
     if (e instanceof OAuthBearerDiscoveryEnd) return { ...base, reason: e.code, detail: { text: e.message } };
     if (e instanceof ProtocolError) return { ...base, reason: 'protocol_violation', detail: { text: e.message } };

@@ -230,11 +230,13 @@ export async function disconnect(conn: Connection, end: End): Promise<void> {
   const { socket } = conn;
   if (end.phase === 'login') {
     const rule: LoginRule = END_REASONS[end.reason].login;
-    const sqlstate = end.sqlstate ?? rule.sqlstate;
+    // While the TLS handshake is unfinished nothing can be said: the log line then has no sqlstate either
+    // (a login_timeout mid-handshake is not the 08P01 a client that finished it is told).
+    const sqlstate = end.canSpeak === false ? undefined : (end.sqlstate ?? rule.sqlstate);
     const message = rule.message ? rule.message(end.detail ?? {}) : (end.detail?.text ?? end.reason);
     if (end.socketDone) {
       // nothing to send, nothing to close
-    } else if (rule.sqlstate && sqlstate && end.canSpeak !== false && !socket.destroyed) {
+    } else if (rule.sqlstate && sqlstate && !socket.destroyed) {
       socket.end(errorResponse({ severity: 'FATAL', code: sqlstate, message }));
       socket.destroySoon?.();
     } else socket.destroy();

@@ -91,8 +91,16 @@ function isLoopback(address: string | undefined): boolean {
   return !!address && (address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.'));
 }
 
+/**
+ * How far a login got: logged with a login_timeout, so an operator can tell a client stuck in its TLS
+ * handshake (slow or gone) from one that never sent its token, and from a login waiting for a backend.
+ */
+export type LoginStep = 'startup' | 'tls_handshake' | 'authentication' | 'backend';
+
 export class Login {
   private currentSocket: Socket;
+  /** Where the login is now (see LoginStep). */
+  step: LoginStep = 'startup';
   private readonly reader = new FrameReader({ maxStartupLength: 10240, maxMessageLength: MAX_PREAUTH_MESSAGE, maxBuffered: MAX_PREAUTH_BUFFERED });
   private wake: (() => void) | undefined;
   private readError: Error | undefined;
@@ -202,6 +210,7 @@ export class Login {
   async run(): Promise<LoginResult> {
     const startup = await this.negotiate();
     if (!startup) return { kind: 'cancel' };
+    this.step = 'authentication';
     const { config } = this.deps;
     this.user = startup.parameters.user!;
     const dbName = startup.parameters.database ?? this.user;
@@ -312,6 +321,7 @@ export class Login {
   /** A backend from the pool; refused when the client left while it waited. */
   async acquire(pool: BackendPool, fresh = false): Promise<Backend> {
     let backend: Backend;
+    this.step = 'backend';
     const track = this.deps.track;
     if (track) {
       track.state = 'waiting';
@@ -449,6 +459,7 @@ export class Login {
     else raw.write(sslResponse(true));
     const secure = new TLSSocket(raw, { isServer: true, secureContext, ALPNProtocols: [PG_ALPN] });
     this.currentSocket = secure;
+    this.step = 'tls_handshake';
     this.listen(secure);
     secure.on('secure', () => {
       this.tls = true;
@@ -459,6 +470,7 @@ export class Login {
       if (this.closed) throw new Refusal(this.shuttingDown ? 'server_shutdown' : 'tls_handshake_failed', 'TLS handshake failed');
       await new Promise<void>((resolve) => (this.wake = resolve));
     }
+    this.step = 'startup';
     if (direct && secure.alpnProtocol !== PG_ALPN) {
       throw new Refusal('protocol_violation', 'received direct TLS connection request without ALPN protocol negotiation extension "postgresql"');
     }
