@@ -58,6 +58,12 @@ export interface ClusterRole {
   readonly admin?: AdminCluster;
   /** limits.max_sessions_per_identity counted by the primary for every worker of this replica. */
   readonly identitySlots?: IdentitySlotChannel;
+  /**
+   * A worker of `gprxy serve --workers`: the replica's `listening` line is the primary's, written once every
+   * worker listens; a worker logs its own start as `worker_started`, so nothing that waits for `listening`
+   * (a test, a script, bench/scale.ts) starts while a worker is still starting.
+   */
+  readonly primaryAnnounces?: boolean;
 }
 
 /** `listen` is taken: one line naming the fix (the CLI prints the message alone). */
@@ -324,7 +330,8 @@ export class ProxyServer {
       await this.validator.start();
     }
     const { host, port } = this.address;
-    this.log.info({ event: 'listening', host, port, tls: !!this.current.secureContext, databases: Object.keys(this.config.databases) }, `gprxy listening on ${host}:${port}`);
+    const event = this.cluster?.primaryAnnounces ? 'worker_started' : 'listening';
+    this.log.info({ event, host, port, tls: !!this.current.secureContext, databases: Object.keys(this.config.databases) }, `gprxy ${this.cluster?.primaryAnnounces ? 'worker ' : ''}listening on ${host}:${port}`);
   }
 
   private accept(socket: Socket): void {

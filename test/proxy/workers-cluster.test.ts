@@ -4,7 +4,11 @@
  * cancel does nothing, /metrics adds up the workers, the pool size is divided so the total stays as
  * configured, and a worker killed with SIGKILL is logged and replaced while the other worker's clients go on.
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestProvider, type TestProvider } from '../support/oidc.js';
@@ -90,8 +94,11 @@ describe('gprxy serve --workers 2', () => {
       await waitUntil(() => serve.lines().some((l) => l.event === 'auth_success' && l.backend_pid === pid));
       seen.add(workerOf(pid));
     }
-    // Seen once under load 18 (all eight on worker 0, cause unknown): the workers' life-cycle lines say whether
-    // worker 1 was up the whole time.
+    // Seen once under load 18: all eight on worker 0. The cause: each worker logged its own `listening` line,
+    // and startServe took worker 0's for the replica's while worker 1 was still starting (Node's round-robin
+    // hands connections only to workers that listen). Now a worker logs worker_started and startServe waits
+    // for the primary's line (see the test "says `listening` only when every worker listens" below).
+    // Should it happen again, the workers' life-cycle lines say whether worker 1 was up the whole time.
     const lifecycle = serve.lines().filter((l) => typeof l.event === 'string' && /^(worker_|listening$)/.test(l.event));
     expect(seen, JSON.stringify(lifecycle)).toEqual(new Set([0, 1]));
     // The client sees its connection close before the worker has reset the backend and counted the session
@@ -189,6 +196,53 @@ describe('gprxy serve --workers 2', () => {
     const port = serve.lines().find((l) => l.event === 'metrics_listening')!.port as number;
     const status = await new Promise<number>((resolve, reject) => request({ host: '127.0.0.1', port, path: '/readyz' }, (res) => (res.resume(), resolve(res.statusCode!))).on('error', reject).end());
     expect(status).toBe(200);
+  });
+
+  it('says `listening` only when every worker listens; then consecutive connections go one to each worker', async () => {
+    // Worker 1 is held back before gprxy starts in it (test/support/hold-worker.mjs) until worker 0 is up.
+    const hold = mkdtempSync(join(tmpdir(), 'gprxy-hold-'));
+    const release = join(hold, 'release');
+    let worker0Up!: () => void;
+    const worker0 = new Promise<void>((resolve) => (worker0Up = resolve));
+    let ready = false;
+    const starting = startServe(document({ databases: { mydb: { host: cluster.host, port: cluster.port, dbname: 'mydb', pool: { size: 4 } } } }), files, ['--workers', '2'], {
+      env: {
+        NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import ${fileURLToPath(new URL('../support/hold-worker.mjs', import.meta.url))}`.trim(),
+        TEST_HOLD_WORKER_SLOT: '1',
+        TEST_HOLD_WORKER_FILE: release,
+      },
+      // Worker 0's own start line: it comes after worker 0 listens.
+      onLine: (l) => (l.worker === 0 && (l.event === 'worker_started' || l.event === 'listening') ? worker0Up() : undefined),
+    }).then((s) => ((ready = true), s));
+    let held: ServeProcess | undefined;
+    try {
+      await worker0;
+      await new Promise((r) => setImmediate(r)); // whatever that line resolved has run
+      expect(ready).toBe(false);
+      writeFileSync(release, '');
+      held = await starting;
+      const lines = held.lines();
+      const at = (match: (l: Record<string, unknown>) => boolean) => lines.findIndex(match);
+      const firstListening = at((l) => l.event === 'listening');
+      expect(lines[firstListening]).toMatchObject({ workers: 2 });
+      expect(firstListening).toBeGreaterThan(at((l) => l.event === 'worker_listening' && l.worker === 0));
+      expect(firstListening).toBeGreaterThan(at((l) => l.event === 'worker_listening' && l.worker === 1));
+      // Both workers are in the round-robin now: two connections one after the other land on both.
+      const slots: number[] = [];
+      for (let i = 0; i < 2; i++) {
+        const from = held.lines().length;
+        const c = new pg.Client({ host: '127.0.0.1', port: held.port, user: 'alice@example.com', password: alice.accessToken, database: 'mydb', ssl: { ca: idp.ca.cert, servername: 'localhost' } });
+        await c.connect();
+        slots.push((await held.waitFor((l) => l.event === 'auth_success', 10_000, from)).worker as number);
+        await c.end();
+      }
+      expect(new Set(slots)).toEqual(new Set([0, 1]));
+    } finally {
+      writeFileSync(release, '');
+      const r = await (held ?? (await starting.catch(() => undefined)))?.stop();
+      rmSync(hold, { recursive: true, force: true });
+      if (r) expect(r.code).toBe(143);
+    }
   });
 
   it('refuses --workers above a pool size, naming the setting', async () => {

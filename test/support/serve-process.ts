@@ -20,12 +20,22 @@ export interface ServeProcess {
   stop(): Promise<CliResult>;
 }
 
-/** Writes `files` (name → content) and gprxy.json into a temporary directory and starts `gprxy serve`. */
-export async function startServe(document: Record<string, unknown>, files: Record<string, string>, args: string[] = []): Promise<ServeProcess> {
+export interface ServeOptions {
+  /** More environment for the process (e.g. NODE_OPTIONS with --import of test/support/hold-worker.mjs). */
+  readonly env?: Record<string, string | undefined>;
+  /** Every log line as it comes, also before the process is ready. */
+  readonly onLine?: (line: LogLine) => void;
+}
+
+/**
+ * Writes `files` (name → content) and gprxy.json into a temporary directory and starts `gprxy serve`; resolves
+ * when the process (with --workers: the primary, once every worker listens) logs `listening`.
+ */
+export async function startServe(document: Record<string, unknown>, files: Record<string, string>, args: string[] = [], options: ServeOptions = {}): Promise<ServeProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'gprxy-serve-'));
   for (const [name, content] of Object.entries(files)) writeFileSync(join(dir, name), content, { mode: 0o600 });
   writeFileSync(join(dir, 'gprxy.json'), JSON.stringify(document));
-  const cli = startCli(['serve', '--config', join(dir, 'gprxy.json'), ...args], { env: { NODE_OPTIONS: process.env.NODE_OPTIONS } });
+  const cli = startCli(['serve', '--config', join(dir, 'gprxy.json'), ...args], { env: { NODE_OPTIONS: process.env.NODE_OPTIONS, ...options.env } });
   const lines: LogLine[] = [];
   let partial = '';
   const waiters = new Set<() => void>();
@@ -36,11 +46,14 @@ export async function startServe(document: Record<string, unknown>, files: Recor
     partial = parts.pop()!;
     for (const p of parts) {
       if (!p.trim()) continue;
+      let line: LogLine;
       try {
-        lines.push(JSON.parse(p) as LogLine);
+        line = JSON.parse(p) as LogLine;
       } catch {
-        lines.push({ raw: p });
+        line = { raw: p };
       }
+      lines.push(line);
+      options.onLine?.(line);
     }
     for (const w of waiters) w();
   });
@@ -65,7 +78,9 @@ export async function startServe(document: Record<string, unknown>, files: Recor
   let listening: LogLine;
   try {
     listening = await Promise.race([
-      waitFor((l) => l.event === 'listening'),
+      // A worker's own line is never what to wait for (a worker of --workers logs worker_started; older
+      // builds logged `listening` per worker, long before the last worker listened under load).
+      waitFor((l) => l.event === 'listening' && l.worker === undefined),
       cli.result.then((r) => Promise.reject(new Error(`gprxy serve exited (${r.code ?? r.signal}): ${r.stderr}`))),
     ]);
   } catch (e) {

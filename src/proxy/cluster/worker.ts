@@ -73,6 +73,7 @@ export async function runWorker(config: ProxyConfig, options: WorkerOptions): Pr
       owner: { replica: options.replica, worker: options.slot },
       workers: options.workers,
       metricsElsewhere: true,
+      primaryAnnounces: true,
       forwardCancel: (owner, processId, secretKey) => {
         ipc.send('cancel.forward', { owner, processId, secretKey: secretKey.toString('base64'), hops: 1 });
         return true;
