@@ -14,8 +14,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestProvider, type TestProvider } from '../support/oidc.js';
 import { createAppDatabase, startTestPostgres, type Cluster } from '../support/postgres.js';
 import { proxyDocument } from '../support/proxy-stack.js';
-import { runCli } from '../support/cli.js';
-import { sendCancel, startServe, type ServeProcess } from '../support/serve-process.js';
+import { runCli, type CliProcess } from '../support/cli.js';
+import { sendCancel, startServe, type LogLine, type ServeProcess } from '../support/serve-process.js';
 import { loginAs, type TokenSet } from '../support/tokens.js';
 import { waitUntil } from '../support/wait.js';
 
@@ -78,6 +78,50 @@ function sumOf(text: string, metric: string, labels = ''): number {
 /** The worker slot that logged `auth_success` for the client whose backend pid is `pid`. */
 function workerOf(backendPid: number): number {
   return serve.lines().find((l) => l.event === 'auth_success' && l.backend_pid === backendPid)!.worker as number;
+}
+
+/**
+ * A second `gprxy serve --workers 2` whose worker 1 is held before gprxy starts in it
+ * (test/support/hold-worker.mjs) until release(): what the replica says and does while a worker is starting.
+ */
+function startHeld() {
+  const hold = mkdtempSync(join(tmpdir(), 'gprxy-hold-'));
+  const file = join(hold, 'release');
+  const lines: LogLine[] = [];
+  const waiters = new Set<() => void>();
+  let worker0Up!: () => void;
+  const worker0 = new Promise<void>((resolve) => (worker0Up = resolve));
+  let ready = false;
+  let cli: CliProcess | undefined;
+  const starting = startServe(document({ databases: { mydb: { host: cluster.host, port: cluster.port, dbname: 'mydb', pool: { size: 4 } } } }), files, ['--workers', '2'], {
+    env: {
+      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import ${fileURLToPath(new URL('../support/hold-worker.mjs', import.meta.url))}`.trim(),
+      TEST_HOLD_WORKER_SLOT: '1',
+      TEST_HOLD_WORKER_FILE: file,
+    },
+    onSpawn: (c) => (cli = c),
+    onLine: (l) => {
+      lines.push(l);
+      // Worker 0's own start line: it comes after worker 0 listens.
+      if (l.worker === 0 && (l.event === 'worker_started' || l.event === 'listening')) worker0Up();
+      for (const w of waiters) w();
+    },
+  }).then((s) => ((ready = true), s));
+  return {
+    starting,
+    worker0,
+    ready: () => ready,
+    cli: () => cli!,
+    lines: () => lines,
+    line: (match: (l: LogLine) => boolean) =>
+      new Promise<void>((resolve) => {
+        const check = () => (lines.some(match) ? (waiters.delete(check), resolve()) : undefined);
+        waiters.add(check);
+        check();
+      }),
+    release: () => writeFileSync(file, ''),
+    cleanup: () => rmSync(hold, { recursive: true, force: true }),
+  };
 }
 
 describe('gprxy serve --workers 2', () => {
@@ -199,29 +243,15 @@ describe('gprxy serve --workers 2', () => {
   });
 
   it('says `listening` only when every worker listens; then consecutive connections go one to each worker', async () => {
-    // Worker 1 is held back before gprxy starts in it (test/support/hold-worker.mjs) until worker 0 is up.
-    const hold = mkdtempSync(join(tmpdir(), 'gprxy-hold-'));
-    const release = join(hold, 'release');
-    let worker0Up!: () => void;
-    const worker0 = new Promise<void>((resolve) => (worker0Up = resolve));
-    let ready = false;
-    const starting = startServe(document({ databases: { mydb: { host: cluster.host, port: cluster.port, dbname: 'mydb', pool: { size: 4 } } } }), files, ['--workers', '2'], {
-      env: {
-        NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import ${fileURLToPath(new URL('../support/hold-worker.mjs', import.meta.url))}`.trim(),
-        TEST_HOLD_WORKER_SLOT: '1',
-        TEST_HOLD_WORKER_FILE: release,
-      },
-      // Worker 0's own start line: it comes after worker 0 listens.
-      onLine: (l) => (l.worker === 0 && (l.event === 'worker_started' || l.event === 'listening') ? worker0Up() : undefined),
-    }).then((s) => ((ready = true), s));
-    let held: ServeProcess | undefined;
+    const held = startHeld();
+    let serving: ServeProcess | undefined;
     try {
-      await worker0;
+      await held.worker0;
       await new Promise((r) => setImmediate(r)); // whatever that line resolved has run
-      expect(ready).toBe(false);
-      writeFileSync(release, '');
-      held = await starting;
-      const lines = held.lines();
+      expect(held.ready()).toBe(false);
+      held.release();
+      serving = await held.starting;
+      const lines = serving.lines();
       const at = (match: (l: Record<string, unknown>) => boolean) => lines.findIndex(match);
       const firstListening = at((l) => l.event === 'listening');
       expect(lines[firstListening]).toMatchObject({ workers: 2 });
@@ -230,18 +260,39 @@ describe('gprxy serve --workers 2', () => {
       // Both workers are in the round-robin now: two connections one after the other land on both.
       const slots: number[] = [];
       for (let i = 0; i < 2; i++) {
-        const from = held.lines().length;
-        const c = new pg.Client({ host: '127.0.0.1', port: held.port, user: 'alice@example.com', password: alice.accessToken, database: 'mydb', ssl: { ca: idp.ca.cert, servername: 'localhost' } });
+        const from = serving.lines().length;
+        const c = new pg.Client({ host: '127.0.0.1', port: serving.port, user: 'alice@example.com', password: alice.accessToken, database: 'mydb', ssl: { ca: idp.ca.cert, servername: 'localhost' } });
         await c.connect();
-        slots.push((await held.waitFor((l) => l.event === 'auth_success', 10_000, from)).worker as number);
+        slots.push((await serving.waitFor((l) => l.event === 'auth_success', 10_000, from)).worker as number);
         await c.end();
       }
       expect(new Set(slots)).toEqual(new Set([0, 1]));
     } finally {
-      writeFileSync(release, '');
-      const r = await (held ?? (await starting.catch(() => undefined)))?.stop();
-      rmSync(hold, { recursive: true, force: true });
+      held.release();
+      const r = await (serving ?? (await held.starting.catch(() => undefined)))?.stop();
+      held.cleanup();
       if (r) expect(r.code).toBe(143);
+    }
+  });
+
+  it('a SIGTERM while a worker is still starting reaches that worker once it is up: the drain ends, exit 143', async () => {
+    const held = startHeld();
+    try {
+      await held.worker0;
+      held.cli().child.kill('SIGTERM');
+      await held.line((l) => l.event === 'signal' && l.role === 'primary');
+      held.release();
+      await expect(held.starting).rejects.toThrow(/exited \(143\)/);
+      // Worker 1 drained on its own (it was told), not cut by the primary's SIGKILL after the drain time.
+      expect(held.lines().some((l) => l.event === 'signal' && l.worker === 1)).toBe(true);
+      expect(held.lines().some((l) => l.event === 'listening')).toBe(false);
+    } finally {
+      held.release();
+      const c = held.cli();
+      if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill('SIGKILL');
+      await c.result;
+      await held.starting.catch(() => undefined);
+      held.cleanup();
     }
   });
 

@@ -25,6 +25,8 @@ export interface ServeOptions {
   readonly env?: Record<string, string | undefined>;
   /** Every log line as it comes, also before the process is ready. */
   readonly onLine?: (line: LogLine) => void;
+  /** The process, as soon as it is spawned (to signal it before it is ready). */
+  readonly onSpawn?: (cli: CliProcess) => void;
 }
 
 /**
@@ -36,6 +38,7 @@ export async function startServe(document: Record<string, unknown>, files: Recor
   for (const [name, content] of Object.entries(files)) writeFileSync(join(dir, name), content, { mode: 0o600 });
   writeFileSync(join(dir, 'gprxy.json'), JSON.stringify(document));
   const cli = startCli(['serve', '--config', join(dir, 'gprxy.json'), ...args], { env: { NODE_OPTIONS: process.env.NODE_OPTIONS, ...options.env } });
+  options.onSpawn?.(cli);
   const lines: LogLine[] = [];
   let partial = '';
   const waiters = new Set<() => void>();

@@ -49,6 +49,8 @@ export class Primary {
   private readonly log: Logger;
   private readonly destination: LogDestination;
   private stopping = false;
+  /** The signal that began the drain (SIGTERM/SIGINT), for workers that were still starting when it came. */
+  private stopSignal: 'SIGTERM' | 'SIGINT' | undefined;
   private announced = false;
   private metricsServer: Server | undefined;
   private peers: CancelPeers | undefined;
@@ -95,6 +97,7 @@ export class Primary {
       process.once('SIGINT', () => resolve('SIGINT'));
     });
     this.stopping = true;
+    this.stopSignal = signal;
     this.log.info({ event: 'signal', signal, workers: this.slots.length }, `received ${signal}, draining ${this.slots.length} workers`);
     const exited = Promise.all(this.slots.map((s) => (s.worker && !s.worker.isDead() ? new Promise<void>((r) => s.worker!.once('exit', () => r())) : Promise.resolve())));
     this.forwardSignal(signal);
@@ -129,6 +132,12 @@ export class Primary {
     ipc.handle('worker.listening', ({ host, port }) => {
       state.listening = true;
       this.log.info({ event: 'worker_listening', worker: slot, pid: worker.process.pid, host, port }, `worker ${slot} (pid ${worker.process.pid}) listening on ${host}:${port}`);
+      if (this.stopSignal) {
+        // It was still starting when the drain began: the forwarded signal reached no handler (its IPC
+        // handlers did not exist yet), and the drain would wait for it until the SIGKILL. Tell it again.
+        ipc.send('worker.signal', { signal: this.stopSignal });
+        return;
+      }
       if (!this.announced && this.slots.every((s) => s.listening)) {
         this.announced = true;
         this.log.info({ event: 'listening', host, port, workers: this.slots.length, replica: this.replica, tls: !!this.config.tls, databases: Object.keys(this.config.databases) }, `gprxy listening on ${host}:${port} with ${this.slots.length} workers`);
