@@ -1,19 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { buildProxyConfig, ConfigError } from '../../src/config/proxy-config.js';
+import { minimalProxyDocument } from '../support/config-docs.js';
 
 function build(database: Record<string, unknown>) {
-  return buildProxyConfig(
-    {
-      listen: '127.0.0.1:0',
-      tls: { allow_plaintext_loopback: true },
-      providers: [{ issuer: 'https://idp.example/', audience: 'https://gprxy.io' }],
-      role_mapping: [{ role: 'pg_writer', account: 'app_writer' }],
-      accounts: { app_writer: { password: 'pw' } },
-      databases: { mydb: database },
-    },
-    {},
-    '/etc/gprxy',
-  );
+  return buildProxyConfig(minimalProxyDocument({ databases: { mydb: database } }), {}, '/etc/gprxy');
 }
 
 describe('databases.<name>.audit', () => {

@@ -1,6 +1,7 @@
 /** Provider identity settings (issue 11): prefixes with several providers, claim settings, limits. */
 import { describe, expect, it } from 'vitest';
-import { buildProxyConfig, ConfigError } from '../../src/config/proxy-config.js';
+import { buildProxyConfig } from '../../src/config/proxy-config.js';
+import { configProblems as problems } from '../support/config-docs.js';
 
 function doc(providers: unknown[], extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
@@ -14,16 +15,6 @@ function doc(providers: unknown[], extra: Record<string, unknown> = {}): Record<
 }
 const A = { issuer: 'https://a.example/', audience: 'https://gprxy.io' };
 const B = { issuer: 'https://b.example/', audience: 'https://gprxy.io' };
-
-function problems(document: Record<string, unknown>): string {
-  try {
-    buildProxyConfig(document, {}, '/');
-  } catch (e) {
-    expect(e).toBeInstanceOf(ConfigError);
-    return (e as Error).message;
-  }
-  throw new Error('config was accepted');
-}
 
 describe('provider prefixes', () => {
   it('a single provider needs no prefix and gets the claim defaults (fail-closed e-mail)', () => {

@@ -1,21 +1,10 @@
 /** limits.backend_connect_timeout: validated once at the edge like the other limits. */
 import { describe, expect, it } from 'vitest';
 import { buildProxyConfig, ConfigError, DEFAULT_BACKEND_CONNECT_TIMEOUT_MS } from '../../src/config/proxy-config.js';
+import { minimalProxyDocument } from '../support/config-docs.js';
 
 function build(limits?: Record<string, unknown>) {
-  return buildProxyConfig(
-    {
-      listen: '127.0.0.1:0',
-      tls: { allow_plaintext_loopback: true },
-      providers: [{ issuer: 'https://idp.example/', audience: 'https://gprxy.io' }],
-      role_mapping: [{ role: 'pg_writer', account: 'app_writer' }],
-      accounts: { app_writer: { password: 'pw' } },
-      databases: { mydb: {} },
-      ...(limits ? { limits } : {}),
-    },
-    {},
-    '/etc/gprxy',
-  );
+  return buildProxyConfig(minimalProxyDocument(limits ? { limits } : {}), {}, '/etc/gprxy');
 }
 
 describe('limits.backend_connect_timeout', () => {

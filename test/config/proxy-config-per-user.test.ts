@@ -1,6 +1,7 @@
 /** identity: per_user in the proxy config (issue 12): what it requires and what it refuses. */
 import { describe, expect, it } from 'vitest';
-import { buildProxyConfig, ConfigError } from '../../src/config/proxy-config.js';
+import { buildProxyConfig } from '../../src/config/proxy-config.js';
+import { configProblems } from '../support/config-docs.js';
 
 const SECRET = 'x'.repeat(40);
 
@@ -16,13 +17,7 @@ function doc(extra: Record<string, unknown> = {}, db: Record<string, unknown> = 
 }
 
 function problems(document: Record<string, unknown>): string {
-  try {
-    buildProxyConfig(document, {}, '/', (p) => (p === '/url' ? 'postgresql://prov@db/\n' : p === '/secret' ? `${SECRET}\n` : (() => { throw Object.assign(new Error('x'), { code: 'ENOENT' }); })()));
-  } catch (e) {
-    expect(e).toBeInstanceOf(ConfigError);
-    return (e as Error).message;
-  }
-  throw new Error('config was accepted');
+  return configProblems(document, (p) => (p === '/url' ? 'postgresql://prov@db/\n' : p === '/secret' ? `${SECRET}\n` : (() => { throw Object.assign(new Error('x'), { code: 'ENOENT' }); })()));
 }
 
 describe('identity: per_user config', () => {

@@ -4,12 +4,13 @@
  * pull-request and fork jobs, and the explanation each decision carries.
  */
 import { describe, expect, it } from 'vitest';
-import { buildProxyConfig, ConfigError, type ProviderConfig } from '../../src/config/proxy-config.js';
+import { buildProxyConfig, type ProviderConfig } from '../../src/config/proxy-config.js';
 import { decideCi, globMatches } from '../../src/token/ci-rules.js';
 import { resolveIdentity } from '../../src/token/identity.js';
 import { TokenError } from '../../src/token/errors.js';
 import type { VerifiedToken } from '../../src/token/verifier.js';
 import { GITHUB_MAIN_PUSH, GITHUB_PULL_REQUEST, GITHUB_PULL_REQUEST_TARGET, GITLAB_FEATURE_PUSH, GITLAB_FORK_MR, GITLAB_MAIN_DEPLOY } from '../support/ci-claims.js';
+import { configProblems as problems } from '../support/config-docs.js';
 
 const GH = 'https://token.actions.githubusercontent.com';
 
@@ -24,16 +25,6 @@ function doc(providers: unknown[]): Record<string, unknown> {
 
 function github(rules: unknown[], extra: Record<string, unknown> = {}): ProviderConfig {
   return buildProxyConfig(doc([{ issuer: GH, audience: 'https://gprxy.example', kind: 'github_actions', rules, ...extra }]), {}, '/').providers[0]!;
-}
-
-function problems(document: Record<string, unknown>): string {
-  try {
-    buildProxyConfig(document, {}, '/');
-  } catch (e) {
-    expect(e).toBeInstanceOf(ConfigError);
-    return (e as Error).message;
-  }
-  throw new Error('config was accepted');
 }
 
 const MAIN_WRITER = { match: { repository_id: '74', ref: 'refs/heads/main', event_name: ['push', 'workflow_dispatch'] }, account: 'app_writer', max_session: '20m' };
