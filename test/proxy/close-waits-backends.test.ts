@@ -11,6 +11,7 @@
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { HoldPath } from '../support/hold-path.js';
+import { connectClient } from '../support/proxy-clients.js';
 import { startProxyStack, type ProxyStack } from '../support/proxy-stack.js';
 import { loginAs } from '../support/tokens.js';
 import { waitUntil } from '../support/wait.js';
@@ -39,12 +40,7 @@ async function proxyThroughPath(mode: 'session' | 'transaction'): Promise<void> 
   await stack.startProxy({ databases: { mydb: { host: '127.0.0.1', port: path.port, dbname: 'mydb', pool: { mode, size: 1 } } }, limits: { login_timeout: '5s', pool_wait_timeout: '5s', max_sessions_per_identity: 0 } });
 }
 
-async function connect(): Promise<pg.Client> {
-  const c = new pg.Client({ host: '127.0.0.1', port: stack.port, user: 'alice@example.com', password: token, database: 'mydb', ssl: stack.ssl });
-  c.on('error', () => undefined);
-  await c.connect();
-  return c;
-}
+const connect = (): Promise<pg.Client> => connectClient(stack, 'alice@example.com', token);
 
 const writerBackends = async (): Promise<number[]> =>
   (await stack.cluster.query<{ pid: number }>("select pid from pg_stat_activity where usename = 'app_writer' and datname = 'mydb'")).rows.map((r) => r.pid);

@@ -12,6 +12,7 @@ import { MULTITENANT_EXAMPLE_SQL } from '../../src/sql/example.js';
 import { startTestProvider, type TestProvider } from '../support/oidc.js';
 import { startProxyStack, type ProxyStack } from '../support/proxy-stack.js';
 import { loginAs } from '../support/tokens.js';
+import { loginRefusal, proxyClient } from '../support/proxy-clients.js';
 
 let stack: ProxyStack;
 let second: TestProvider;
@@ -49,16 +50,8 @@ async function connect(user: string, token: string, applicationName = 'psql'): P
   return c;
 }
 
-async function refusal(user: string, token: string): Promise<{ code?: string; message: string }> {
-  const c = new pg.Client({ host: '127.0.0.1', port: stack.port, user, password: token, database: 'mydb', ssl: stack.ssl });
-  try {
-    await c.connect();
-  } catch (e) {
-    return e as { code?: string; message: string };
-  } finally {
-    await c.end().catch(() => {});
-  }
-  throw new Error('connection was accepted');
+function refusal(user: string, token: string): Promise<{ code?: string; message: string }> {
+  return loginRefusal(proxyClient(stack, user, token));
 }
 
 async function whoAmI(c: pg.Client): Promise<Record<string, unknown>> {

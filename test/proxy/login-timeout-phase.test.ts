@@ -6,7 +6,7 @@
  * startup packet is told 08P01 and logged with phase startup; one that never sent its token, phase authentication.
  */
 import { connect as netConnect, type Socket } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sslRequest, startupMessage } from '../../src/protocol/client-messages.js';
 import { SqlState } from '../../src/protocol/sqlstate.js';
@@ -30,6 +30,15 @@ async function afterSslRequest(): Promise<{ socket: Socket; answer: string }> {
   socket.write(sslRequest());
   const answer = await new Promise<Buffer>((r) => socket.once('data', r));
   return { socket, answer: answer.toString('latin1') };
+}
+
+/** A connection that finished its TLS handshake after SSLRequest (and sent nothing yet). */
+async function afterTlsHandshake(): Promise<TLSSocket> {
+  const { socket: raw } = await afterSslRequest();
+  const secure = tlsConnect({ socket: raw, ca: stack.ssl.ca, servername: stack.ssl.servername, ALPNProtocols: ['postgresql'] });
+  secure.on('error', () => undefined);
+  await new Promise((r) => secure.once('secureConnect', r));
+  return secure;
 }
 
 /** Everything the client receives until the proxy closes the connection. */
@@ -56,10 +65,7 @@ describe('login_timeout names the step it hit', () => {
 
   it('after the handshake, before the startup packet: 08P01 sent to the client and logged, phase startup', async () => {
     const before = timeoutLines().length;
-    const { socket: raw } = await afterSslRequest();
-    const secure = tlsConnect({ socket: raw, ca: stack.ssl.ca, servername: stack.ssl.servername, ALPNProtocols: ['postgresql'] });
-    secure.on('error', () => undefined);
-    await new Promise((r) => secure.once('secureConnect', r));
+    const secure = await afterTlsHandshake();
     const received = await untilClosed(secure);
     expect(String.fromCharCode(received[0]!)).toBe('E');
     expect(received.toString('latin1')).toContain(`C${SqlState.PROTOCOL_VIOLATION}\0`);
@@ -69,10 +75,7 @@ describe('login_timeout names the step it hit', () => {
 
   it('after the startup packet, no token: phase authentication', async () => {
     const before = timeoutLines().length;
-    const { socket: raw } = await afterSslRequest();
-    const secure = tlsConnect({ socket: raw, ca: stack.ssl.ca, servername: stack.ssl.servername, ALPNProtocols: ['postgresql'] });
-    secure.on('error', () => undefined);
-    await new Promise((r) => secure.once('secureConnect', r));
+    const secure = await afterTlsHandshake();
     const closed = untilClosed(secure);
     secure.write(startupMessage({ user: 'alice@example.com', database: 'mydb' }));
     await closed;

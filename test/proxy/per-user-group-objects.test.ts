@@ -11,6 +11,7 @@ import type { DevUser } from '../../src/demo/oidc-provider.js';
 import { runDbInit } from '../../src/sql/db-init.js';
 import { startProxyStack, type ProxyStack } from '../support/proxy-stack.js';
 import { loginAs } from '../support/tokens.js';
+import { endAll } from '../support/proxy-clients.js';
 
 let hankRoles: string[] = ['pg_admin'];
 const USERS: DevUser[] = [
@@ -39,10 +40,7 @@ beforeAll(async () => {
   await runDbInit(stack.config, { adminUrl: stack.cluster.url(), out: () => {} });
 });
 
-afterEach(async () => {
-  await Promise.all([...open].map((c) => c.end().catch(() => {})));
-  open.clear();
-});
+afterEach(() => endAll(open));
 
 afterAll(async () => {
   await stack?.stop();

@@ -19,6 +19,7 @@ import { runDbInit } from '../../src/sql/db-init.js';
 import { listUserRoles, pruneUserRoles } from '../../src/sql/db-users.js';
 import { startProxyStack, type ProxyStack } from '../support/proxy-stack.js';
 import { loginAs } from '../support/tokens.js';
+import { endAll } from '../support/proxy-clients.js';
 
 const SECRET = 'per-user-test-secret-0123456789abcdef';
 let aliceRoles: string[] = ['pg_writer', 'pg_reader'];
@@ -57,10 +58,7 @@ beforeAll(async () => {
   await runDbInit(stack.config, { adminUrl: stack.cluster.url(), out: () => {} });
 });
 
-afterEach(async () => {
-  await Promise.all([...open].map((c) => c.end().catch(() => {})));
-  open.clear();
-});
+afterEach(() => endAll(open));
 
 afterAll(async () => {
   await stack?.stop();

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startProxyStack, type ProxyStack } from '../support/proxy-stack.js';
 import { loginAs, type TokenSet } from '../support/tokens.js';
 import { waitUntil } from '../support/wait.js';
+import { loginRefusal } from '../support/proxy-clients.js';
 
 let stack: ProxyStack;
 const tokens: Record<string, TokenSet> = {};
@@ -23,16 +24,8 @@ async function connectAs(username: string, extra: Partial<pg.ClientConfig> = {})
 }
 
 async function refusal(user: string, password: string, extra: Partial<pg.ClientConfig> = {}): Promise<{ code: string; message: string }> {
-  const c = client(user, password, extra);
-  try {
-    await c.connect();
-  } catch (e) {
-    const err = e as { code: string; message: string };
-    return { code: err.code, message: err.message };
-  } finally {
-    await c.end().catch(() => {});
-  }
-  throw new Error('connection was accepted');
+  const err = await loginRefusal(client(user, password, extra));
+  return { code: err.code!, message: err.message };
 }
 
 beforeAll(async () => {

@@ -19,6 +19,7 @@ import { startTestProvider, type TestProvider } from '../support/oidc.js';
 import { createAppDatabase } from '../support/postgres.js';
 import { proxyDocument, startProxyStack, type ProxyStack } from '../support/proxy-stack.js';
 import { loginAs } from '../support/tokens.js';
+import { loginRefusal } from '../support/proxy-clients.js';
 
 let stack: ProxyStack;
 let second: TestProvider;
@@ -50,14 +51,7 @@ function client(user: string, token: string, database = 'mydb'): pg.Client {
 }
 
 async function refused(c: pg.Client): Promise<string | undefined> {
-  try {
-    await c.connect();
-  } catch (e) {
-    return (e as { code?: string }).code;
-  } finally {
-    await c.end().catch(() => undefined);
-  }
-  throw new Error('connection was accepted');
+  return (await loginRefusal(c)).code;
 }
 
 /** The SHA-256 fingerprint of the certificate a new TLS handshake with the proxy presents. */

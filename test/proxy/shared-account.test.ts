@@ -10,20 +10,14 @@ import { runDbInit } from '../../src/sql/db-init.js';
 import { startProxyStack, type ProxyStack } from '../support/proxy-stack.js';
 import { loginAs, type TokenSet } from '../support/tokens.js';
 import { waitUntil } from '../support/wait.js';
+// Everyone on one account: the attacker and the victim are peers.
+import { ALL_ON_WRITER } from '../support/all-on-writer.js';
 
 let stack: ProxyStack;
 let initConfig: ProxyStack['config'];
 const tokens: Record<string, TokenSet> = {};
 const open = new Set<pg.Client>();
 
-/** Everyone on one account: the attacker and the victim are peers. */
-const ALL_ON_WRITER = {
-  role_mapping: [
-    { role: 'pg_writer', account: 'app_writer' },
-    { role: 'pg_reader', account: 'app_writer' },
-    { role: 'pg_admin', account: 'app_writer' },
-  ],
-};
 
 beforeAll(async () => {
   stack = await startProxyStack();

@@ -9,18 +9,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runDbInit } from '../../src/sql/db-init.js';
 import { startProxyStack, type ProxyStack } from '../support/proxy-stack.js';
 import { loginAs, type TokenSet } from '../support/tokens.js';
+import { TX_ON_WRITER } from '../support/all-on-writer.js';
+import { connectClient } from '../support/proxy-clients.js';
 
 let stack: ProxyStack;
 const tokens: Record<string, TokenSet> = {};
-
-export const TX_ON_WRITER = {
-  role_mapping: [
-    { role: 'pg_writer', account: 'app_writer' },
-    { role: 'pg_reader', account: 'app_writer' },
-    { role: 'pg_admin', account: 'app_writer' },
-  ],
-  limits: { login_timeout: '5s', pool_wait_timeout: '10s', max_sessions_per_identity: 0 },
-};
 
 function txDatabase(size: number): Record<string, unknown> {
   return { databases: { mydb: { host: stack.cluster.host, port: stack.cluster.port, dbname: 'mydb', pool: { mode: 'transaction', size } } } };
@@ -36,11 +29,8 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-async function connectAs(username: 'alice' | 'bob'): Promise<pg.Client> {
-  const c = new pg.Client({ host: '127.0.0.1', port: stack.port, user: `${username}@example.com`, password: tokens[username]!.accessToken, database: 'mydb', ssl: stack.ssl });
-  c.on('error', () => {});
-  await c.connect();
-  return c;
+function connectAs(username: 'alice' | 'bob'): Promise<pg.Client> {
+  return connectClient(stack, `${username}@example.com`, tokens[username]!.accessToken);
 }
 
 const WHO = `select gprxy.user_id() as sub, gprxy.tenant_id() as tenant, pg_catalog.current_setting('app.user_id') as uid, pg_catalog.pg_backend_pid() as pid`;

@@ -7,36 +7,26 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runDbInit } from '../../src/sql/db-init.js';
 import { startProxyStack, type ProxyStack } from '../support/proxy-stack.js';
 import { loginAs, type TokenSet } from '../support/tokens.js';
+import { TX_ON_WRITER } from '../support/all-on-writer.js';
+import { connectClient } from '../support/proxy-clients.js';
 
 let stack: ProxyStack;
 const tokens: Record<string, TokenSet> = {};
-
-const ON_WRITER = {
-  role_mapping: [
-    { role: 'pg_writer', account: 'app_writer' },
-    { role: 'pg_reader', account: 'app_writer' },
-    { role: 'pg_admin', account: 'app_writer' },
-  ],
-  limits: { login_timeout: '5s', pool_wait_timeout: '10s', max_sessions_per_identity: 0 },
-};
 
 beforeAll(async () => {
   stack = await startProxyStack();
   await runDbInit(stack.config, { adminUrl: stack.cluster.url(), out: () => {} });
   for (const u of ['alice', 'bob']) tokens[u] = await loginAs(stack.idp.provider, u);
   // One backend: every client lands on the same one.
-  await stack.startProxy({ ...ON_WRITER, databases: { mydb: { host: stack.cluster.host, port: stack.cluster.port, dbname: 'mydb', pool: { mode: 'transaction', size: 1 } } } });
+  await stack.startProxy({ ...TX_ON_WRITER, databases: { mydb: { host: stack.cluster.host, port: stack.cluster.port, dbname: 'mydb', pool: { mode: 'transaction', size: 1 } } } });
 });
 
 afterAll(async () => {
   await stack?.stop();
 });
 
-async function connectAs(user: 'alice' | 'bob'): Promise<pg.Client> {
-  const c = new pg.Client({ host: '127.0.0.1', port: stack.port, user: `${user}@example.com`, password: tokens[user]!.accessToken, database: 'mydb', ssl: stack.ssl });
-  c.on('error', () => {});
-  await c.connect();
-  return c;
+function connectAs(user: 'alice' | 'bob'): Promise<pg.Client> {
+  return connectClient(stack, `${user}@example.com`, tokens[user]!.accessToken);
 }
 
 describe('transaction pooling: nothing of one client is readable or breakable by the next on its backend', () => {

@@ -13,6 +13,8 @@ import { runDbInit } from '../../src/sql/db-init.js';
 import { startProxyStack, type ProxyStack } from '../support/proxy-stack.js';
 import { loginAs, type TokenSet } from '../support/tokens.js';
 import { waitUntil } from '../support/wait.js';
+import { TX_LIMITS } from '../support/all-on-writer.js';
+import { connectClient, endAll } from '../support/proxy-clients.js';
 
 let stack: ProxyStack;
 const tokens: Record<string, TokenSet> = {};
@@ -23,7 +25,7 @@ const ONE_BACKEND = {
     { role: 'pg_writer', account: 'app_writer' },
     { role: 'pg_reader', account: 'app_writer' },
   ],
-  limits: { login_timeout: '5s', pool_wait_timeout: '10s', max_sessions_per_identity: 0 },
+  limits: TX_LIMITS,
 };
 
 beforeAll(async () => {
@@ -33,21 +35,14 @@ beforeAll(async () => {
   await stack.startProxy({ ...ONE_BACKEND, databases: { mydb: { host: stack.cluster.host, port: stack.cluster.port, dbname: 'mydb', pool: { mode: 'transaction', size: 1 } } } });
 });
 
-afterEach(async () => {
-  await Promise.all([...open].map((c) => c.end().catch(() => {})));
-  open.clear();
-});
+afterEach(() => endAll(open));
 
 afterAll(async () => {
   await stack?.stop();
 });
 
-async function connectAs(username: 'alice' | 'bob'): Promise<pg.Client> {
-  const c = new pg.Client({ host: '127.0.0.1', port: stack.port, user: `${username}@example.com`, password: tokens[username]!.accessToken, database: 'mydb', ssl: stack.ssl });
-  c.on('error', () => {});
-  await c.connect();
-  open.add(c);
-  return c;
+function connectAs(username: 'alice' | 'bob'): Promise<pg.Client> {
+  return connectClient(stack, `${username}@example.com`, tokens[username]!.accessToken, open);
 }
 
 async function one<T = unknown>(c: pg.Client, sql: string, values: unknown[] = []): Promise<T> {

@@ -16,18 +16,14 @@ import { runDbInit } from '../../src/sql/db-init.js';
 import { startProxyStack, type ProxyStack } from '../support/proxy-stack.js';
 import { loginAs, type TokenSet } from '../support/tokens.js';
 import { B, C, countReady, D, E, P, Q, S, trace } from '../support/pg-messages.js';
+import { TX_ON_WRITER } from '../support/all-on-writer.js';
 
 const run = promisify(execFile);
 let stack: ProxyStack;
 const tokens: Record<string, TokenSet> = {};
 
 const ON_WRITER = {
-  role_mapping: [
-    { role: 'pg_writer', account: 'app_writer' },
-    { role: 'pg_reader', account: 'app_writer' },
-    { role: 'pg_admin', account: 'app_writer' },
-  ],
-  limits: { login_timeout: '5s', pool_wait_timeout: '10s', max_sessions_per_identity: 0 },
+  ...TX_ON_WRITER,
   tls: { cert: 'inline-cert', key: 'inline-key', allow_plaintext_loopback: true },
   metrics: { listen: '127.0.0.1:0' },
 };
