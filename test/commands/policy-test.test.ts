@@ -13,11 +13,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCertificateAuthority } from '../../src/demo/certificates.js';
 import { loadProxyConfig, type ProxyConfig } from '../../src/config/proxy-config.js';
 import { describePolicy, explainPolicy } from '../../src/proxy/policy-explain.js';
-import { startCiIssuer, type CiIssuer } from '../support/ci-issuer.js';
+import { CI_AUDIENCE as AUDIENCE, startCiIssuer, type CiIssuer } from '../support/ci-issuer.js';
 import { GITHUB_MAIN_PUSH, GITHUB_PULL_REQUEST, GITLAB_FORK_MR, GITLAB_MAIN_DEPLOY } from '../support/ci-claims.js';
 import { runCli } from '../support/cli.js';
 
-const AUDIENCE = 'https://gprxy.example/ci';
 let dir: string;
 let github: CiIssuer;
 let gitlab: CiIssuer;

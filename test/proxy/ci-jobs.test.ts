@@ -8,11 +8,11 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runDbInit } from '../../src/sql/db-init.js';
-import { startCiIssuer, type CiIssuer } from '../support/ci-issuer.js';
+import { CI_AUDIENCE as AUDIENCE, ciProvider, startCiIssuer, type CiIssuer } from '../support/ci-issuer.js';
 import { GITHUB_MAIN_PUSH, GITHUB_PULL_REQUEST, GITHUB_PULL_REQUEST_TARGET, GITLAB_FORK_MR, GITLAB_MAIN_DEPLOY } from '../support/ci-claims.js';
 import { startProxyStack, type ProxyStack } from '../support/proxy-stack.js';
+import { loginRefusal, proxyClient } from '../support/proxy-clients.js';
 
-const AUDIENCE = 'https://gprxy.example/ci';
 let stack: ProxyStack;
 let github: CiIssuer;
 let gitlab: CiIssuer;
@@ -20,22 +20,8 @@ let gitlab: CiIssuer;
 function ciProviders(maxSession?: string): Record<string, unknown> {
   return {
     providers: [
-      {
-        issuer: github.issuer,
-        kind: 'github_actions',
-        prefix: 'gha',
-        audience: AUDIENCE,
-        ca: 'inline-ca',
-        rules: [{ match: { repository_id: '74', ref: 'refs/heads/main', event_name: ['push', 'workflow_dispatch'] }, account: 'app_writer', ...(maxSession ? { max_session: maxSession } : {}) }],
-      },
-      {
-        issuer: gitlab.issuer,
-        kind: 'gitlab',
-        prefix: 'gl',
-        audience: AUDIENCE,
-        ca: 'inline-ca',
-        rules: [{ match: { project_id: '20', ref_protected: 'true' }, account: 'app_writer', allow_pull_requests: true }],
-      },
+      ciProvider(github, 'github_actions', [{ match: { repository_id: '74', ref: 'refs/heads/main', event_name: ['push', 'workflow_dispatch'] }, account: 'app_writer', ...(maxSession ? { max_session: maxSession } : {}) }], { prefix: 'gha' }),
+      ciProvider(gitlab, 'gitlab', [{ match: { project_id: '20', ref_protected: 'true' }, account: 'app_writer', allow_pull_requests: true }], { prefix: 'gl' }),
     ],
     role_mapping: [],
     // The admin console is served too: a CI job token must not reach it (it has no admin role).
@@ -57,19 +43,11 @@ afterAll(async () => {
 });
 
 function client(user: string, token: string): pg.Client {
-  return new pg.Client({ host: '127.0.0.1', port: stack.port, user, password: token, database: 'mydb', ssl: stack.ssl });
+  return proxyClient(stack, user, token);
 }
 
-async function refusal(user: string, token: string): Promise<{ code?: string; message: string }> {
-  const c = client(user, token);
-  try {
-    await c.connect();
-  } catch (e) {
-    return e as { code?: string; message: string };
-  } finally {
-    await c.end().catch(() => {});
-  }
-  throw new Error('connection was accepted');
+function refusal(user: string, token: string): Promise<{ code?: string; message: string }> {
+  return loginRefusal(client(user, token));
 }
 
 describe('CI job tokens at the proxy', () => {

@@ -5,11 +5,10 @@
  */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startCiIssuer, type CiIssuer } from '../support/ci-issuer.js';
+import { CI_AUDIENCE as AUDIENCE, ciProvider, startCiIssuer, type CiIssuer } from '../support/ci-issuer.js';
 import { GITHUB_MAIN_PUSH } from '../support/ci-claims.js';
 import { startProxyStack, type ProxyStack } from '../support/proxy-stack.js';
 
-const AUDIENCE = 'https://gprxy.example/ci';
 let stack: ProxyStack;
 let github: CiIssuer;
 
@@ -18,15 +17,7 @@ beforeAll(async () => {
   github = await startCiIssuer(stack.idp.ca);
   await stack.startProxy({
     providers: [
-      {
-        issuer: github.issuer,
-        kind: 'github_actions',
-        prefix: 'gha',
-        audience: AUDIENCE,
-        ca: 'inline-ca',
-        roles_claim: 'environment',
-        rules: [{ match: { repository_id: '74', ref: 'refs/heads/main', event_name: ['push'] }, account: 'app_writer' }],
-      },
+      ciProvider(github, 'github_actions', [{ match: { repository_id: '74', ref: 'refs/heads/main', event_name: ['push'] }, account: 'app_writer' }], { prefix: 'gha', roles_claim: 'environment' }),
     ],
     role_mapping: [],
     admin: { database: 'gprxy', roles: ['gha:pg_ops'], status_page: true },

@@ -17,13 +17,12 @@ import { clientDoctor } from '../../src/doctor/client.js';
 import { failed, formatCheck, type DoctorCheck } from '../../src/doctor/report.js';
 import { serverDoctor } from '../../src/doctor/server.js';
 import { runDbInit } from '../../src/sql/db-init.js';
-import { startCiIssuer, type CiIssuer } from '../support/ci-issuer.js';
+import { CI_AUDIENCE as AUDIENCE, ciProvider, MAIN_BRANCH_RULE, startCiIssuer, type CiIssuer } from '../support/ci-issuer.js';
 import { GITHUB_MAIN_PUSH, GITHUB_PULL_REQUEST } from '../support/ci-claims.js';
 import { runCli } from '../support/cli.js';
 import { SERVICE_ACCOUNTS } from '../support/postgres.js';
 import { startProxyStack, type ProxyStack } from '../support/proxy-stack.js';
 
-const AUDIENCE = 'https://gprxy.example/ci';
 let stack: ProxyStack;
 let issuer: CiIssuer;
 let dir: string;
@@ -32,7 +31,7 @@ beforeAll(async () => {
   stack = await startProxyStack();
   issuer = await startCiIssuer(stack.idp.ca);
   await stack.startProxy({
-    providers: [{ issuer: issuer.issuer, kind: 'github_actions', audience: AUDIENCE, ca: 'inline-ca', rules: [{ match: { repository_id: '74', ref: 'refs/heads/main' }, account: 'app_writer' }] }],
+    providers: [ciProvider(issuer, 'github_actions', [MAIN_BRANCH_RULE])],
     role_mapping: [],
   });
   await runDbInit(stack.config, { adminUrl: stack.cluster.url(), out: () => {} });

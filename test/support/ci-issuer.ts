@@ -91,3 +91,14 @@ export async function startCiIssuer(ca: CertificateAuthority): Promise<CiIssuer>
       }),
   });
 }
+
+/** The audience the CI suites mint job tokens for (their providers' `audience`). */
+export const CI_AUDIENCE = 'https://gprxy.example/ci';
+
+/** A rule admitting the example main-branch GitHub job (repository 74, refs/heads/main) as app_writer. */
+export const MAIN_BRANCH_RULE = Object.freeze({ match: { repository_id: '74', ref: 'refs/heads/main' }, account: 'app_writer' });
+
+/** The proxy-config provider of a CI issuer trusted through the stack's CA ('inline-ca'); `extra`: prefix, roles_claim, ... */
+export function ciProvider(issuer: CiIssuer, kind: 'github_actions' | 'gitlab', rules: readonly unknown[], extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { issuer: issuer.issuer, kind, audience: CI_AUDIENCE, ca: 'inline-ca', ...extra, rules };
+}

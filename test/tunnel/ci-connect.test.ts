@@ -16,12 +16,11 @@ import { createTokenSource } from '../../src/oauth/cli-session.js';
 import { CiTokenSource } from '../../src/oauth/ci-token-source.js';
 import { TokenKeeper } from '../../src/tunnel/token-keeper.js';
 import { fetchWithCa } from '../../src/net/ca-fetch.js';
-import { startCiIssuer, type CiIssuer } from '../support/ci-issuer.js';
+import { CI_AUDIENCE as AUDIENCE, ciProvider, MAIN_BRANCH_RULE, startCiIssuer, type CiIssuer } from '../support/ci-issuer.js';
 import { GITHUB_MAIN_PUSH, GITLAB_MAIN_DEPLOY } from '../support/ci-claims.js';
 import { runCli } from '../support/cli.js';
 import { startProxyStack, type ProxyStack } from '../support/proxy-stack.js';
 
-const AUDIENCE = 'https://gprxy.example/ci';
 let stack: ProxyStack;
 let github: CiIssuer;
 let home: string;
@@ -37,7 +36,7 @@ beforeAll(async () => {
   github = await startCiIssuer(stack.idp.ca);
   github.job = { ...GITHUB_MAIN_PUSH };
   await stack.startProxy({
-    providers: [{ issuer: github.issuer, kind: 'github_actions', audience: AUDIENCE, ca: 'inline-ca', rules: [{ match: { repository_id: '74', ref: 'refs/heads/main' }, account: 'app_writer' }] }],
+    providers: [ciProvider(github, 'github_actions', [MAIN_BRANCH_RULE])],
     role_mapping: [],
   });
   home = await mkdtemp(path.join(os.tmpdir(), 'gprxy-ci-job-home-'));
