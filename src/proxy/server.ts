@@ -27,7 +27,7 @@ import { perUserRoles } from './per-user/setup.js';
 import type { PerUserRoles } from './per-user/per-user-login.js';
 import { AdminAccess } from './admin/admin-access.js';
 import type { AdminCluster, AdminContext } from './admin/commands.js';
-import { statusRoute } from './admin/status-page.js';
+import { localStatus, statusRoute, type StatusPageDeps, type StatusSnapshot } from './admin/status-page.js';
 import { SessionRegistry } from './session-registry.js';
 
 export interface ProxyServerDeps {
@@ -64,6 +64,8 @@ export interface ClusterRole {
    * (a test, a script, bench/scale.ts) starts while a worker is still starting.
    */
   readonly primaryAnnounces?: boolean;
+  /** The status page's data for the whole replica (every worker's part, merged by the primary). */
+  readonly statusSnapshot?: () => Promise<StatusSnapshot>;
 }
 
 /** `listen` is taken: one line naming the fix (the CLI prints the message alone). */
@@ -317,10 +319,8 @@ export class ProxyServer {
       });
     });
     if (this.config.metrics && !this.cluster?.metricsElsewhere) {
-      if (this.admin && this.config.admin?.statusPage) {
-        // The current verifier at each request: a config reload replaces it.
-        this.metrics.route = statusRoute({ access: this.admin.access, verifier: { verify: (token) => this.verifier.verify(token) }, ctx: this.admin.context, refusals: this.metrics.refusals, log: this.log });
-      }
+      const page = this.statusPageDeps();
+      if (page) this.metrics.route = statusRoute(page);
       this.metricsAddress = await this.metrics.listen(this.config.metrics.host, this.config.metrics.port, () => this.readiness.check());
       this.log.info({ event: 'metrics_listening', ...this.metricsAddress }, `metrics on http://${this.metricsAddress.host}:${this.metricsAddress.port}/metrics`);
     }
@@ -332,6 +332,26 @@ export class ProxyServer {
     const { host, port } = this.address;
     const event = this.cluster?.primaryAnnounces ? 'worker_started' : 'listening';
     this.log.info({ event, host, port, tls: !!this.current.secureContext, databases: Object.keys(this.config.databases) }, `gprxy ${this.cluster?.primaryAnnounces ? 'worker ' : ''}listening on ${host}:${port}`);
+  }
+
+  /** This process's part of the status page (with --workers the primary asks every worker for it). */
+  localStatus(): StatusSnapshot | undefined {
+    if (!this.admin) return undefined;
+    const ctx = this.admin.context;
+    return localStatus({ now: ctx.now(), startedAt: ctx.startedAt, ctx, refusals: this.metrics.refusals });
+  }
+
+  /** The status page (admin.status_page): who may see it and what it shows (with --workers: the replica's). */
+  statusPageDeps(): StatusPageDeps | undefined {
+    const admin = this.admin;
+    if (!admin || !this.config.admin?.statusPage) return undefined;
+    return {
+      access: admin.access,
+      // The current verifier at each request: a config reload replaces it.
+      verifier: { verify: (token) => this.verifier.verify(token) },
+      snapshot: this.cluster?.statusSnapshot ?? (() => this.localStatus()!),
+      log: this.log,
+    };
   }
 
   private accept(socket: Socket): void {

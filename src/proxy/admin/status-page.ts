@@ -73,6 +73,118 @@ export interface StatusData {
   readonly refusals: RefusalHistory;
 }
 
+/** One pool's line on the page. */
+export interface StatusPool {
+  readonly key: string;
+  readonly size: number;
+  readonly total: number;
+  readonly active: number;
+  readonly idle: number;
+  readonly waiting: number;
+  readonly draining: number;
+  readonly paused: boolean;
+}
+
+/** One provider's key state on the page. */
+export interface StatusJwks {
+  readonly keys: number;
+  readonly fetchedAt?: number;
+  readonly nextRefreshAt?: number;
+  readonly failures: number;
+  readonly lastError?: string;
+}
+
+/**
+ * Everything the page shows, as plain data: one process's (localStatus), or, with `serve --workers`, the
+ * sum of every worker's (mergeStatus; it crosses the IPC channel, so nothing here is a live object).
+ */
+export interface StatusSnapshot {
+  readonly now: number;
+  readonly startedAt: number;
+  readonly sessions: readonly { readonly user: string | null; readonly database: string | null; readonly state: string }[];
+  readonly pools: readonly StatusPool[];
+  /** Refused logins per minute, the last hour, oldest first. */
+  readonly perMinute: readonly number[];
+  readonly reasons: readonly { readonly reason: string; readonly count: number }[];
+  readonly providers: readonly string[];
+  readonly jwks: Readonly<Record<string, StatusJwks>>;
+  /** With --workers: the workers summed, and those that did not answer (their part is missing). */
+  readonly workers?: number;
+  readonly unreachable?: number;
+}
+
+/** This process's part of the page. */
+export function localStatus(data: StatusData): StatusSnapshot {
+  const { ctx } = data;
+  const jwks = ctx.jwks();
+  return {
+    now: data.now,
+    startedAt: data.startedAt,
+    sessions: ctx.registry.list().map((s) => ({ user: s.user, database: s.database, state: s.state })),
+    pools: [...ctx.pools.all()].map(([key, pool]) => {
+      const st = pool.stats();
+      return { key, size: st.size, total: st.total, active: st.active, idle: st.idle, waiting: st.waiting, draining: st.draining, paused: ctx.pools.gate.isPaused(key.split('/')[0] ?? '') };
+    }),
+    perMinute: data.refusals.perMinute(),
+    reasons: data.refusals.byReason(),
+    providers: ctx.config().providers.map((p) => p.issuer),
+    jwks: Object.fromEntries(
+      Object.entries(jwks).map(([issuer, j]) => [
+        issuer,
+        { keys: j.keys, failures: j.failures, ...(j.fetchedAt !== undefined ? { fetchedAt: j.fetchedAt } : {}), ...(j.nextRefreshAt !== undefined ? { nextRefreshAt: j.nextRefreshAt } : {}), ...(j.lastError !== undefined ? { lastError: j.lastError } : {}) },
+      ]),
+    ),
+  };
+}
+
+/**
+ * The workers' parts as one replica's page: sessions listed together; pools and refusals added up (each
+ * worker holds its share of a pool); per provider the worst worker's keys (a worker without keys refuses
+ * its logins), its failures, the oldest fetch and the earliest refresh. Uptime is the oldest worker's.
+ */
+export function mergeStatus(parts: readonly StatusSnapshot[], unreachable: number): StatusSnapshot {
+  const pools = new Map<string, StatusPool>();
+  for (const p of parts.flatMap((x) => x.pools)) {
+    const had = pools.get(p.key);
+    pools.set(
+      p.key,
+      had
+        ? { key: p.key, size: had.size + p.size, total: had.total + p.total, active: had.active + p.active, idle: had.idle + p.idle, waiting: had.waiting + p.waiting, draining: had.draining + p.draining, paused: had.paused || p.paused }
+        : p,
+    );
+  }
+  const reasons = new Map<string, number>();
+  for (const r of parts.flatMap((x) => x.reasons)) reasons.set(r.reason, (reasons.get(r.reason) ?? 0) + r.count);
+  const jwks: Record<string, StatusJwks> = {};
+  for (const part of parts) {
+    for (const [issuer, j] of Object.entries(part.jwks)) {
+      const had = jwks[issuer];
+      if (!had) {
+        jwks[issuer] = j;
+        continue;
+      }
+      const fetchedAt = had.fetchedAt === undefined || j.fetchedAt === undefined ? undefined : Math.min(had.fetchedAt, j.fetchedAt);
+      const nextRefreshAt = had.nextRefreshAt === undefined ? j.nextRefreshAt : j.nextRefreshAt === undefined ? had.nextRefreshAt : Math.min(had.nextRefreshAt, j.nextRefreshAt);
+      const lastError = had.lastError ?? j.lastError;
+      jwks[issuer] = { keys: Math.min(had.keys, j.keys), failures: Math.max(had.failures, j.failures), ...(fetchedAt !== undefined ? { fetchedAt } : {}), ...(nextRefreshAt !== undefined ? { nextRefreshAt } : {}), ...(lastError !== undefined ? { lastError } : {}) };
+    }
+  }
+  const length = Math.max(0, ...parts.map((x) => x.perMinute.length));
+  return {
+    now: Math.max(0, ...parts.map((x) => x.now)),
+    startedAt: Math.min(...parts.map((x) => x.startedAt)),
+    sessions: parts.flatMap((x) => x.sessions),
+    pools: [...pools.values()],
+    // Aligned from the newest minute back (every worker's last entry is the current minute).
+    perMinute: Array.from({ length }, (_, i) => parts.reduce((n, x) => n + (x.perMinute[x.perMinute.length - length + i] ?? 0), 0)),
+    reasons: [...reasons].map(([reason, count]) => ({ reason, count })).sort((a, b) => b.count - a.count || a.reason.localeCompare(b.reason)),
+    providers: parts[0]?.providers ?? [],
+    jwks,
+    workers: parts.length + unreachable,
+    unreachable,
+  };
+}
+
 function chart(perMinute: readonly number[]): Safe {
   const width = 600;
   const height = 120;
@@ -87,9 +199,8 @@ function chart(perMinute: readonly number[]): Safe {
   return html`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height + 16}" viewBox="0 0 ${width} ${height + 16}" role="img" aria-label="${total} refused logins in the last hour"><line x1="0" y1="${height}" x2="${width}" y2="${height}" stroke="#8c959f"/>${bars}<text x="0" y="${height + 13}" font-size="11" fill="#57606a">-60 min</text><text x="${width}" y="${height + 13}" font-size="11" fill="#57606a" text-anchor="end">now (max ${max}/min)</text></svg>`;
 }
 
-export function renderStatusPage(data: StatusData): string {
-  const { ctx, now } = data;
-  const sessions = ctx.registry.list();
+export function renderStatusPage(data: StatusSnapshot): string {
+  const { now, sessions, pools, jwks, perMinute, reasons } = data;
   const byUser = new Map<string, { user: string; database: string; total: number; active: number; idle: number; waiting: number }>();
   for (const s of sessions) {
     const user = s.user ?? '(logging in)';
@@ -103,17 +214,14 @@ export function renderStatusPage(data: StatusData): string {
     else row.idle++;
   }
   const userRows = [...byUser.values()].sort((a, b) => b.total - a.total || a.user.localeCompare(b.user));
-  const pools = [...ctx.pools.all()].map(([key, pool]) => ({ key, s: pool.stats(), paused: ctx.pools.gate.isPaused(key.split('/')[0] ?? '') }));
-  const jwks = ctx.jwks();
-  const perMinute = data.refusals.perMinute();
-  const reasons = data.refusals.byReason();
   const uptime = Math.round((now - data.startedAt) / 1000);
+  const workers = data.workers === undefined ? '' : ` · ${data.workers} worker${data.workers === 1 ? '' : 's'}${data.unreachable ? ` (${data.unreachable} did not answer: their part is missing)` : ''}`;
   const page = html`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><meta name="referrer" content="no-referrer">
 <title>gprxy status</title><style>${new Safe(STYLE)}</style></head>
 <body>
 <h1>gprxy status</h1>
-<p class="meta">gprxy ${gprxyVersion()} · up ${uptime} s · ${timestamptz(now)} · ${sessions.length} connection${sessions.length === 1 ? '' : 's'}</p>
+<p class="meta">gprxy ${gprxyVersion()} · up ${uptime} s · ${timestamptz(now)} · ${sessions.length} connection${sessions.length === 1 ? '' : 's'}${workers}</p>
 
 <h2>Sessions by user and database</h2>
 ${
@@ -128,7 +236,7 @@ ${
   pools.length === 0
     ? html`<p class="empty">No pool opened yet.</p>`
     : html`<table id="pools"><thead><tr><th>database/account</th><th>size</th><th>total</th><th>active</th><th>idle</th><th>waiting</th><th>draining</th><th>paused</th></tr></thead><tbody>
-${pools.map(({ key, s, paused }) => html`<tr><td>${key}</td><td class="n">${s.size}</td><td class="n">${s.total}</td><td class="n">${s.active}</td><td class="n">${s.idle}</td><td class="n">${s.waiting}</td><td class="n">${s.draining}</td><td>${paused ? 'paused' : ''}</td></tr>\n`)}</tbody></table>`
+${pools.map((s) => html`<tr><td>${s.key}</td><td class="n">${s.size}</td><td class="n">${s.total}</td><td class="n">${s.active}</td><td class="n">${s.idle}</td><td class="n">${s.waiting}</td><td class="n">${s.draining}</td><td>${s.paused ? 'paused' : ''}</td></tr>\n`)}</tbody></table>`
 }
 
 <h2>Refused logins, last hour</h2>
@@ -141,9 +249,9 @@ ${
 
 <h2>Identity providers (JWKS)</h2>
 <table id="providers"><thead><tr><th>issuer</th><th>keys</th><th>last fetch</th><th>next refresh</th><th>failures</th><th>last error</th></tr></thead><tbody>
-${ctx.config().providers.map((p) => {
-  const s = jwks[p.issuer];
-  return html`<tr><td>${p.issuer}</td><td class="n${!s || s.keys === 0 ? ' bad' : ''}">${s?.keys ?? 0}</td><td>${timestamptz(s?.fetchedAt) ?? 'never'}</td><td>${timestamptz(s?.nextRefreshAt) ?? ''}</td><td class="n${s && s.failures > 0 ? ' bad' : ''}">${s?.failures ?? 0}</td><td>${s?.lastError ?? ''}</td></tr>\n`;
+${data.providers.map((issuer) => {
+  const s = jwks[issuer];
+  return html`<tr><td>${issuer}</td><td class="n${!s || s.keys === 0 ? ' bad' : ''}">${s?.keys ?? 0}</td><td>${timestamptz(s?.fetchedAt) ?? 'never'}</td><td>${timestamptz(s?.nextRefreshAt) ?? ''}</td><td class="n${s && s.failures > 0 ? ' bad' : ''}">${s?.failures ?? 0}</td><td>${s?.lastError ?? ''}</td></tr>\n`;
 })}</tbody></table>
 </body></html>
 `;
@@ -179,45 +287,77 @@ const SECURITY_HEADERS = {
   'cache-control': 'no-store',
 };
 
-/** The /status route for the metrics listener (ProxyMetrics.route). */
-export function statusRoute(deps: { access: AdminAccess; verifier: Pick<TokenVerifier, 'verify'>; ctx: AdminContext; refusals: RefusalHistory; log: Logger }): (req: IncomingMessage, res: ServerResponse, path: string) => boolean {
-  const answer = (res: ServerResponse, status: number, text: string, extra: Record<string, string> = {}) =>
-    res.writeHead(status, { ...SECURITY_HEADERS, 'content-type': 'text/plain; charset=utf-8', ...extra }).end(`${text}\n`);
+/** What the page needs of an HTTP request: plain data, so the primary of `serve --workers` can pass it to a worker. */
+export interface StatusRequest {
+  readonly method: string;
+  readonly address: string | undefined;
+  readonly port: number | undefined;
+  readonly authorization: string | undefined;
+}
+
+/** The whole HTTP answer (status, headers, body), as plain data for the same reason. */
+export interface StatusAnswer {
+  readonly status: number;
+  readonly headers: Record<string, string>;
+  readonly body?: string;
+}
+
+export interface StatusPageDeps {
+  readonly access: AdminAccess;
+  readonly verifier: Pick<TokenVerifier, 'verify'>;
+  /** What the page shows: this process's (localStatus), or the replica's through the primary (--workers). */
+  readonly snapshot: () => StatusSnapshot | Promise<StatusSnapshot>;
+  readonly log: Logger;
+}
+
+/** The answer to GET /status: the admin console's access rule, then the page. */
+export async function statusAnswer(deps: StatusPageDeps, req: StatusRequest): Promise<StatusAnswer> {
+  const text = (status: number, body: string, extra: Record<string, string> = {}): StatusAnswer => ({ status, headers: { ...SECURITY_HEADERS, 'content-type': 'text/plain; charset=utf-8', ...extra }, body: `${body}\n` });
+  if (req.method !== 'GET' && req.method !== 'HEAD') return text(405, 'method not allowed', { allow: 'GET, HEAD' });
+  const client = `${req.address ?? '?'}:${req.port ?? '?'}`;
+  if (!deps.access.allowsAddress(req.address)) {
+    deps.log.warn({ event: 'admin_action', command: 'STATUS PAGE', outcome: 'error', client, reason: 'admin_network_refused' }, 'status page refused: address outside admin.networks');
+    return text(403, 'the status page does not accept requests from this address (admin.networks)');
+  }
+  const m = /^Bearer[ ]+([A-Za-z0-9._~+/=-]+)$/i.exec(req.authorization ?? '');
+  if (!m) return text(401, 'the status page needs an access token with an admin role: Authorization: Bearer <token> (gprxy token)', { 'www-authenticate': 'Bearer realm="gprxy"' });
+  let verified: VerifiedToken;
+  try {
+    verified = await deps.verifier.verify(m[1]!);
+  } catch (e) {
+    // Never the token, never the verifier's detail to an anonymous caller: the audit line has the reason.
+    deps.log.info({ event: 'admin_action', command: 'STATUS PAGE', outcome: 'error', client, reason: errorCode(e) ?? 'invalid_token' }, 'status page refused: token not accepted');
+    return text(401, 'the access token was not accepted (expired, foreign or malformed): get a fresh one with gprxy token', { 'www-authenticate': 'Bearer realm="gprxy", error="invalid_token"' });
+  }
+  const viewer = viewerOf(verified, deps.access);
+  if (!viewer) {
+    deps.log.warn({ event: 'admin_action', command: 'STATUS PAGE', outcome: 'error', client, reason: 'admin_role_missing', admin_issuer: verified.issuer }, 'status page refused: token without an admin role');
+    return text(403, `this token has none of the admin roles (admin.roles: ${deps.access.config.roles.join(', ')})`);
+  }
+  deps.log.info({ event: 'admin_action', command: 'STATUS PAGE', outcome: 'ok', client, admin_sub: viewer.subject, admin_issuer: viewer.issuer, admin_roles: viewer.roles }, 'status page viewed');
+  const body = renderStatusPage(await deps.snapshot());
+  return { status: 200, headers: { ...SECURITY_HEADERS, 'content-type': 'text/html; charset=utf-8' }, ...(req.method === 'HEAD' ? {} : { body }) };
+}
+
+/** Writes an answer (from this process or from a worker) to an HTTP response. */
+export function writeStatusAnswer(res: ServerResponse, answer: StatusAnswer): void {
+  res.writeHead(answer.status, answer.headers).end(answer.body);
+}
+
+/** The request's part the page reads. */
+export function statusRequestOf(req: IncomingMessage): StatusRequest {
+  return { method: req.method ?? 'GET', address: req.socket.remoteAddress, port: req.socket.remotePort, authorization: req.headers.authorization };
+}
+
+/** The /status route for the metrics listener (ProxyMetrics.route) of a single process. */
+export function statusRoute(deps: StatusPageDeps): (req: IncomingMessage, res: ServerResponse, path: string) => boolean {
   return (req, res, path) => {
     if (path !== '/status') return false;
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
-      answer(res, 405, 'method not allowed', { allow: 'GET, HEAD' });
-      return true;
-    }
-    const address = req.socket.remoteAddress;
-    const client = `${address ?? '?'}:${req.socket.remotePort ?? '?'}`;
-    if (!deps.access.allowsAddress(address)) {
-      deps.log.warn({ event: 'admin_action', command: 'STATUS PAGE', outcome: 'error', client, reason: 'admin_network_refused' }, 'status page refused: address outside admin.networks');
-      answer(res, 403, 'the status page does not accept requests from this address (admin.networks)');
-      return true;
-    }
-    const header = req.headers.authorization ?? '';
-    const m = /^Bearer[ ]+([A-Za-z0-9._~+/=-]+)$/i.exec(header);
-    if (!m) {
-      answer(res, 401, 'the status page needs an access token with an admin role: Authorization: Bearer <token> (gprxy token)', { 'www-authenticate': 'Bearer realm="gprxy"' });
-      return true;
-    }
-    deps.verifier.verify(m[1]!).then(
-      (verified) => {
-        const viewer = viewerOf(verified, deps.access);
-        if (!viewer) {
-          deps.log.warn({ event: 'admin_action', command: 'STATUS PAGE', outcome: 'error', client, reason: 'admin_role_missing', admin_issuer: verified.issuer }, 'status page refused: token without an admin role');
-          answer(res, 403, `this token has none of the admin roles (admin.roles: ${deps.access.config.roles.join(', ')})`);
-          return;
-        }
-        deps.log.info({ event: 'admin_action', command: 'STATUS PAGE', outcome: 'ok', client, admin_sub: viewer.subject, admin_issuer: viewer.issuer, admin_roles: viewer.roles }, 'status page viewed');
-        const body = renderStatusPage({ now: deps.ctx.now(), startedAt: deps.ctx.startedAt, ctx: deps.ctx, refusals: deps.refusals });
-        res.writeHead(200, { ...SECURITY_HEADERS, 'content-type': 'text/html; charset=utf-8' }).end(req.method === 'HEAD' ? undefined : body);
-      },
-      (e: unknown) => {
-        // Never the token, never the verifier's detail to an anonymous caller: the audit line has the reason.
-        deps.log.info({ event: 'admin_action', command: 'STATUS PAGE', outcome: 'error', client, reason: errorCode(e) ?? 'invalid_token' }, 'status page refused: token not accepted');
-        answer(res, 401, 'the access token was not accepted (expired, foreign or malformed): get a fresh one with gprxy token', { 'www-authenticate': 'Bearer realm="gprxy", error="invalid_token"' });
+    statusAnswer(deps, statusRequestOf(req)).then(
+      (answer) => writeStatusAnswer(res, answer),
+      (e: Error) => {
+        deps.log.error({ event: 'internal_error', err: e }, 'status page failed');
+        writeStatusAnswer(res, { status: 500, headers: { ...SECURITY_HEADERS, 'content-type': 'text/plain; charset=utf-8' }, body: 'internal error; the proxy log has details\n' });
       },
     );
     return true;
