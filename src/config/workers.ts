@@ -47,13 +47,6 @@ export function shareOf(total: number, workers: number, slot: number): number {
  * (and max_client_connections) must be at least the number of workers.
  */
 export function checkWorkerShares(config: ProxyConfig, workers: number): void {
-  // The status page reads one process's sessions and pools; with workers the metrics listener is the
-  // primary's, which has neither. Refused rather than served as a 404 (the console covers every worker).
-  if (workers >= 1 && config.admin?.statusPage) {
-    throw new ConfigError(
-      'admin.status_page is not available with --workers yet (the metrics listener is the primary\'s, the sessions are the workers\'): run without --workers for the page, or use the admin console (SHOW SESSIONS, KILL USER) and gprxy sessions, which cover every worker',
-    );
-  }
   if (workers <= 1) return;
   const problems: string[] = [];
   for (const d of Object.values(config.databases)) {

@@ -1,7 +1,8 @@
 /**
  * The admin console under `gprxy serve --workers 2` (issue 21): whichever worker the operator's connection
  * lands on, SHOW SESSIONS lists the sessions of both workers (ids unique per replica) and KILL USER ends
- * the user's sessions on both, through the primary over IPC; nobody else's session is touched.
+ * the user's sessions on both, through the primary over IPC; nobody else's session is touched. The status
+ * page (GET /status on the primary's metrics listener) is answered by a worker with every worker's part.
  */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -27,7 +28,8 @@ beforeAll(async () => {
   for (const u of ['alice', 'bob', 'olivia']) tokens[u] = await loginAs(idp.provider, u);
   const document = proxyDocument(cluster, idp, { cert: '', key: '' }, {
     log: { level: 'info' },
-    admin: { database: 'gprxy', roles: ['pg_ops'] },
+    admin: { database: 'gprxy', roles: ['pg_ops'], status_page: true },
+    metrics: { listen: '127.0.0.1:0' },
     databases: { mydb: { host: cluster.host, port: cluster.port, dbname: 'mydb', pool: { size: 12 } } },
   });
   serve = await startServe(document, { 'inline-cert': leaf.cert, 'inline-key': leaf.key, 'inline-ca': idp.provider.caCert }, ['--workers', '2']);
@@ -85,6 +87,42 @@ describe('admin console across workers', () => {
       expect((await ops.query('SHOW SESSIONS')).rows.some((r) => r.user === 'alice@example.com')).toBe(false);
     } finally {
       await Promise.all([...alice, bob, ops].map((c) => c.end().catch(() => undefined)));
+    }
+  });
+});
+
+describe('status page across workers', () => {
+  function status(token?: string): Promise<Response> {
+    const port = serve.lines().find((l) => l.event === 'metrics_listening')!.port as number;
+    return fetch(`http://127.0.0.1:${port}/status`, token ? { headers: { authorization: `Bearer ${token}` } } : {});
+  }
+
+  it('is served by the primary with every worker’s sessions and pools; the console’s access rule holds', async () => {
+    expect((await status()).status).toBe(401);
+    expect((await status(tokens.alice!.accessToken)).status).toBe(403);
+    const alice: pg.Client[] = [];
+    try {
+      // Until alice has sessions on both workers (round-robin: the first two already are).
+      const workers = new Set<number>();
+      for (let i = 0; i < 8 && workers.size < 2; i++) {
+        const from = serve.lines().length;
+        alice.push(await connect('alice', 'mydb'));
+        workers.add((await serve.waitFor((l) => l.event === 'auth_success' && l.user === 'alice@example.com', 10_000, from)).worker as number);
+      }
+      expect(workers.size).toBe(2);
+      const page = await status(tokens.olivia!.accessToken);
+      expect(page.status).toBe(200);
+      expect(page.headers.get('content-security-policy')).toMatch(/^default-src 'none'/);
+      const text = await page.text();
+      expect(text).toContain('2 workers');
+      // Alice's sessions of both workers in one row; the pool's size is the configured total (6 + 6).
+      expect(text).toContain(`<td class="user">alice@example.com</td><td>mydb</td><td class="n">${alice.length}</td>`);
+      expect(text).toMatch(/<td>mydb\/app_writer<\/td><td class="n">12<\/td>/);
+      const audit = await serve.waitFor((l) => l.event === 'admin_action' && l.command === 'STATUS PAGE' && l.outcome === 'ok');
+      expect(audit).toMatchObject({ admin_sub: 'auth0|olivia0005' });
+      expect(typeof audit.worker).toBe('number');
+    } finally {
+      await Promise.all(alice.map((c) => c.end().catch(() => undefined)));
     }
   });
 });

@@ -170,9 +170,10 @@ export function mergeStatus(parts: readonly StatusSnapshot[], unreachable: numbe
     }
   }
   const length = Math.max(0, ...parts.map((x) => x.perMinute.length));
+  const now = Math.max(0, ...parts.map((x) => x.now));
   return {
-    now: Math.max(0, ...parts.map((x) => x.now)),
-    startedAt: Math.min(...parts.map((x) => x.startedAt)),
+    now,
+    startedAt: parts.length ? Math.min(...parts.map((x) => x.startedAt)) : now,
     sessions: parts.flatMap((x) => x.sessions),
     pools: [...pools.values()],
     // Aligned from the newest minute back (every worker's last entry is the current minute).
@@ -310,9 +311,14 @@ export interface StatusPageDeps {
   readonly log: Logger;
 }
 
+/** A plain-text answer with the page's security headers. */
+export function statusText(status: number, body: string, extra: Record<string, string> = {}): StatusAnswer {
+  return { status, headers: { ...SECURITY_HEADERS, 'content-type': 'text/plain; charset=utf-8', ...extra }, body: `${body}\n` };
+}
+
 /** The answer to GET /status: the admin console's access rule, then the page. */
 export async function statusAnswer(deps: StatusPageDeps, req: StatusRequest): Promise<StatusAnswer> {
-  const text = (status: number, body: string, extra: Record<string, string> = {}): StatusAnswer => ({ status, headers: { ...SECURITY_HEADERS, 'content-type': 'text/plain; charset=utf-8', ...extra }, body: `${body}\n` });
+  const text = statusText;
   if (req.method !== 'GET' && req.method !== 'HEAD') return text(405, 'method not allowed', { allow: 'GET, HEAD' });
   const client = `${req.address ?? '?'}:${req.port ?? '?'}`;
   if (!deps.access.allowsAddress(req.address)) {
@@ -357,7 +363,7 @@ export function statusRoute(deps: StatusPageDeps): (req: IncomingMessage, res: S
       (answer) => writeStatusAnswer(res, answer),
       (e: Error) => {
         deps.log.error({ event: 'internal_error', err: e }, 'status page failed');
-        writeStatusAnswer(res, { status: 500, headers: { ...SECURITY_HEADERS, 'content-type': 'text/plain; charset=utf-8' }, body: 'internal error; the proxy log has details\n' });
+        writeStatusAnswer(res, statusText(500, 'internal error; the proxy log has details'));
       },
     );
     return true;

@@ -10,6 +10,7 @@ import type { KeyOwner } from '../cancel-key.js';
 import type { ReloadOutcome, ReloadTrigger } from '../reload.js';
 import type { KillOutcome, KillTarget } from '../admin/commands.js';
 import type { SessionSnapshot } from '../session-registry.js';
+import type { StatusAnswer, StatusRequest, StatusSnapshot } from '../admin/status-page.js';
 
 /** body: what the sender sends; reply: what a request resolves with (void: one-way message). */
 export interface IpcKinds {
@@ -41,6 +42,12 @@ export interface IpcKinds {
   'identity.acquire': { body: { lease: number; key: string; max: number }; reply: { granted: boolean } };
   /** worker → primary: that session ended (or its grant never arrived in time). */
   'identity.release': { body: { lease: number }; reply: void };
+  /** primary → worker: answer a GET /status the primary's metrics listener received (the worker verifies the token). */
+  'status.http': { body: StatusRequest; reply: StatusAnswer };
+  /** worker → primary: the status page's data of every worker, merged (the primary asks each: status.local). */
+  'status.all': { body: Record<string, never>; reply: StatusSnapshot };
+  /** primary → worker: this worker's part of the status page. */
+  'status.local': { body: Record<string, never>; reply: StatusSnapshot };
 }
 
 export type IpcKind = keyof IpcKinds;

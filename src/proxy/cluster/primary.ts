@@ -26,6 +26,7 @@ import type { KillOutcome, KillTarget } from '../admin/commands.js';
 import type { SessionSnapshot } from '../session-registry.js';
 import { CancelPeers, MAX_CANCEL_HOPS } from './peers.js';
 import { IdentityLedger } from './identity-ledger.js';
+import { mergeStatus, statusRequestOf, statusText, writeStatusAnswer, type StatusAnswer, type StatusRequest, type StatusSnapshot } from '../admin/status-page.js';
 import type { ReloadOutcome, ReloadTrigger } from '../reload.js';
 
 export interface PrimaryOptions {
@@ -41,6 +42,9 @@ interface Slot {
   fastFailures: number;
 }
 
+/** A worker answering GET /status may fetch provider keys and asks every worker for its part (2 s each). */
+const STATUS_IPC_TIMEOUT_MS = 15_000;
+
 /** A worker that dies within this long of its start counts as a fast failure (re-forked with backoff). */
 const FAST_FAILURE_MS = 5000;
 
@@ -49,6 +53,8 @@ export class Primary {
   private readonly log: Logger;
   private readonly destination: LogDestination;
   private stopping = false;
+  /** Which worker answers the next GET /status. */
+  private nextStatusWorker = 0;
   /** The signal that began the drain (SIGTERM/SIGINT), for workers that were still starting when it came. */
   private stopSignal: 'SIGTERM' | 'SIGINT' | undefined;
   private announced = false;
@@ -146,6 +152,7 @@ export class Primary {
     ipc.handle('admin.sessions.all', () => this.adminSessions());
     ipc.handle('config.reload.all', ({ trigger }) => this.reloadWorkers(trigger));
     ipc.handle('admin.kill.all', (target) => this.adminKill(target));
+    ipc.handle('status.all', () => this.statusAll());
     ipc.handle('identity.acquire', ({ lease, key, max }) => ({ granted: this.identities.acquire(slot, lease, key, max) }));
     ipc.handle('identity.release', ({ lease }) => this.identities.release(slot, lease));
     ipc.handle('cancel.forward', (body) => this.routeCancel(body.owner, body.processId, Buffer.from(body.secretKey, 'base64'), body.hops, slot));
@@ -218,6 +225,8 @@ export class Primary {
           (text: string) => res.writeHead(200, { 'content-type': aggregator.contentType }).end(text),
           (e: Error) => res.writeHead(500).end(e.message),
         );
+      } else if (path === '/status' && this.config.admin?.statusPage) {
+        void this.statusPage(statusRequestOf(req)).then((answer) => writeStatusAnswer(res, answer));
       } else if (path === '/healthz') res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
       else if (path === '/readyz') {
         void this.ready().then((problems) =>
@@ -253,6 +262,24 @@ export class Primary {
     const refused = outcomes.find((x) => !x.o.ok);
     if (refused && !refused.o.ok) return { ...refused.o, error: `worker ${refused.slot}: ${refused.o.error}` };
     return outcomes[0]?.o ?? { ok: false, code: 'no_workers', error: 'no worker is running' };
+  }
+
+  /**
+   * GET /status (admin.status_page): the primary has no token verifier (the workers hold the provider keys),
+   * so a live worker answers it (the next one each time), with every worker's part merged (statusAll).
+   */
+  private async statusPage(request: StatusRequest): Promise<StatusAnswer> {
+    const live = this.slots.filter((s) => s.ipc && s.listening);
+    const slot = live[this.nextStatusWorker++ % Math.max(1, live.length)];
+    if (!slot?.ipc) return statusText(503, 'no worker is running right now; try again shortly');
+    return slot.ipc.request('status.http', request, STATUS_IPC_TIMEOUT_MS).catch(() => statusText(503, 'the worker asked for the status page did not answer; try again'));
+  }
+
+  /** The status page's data: every live worker's part, merged; the others counted as missing. */
+  private async statusAll(): Promise<StatusSnapshot> {
+    const answers = await Promise.all(this.slots.map((s) => (s.ipc && s.listening ? s.ipc.request('status.local', {}).catch(() => undefined) : Promise.resolve(undefined))));
+    const parts = answers.filter((a): a is StatusSnapshot => a !== undefined);
+    return mergeStatus(parts, answers.length - parts.length);
   }
 
   /** Why this replica is not ready (none: ready): stopping, a slot without a listening worker, or a worker's own reasons. */

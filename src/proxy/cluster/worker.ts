@@ -14,6 +14,7 @@ import { ConfigReloader } from '../reload.js';
 import { ProxyServer } from '../server.js';
 import { IpcEndpoint, type IpcTransport } from './ipc.js';
 import { killLocal } from '../admin/commands.js';
+import { statusAnswer, statusText } from '../admin/status-page.js';
 
 export interface WorkerOptions {
   readonly slot: number;
@@ -74,6 +75,8 @@ export async function runWorker(config: ProxyConfig, options: WorkerOptions): Pr
       workers: options.workers,
       metricsElsewhere: true,
       primaryAnnounces: true,
+      // The status page shows the replica: every worker's part, merged by the primary.
+      statusSnapshot: () => ipc.request('status.all', {}, ADMIN_IPC_TIMEOUT_MS),
       forwardCancel: (owner, processId, secretKey) => {
         ipc.send('cancel.forward', { owner, processId, secretKey: secretKey.toString('base64'), hops: 1 });
         return true;
@@ -92,6 +95,15 @@ export async function runWorker(config: ProxyConfig, options: WorkerOptions): Pr
   });
   ipc.handle('admin.sessions', () => ({ sessions: proxy.registry.list() }));
   ipc.handle('admin.kill', (target) => ({ killed: killLocal(proxy.registry, target) }));
+  ipc.handle('status.local', () => {
+    const local = proxy.localStatus();
+    if (!local) throw new Error('this worker has no admin console configured');
+    return local;
+  });
+  ipc.handle('status.http', (request) => {
+    const page = proxy.statusPageDeps();
+    return page ? statusAnswer(page, request) : statusText(404, 'not found');
+  });
   // prom-client answers the primary's aggregator over the same channel.
   new AggregatorRegistry();
   AggregatorRegistry.setRegistries([proxy.metrics.registry]);
