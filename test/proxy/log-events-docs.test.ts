@@ -32,6 +32,14 @@ describe('docs/LOG-EVENTS.md: every log event, with exactly its fields', () => {
     }
   });
 
+  it('gives each event the levels the code writes it at', () => {
+    for (const row of eventRows(DOC)) {
+      const event = row.get('event')!.replaceAll('`', '');
+      const levels = new Set(row.get('level')!.match(/\b(?:trace|debug|info|warn|error|fatal)\b/g));
+      if (logged.has(event)) expect([...levels].sort(), event).toEqual([...logged.get(event)!.levels].sort());
+    }
+  });
+
   it('marks every event audit or operational, DESIGN’s audit events as audit', () => {
     const kinds = new Map(eventRows(DOC).map((row) => [row.get('event')!.replaceAll('`', ''), row.get('kind')] as const));
     for (const [event, kind] of kinds) expect(['audit', 'operational'], event).toContain(kind);

@@ -24,6 +24,8 @@ export interface LoggedEvent {
   readonly fields: Set<string>;
   /** `src/…/file.ts:line` of each line that writes it. */
   readonly sites: string[];
+  /** The pino levels it is written at. */
+  readonly levels: Set<string>;
 }
 
 interface Source {
@@ -251,9 +253,10 @@ export function scanLogEvents(): { events: Map<string, LoggedEvent>; notLogged: 
   const spread = spreadResolver(all);
   const events = new Map<string, LoggedEvent>();
   const notLogged: NotLogged[] = [];
-  const add = (name: string, fields: string[], site: string) => {
-    const e = events.get(name) ?? { fields: new Set<string>(), sites: [] };
+  const add = (name: string, fields: string[], site: string, levels: string[]) => {
+    const e = events.get(name) ?? { fields: new Set<string>(), sites: [], levels: new Set<string>() };
     for (const f of fields) if (f !== 'event') e.fields.add(f);
+    for (const l of levels) e.levels.add(l);
     e.sites.push(site);
     events.set(name, e);
   };
@@ -285,10 +288,35 @@ export function scanLogEvents(): { events: Map<string, LoggedEvent>; notLogged: 
       for (const name of eventNames(source, m[2]?.trim(), at)) {
         const fields = literalKeys(text, open, spread, { source, event: name });
         if (/\.child\(\s*$/.test(before)) fields.push(...childLines(source, at));
-        add(name, fields, site);
+        add(name, fields, site, levelsOf(all, source, before, constName, at));
       }
     }
   }
+}
+
+const LEVELS = 'trace|debug|info|warn|error|fatal';
+
+/**
+ * The levels a log literal is written at: the pino method it is given to (`log.warn({ … })`), the levels a
+ * `log[expr]({ … })` can choose (its string literals; disconnect()'s `end.level` adds the `level: '…'` its
+ * callers pass), the calls that log a `const` literal, or those of a child logger's lines.
+ */
+function levelsOf(all: Source[], source: Source, before: string, constName: string | undefined, at: number): string[] {
+  const direct = new RegExp(`\\.(${LEVELS})\\(\\s*$`).exec(before);
+  if (direct) return [direct[1]!];
+  const chosen = /\[([^\]]*)\]\(\s*$/.exec(before);
+  if (chosen) {
+    // The branches of `cond ? 'info' : 'warn'` or `x ?? 'info'`, not the strings the condition compares.
+    const levels = [...chosen[1]!.matchAll(/[?:]\s*'(\w+)'/g)].map((m) => m[1]!);
+    if (chosen[1]!.includes('end.level')) {
+      for (const caller of all.filter((c) => c.text.includes('disconnect(') && !c.file.endsWith('disconnect.ts'))) levels.push(...[...caller.text.matchAll(/\blevel: '(\w+)'/g)].map((m) => m[1]!));
+    }
+    return levels;
+  }
+  const call = constName ? `\\.(${LEVELS})\\(${constName}\\b` : /\.child\(\s*$/.test(before) ? `this\\.log\\.(${LEVELS})\\(\\w+\\)` : undefined;
+  const calls = call ? [...source.text.matchAll(new RegExp(call, 'g'))].map((m) => m[1]!) : [];
+  if (calls.length === 0) throw new LogEventsParseError(`${source.file}:${lineOf(source.text, at)}: cannot tell the level of this log line`);
+  return calls;
 }
 
 /**
