@@ -7,16 +7,16 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { documentedEvents, ROOT, scanLogEvents } from '../support/log-events.js';
+import { documentedEvents, eventRows, ROOT, scanLogEvents } from '../support/log-events.js';
 
-/** event → field names of the events logged from src/proxy/per-user/. */
-function loggedEvents(): Map<string, Set<string>> {
+/** The events logged from src/proxy/per-user/. */
+function loggedEvents() {
   const { events } = scanLogEvents();
-  return new Map([...events].filter(([, e]) => e.sites.some((s) => s.startsWith('src/proxy/per-user/'))).map(([name, e]) => [name, e.fields]));
+  return new Map([...events].filter(([, e]) => e.sites.some((s) => s.startsWith('src/proxy/per-user/'))));
 }
 
-/** event → field names as the README's table has them. */
-function documented(): Map<string, Set<string>> {
+/** The README's table (its lines). */
+function table(): string {
   const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
   const start = readme.indexOf('**Audit events of per-user roles**');
   expect(start).toBeGreaterThan(0);
@@ -24,15 +24,23 @@ function documented(): Map<string, Set<string>> {
   const lines = readme.slice(start).split('\n');
   const first = lines.findIndex((l) => l.startsWith('|'));
   const end = lines.findIndex((l, i) => i > first && !l.startsWith('|'));
-  return documentedEvents(lines.slice(first, end).join('\n'));
+  return lines.slice(first, end).join('\n');
 }
 
 describe('README: audit events of per-user roles', () => {
   it('lists every event src/proxy/per-user logs, with exactly its fields', () => {
     const logged = loggedEvents();
     expect(logged.size).toBeGreaterThanOrEqual(5);
-    const table = documented();
-    expect([...table.keys()].sort()).toEqual([...logged.keys()].sort());
-    for (const [event, fields] of logged) expect([...table.get(event)!].sort(), event).toEqual([...fields].sort());
+    const documented = documentedEvents(table());
+    expect([...documented.keys()].sort()).toEqual([...logged.keys()].sort());
+    for (const [event, { fields }] of logged) expect([...documented.get(event)!].sort(), event).toEqual([...fields].sort());
+  });
+
+  it('gives each event the level the code writes it at', () => {
+    const logged = loggedEvents();
+    for (const row of eventRows(table())) {
+      const event = row.get('event')!.replaceAll('`', '');
+      expect([row.get('level')], event).toEqual([...logged.get(event)!.levels]);
+    }
   });
 });
