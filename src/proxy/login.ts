@@ -326,6 +326,8 @@ export class Login {
     if (track) {
       track.state = 'waiting';
       track.waitingSince = (this.deps.now ?? Date.now)();
+      // SHOW SESSIONS names the database a login waits for (and says `paused` while it is PAUSEd).
+      if (this.database) track.database = this.database.name;
     }
     try {
       backend = await (fresh ? pool.acquireFresh() : pool.acquire());

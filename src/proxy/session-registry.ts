@@ -75,10 +75,11 @@ export interface SessionSnapshot {
   readonly bytesOut: number;
 }
 
-function waitOf(s: TrackedSession, probe: RelayProbe | undefined): SessionWait {
+function waitOf(s: TrackedSession, probe: RelayProbe | undefined, paused: ((database: string) => boolean) | undefined): SessionWait {
   if (probe) return probe.activity === 'active' ? 'database' : 'client';
   if (s.state === 'login') return 'login';
-  if (s.state === 'waiting') return 'pool';
+  // A backend of a PAUSEd database is handed out to nobody: whoever waits for one waits for the RESUME.
+  if (s.state === 'waiting') return s.database !== undefined && paused?.(s.database) ? 'paused' : 'pool';
   if (s.state === 'admin') return 'client';
   return 'none';
 }
@@ -118,9 +119,9 @@ export class SessionRegistry {
     return this.sessions.get(id);
   }
 
-  /** Every session, oldest first. */
-  list(): SessionSnapshot[] {
-    return [...this.sessions.values()].map((s) => snapshot(s));
+  /** Every session, oldest first; `paused` (the admin console's PAUSE) tells a wait for RESUME from one for a backend. */
+  list(paused?: (database: string) => boolean): SessionSnapshot[] {
+    return [...this.sessions.values()].map((s) => snapshot(s, paused));
   }
 
   /**
@@ -132,7 +133,7 @@ export class SessionRegistry {
   }
 }
 
-export function snapshot(s: TrackedSession): SessionSnapshot {
+export function snapshot(s: TrackedSession, paused?: (database: string) => boolean): SessionSnapshot {
   const probe = s.relay?.();
   const state = probe ? probe.activity : s.state;
   return {
@@ -147,7 +148,7 @@ export function snapshot(s: TrackedSession): SessionSnapshot {
     application: s.application ?? null,
     since: s.since,
     state,
-    wait: waitOf(s, probe),
+    wait: waitOf(s, probe, paused),
     waitingSince: s.waitingSince ?? null,
     bytesIn: probe?.bytesFromClient ?? 0,
     bytesOut: probe?.bytesFromBackend ?? 0,

@@ -254,7 +254,7 @@ describe('admin console', () => {
       let connected = false;
       const alice = client('alice', 'mydb');
       const login = alice.connect().then(() => (connected = true));
-      await waitUntil(async () => (await ops.query('SHOW SESSIONS')).rows.some((r) => r.user === 'alice@example.com' && r.state === 'waiting' && r.wait === 'pool'));
+      await waitUntil(async () => (await ops.query('SHOW SESSIONS')).rows.some((r) => r.user === 'alice@example.com' && r.state === 'waiting' && r.wait === 'paused'));
       // otherdb is not paused.
       const other = await connect('alice', 'otherdb');
       await other.end();

@@ -12,6 +12,7 @@ import { createAppDatabase, startTestPostgres, type Cluster } from '../support/p
 import { proxyDocument } from '../support/proxy-stack.js';
 import { startServe, type ServeProcess } from '../support/serve-process.js';
 import { loginAs, type TokenSet } from '../support/tokens.js';
+import { waitUntil } from '../support/wait.js';
 
 const OPS = { username: 'olivia', password: 'olivia-pw', sub: 'auth0|olivia0005', email: 'olivia@example.com', name: 'Olivia Ops', roles: ['pg_ops'] };
 
@@ -123,6 +124,81 @@ describe('status page across workers', () => {
       expect(typeof audit.worker).toBe('number');
     } finally {
       await Promise.all(alice.map((c) => c.end().catch(() => undefined)));
+    }
+  });
+});
+
+describe('PAUSE / RESUME across workers', () => {
+  /** The sessions of alice that wait for the RESUME of mydb (SHOW SESSIONS covers both workers; `paused`: at that worker's gate). */
+  async function aliceWaiting(ops: pg.Client): Promise<number[]> {
+    const rows = (await ops.query('SHOW SESSIONS')).rows.filter((r) => r.user === 'alice@example.com' && r.state === 'waiting' && r.wait === 'paused');
+    return rows.map((r) => Number(r.id));
+  }
+
+  it('PAUSE holds new logins on every worker until RESUME, also on a worker started afterwards; audited once', async () => {
+    const ops = await connect('olivia', 'gprxy');
+    const opsWorker = workerOfSession(Number((await ops.query('SHOW SESSIONS')).rows.find((r) => r.user === 'olivia@example.com')!.id));
+    const logins: { client: pg.Client; done: Promise<void>; connected: boolean }[] = [];
+    const login = () => {
+      const client = new pg.Client({ host: '127.0.0.1', port: serve.port, user: 'alice@example.com', password: tokens.alice!.accessToken, database: 'mydb', ssl: { ca: idp.ca.cert, servername: 'localhost' } });
+      client.on('error', () => undefined);
+      const entry = { client, connected: false, done: Promise.resolve() };
+      entry.done = client.connect().then(() => void (entry.connected = true));
+      logins.push(entry);
+    };
+    /** Starts logins one at a time until one waits on `want` (each must wait: none may get through). */
+    const waitOnWorkers = async (want: Set<number>, from: number) => {
+      const seen = new Set<number>();
+      for (let i = 0; i < 8 && [...want].some((w) => !seen.has(w)); i++) {
+        login();
+        await waitUntil(async () => logins.some((l) => l.connected) || (await aliceWaiting(ops)).length === logins.length, 15_000);
+        const through = serve.lines().slice(from).filter((l) => l.event === 'auth_success' && l.user === 'alice@example.com');
+        expect(through.map((l) => `a login got a backend on worker ${String(l.worker)} while mydb was paused`)).toEqual([]);
+        expect(logins.filter((l) => l.connected).length, 'logins that got through while mydb was paused').toBe(0);
+        for (const id of await aliceWaiting(ops)) seen.add(workerOfSession(id));
+      }
+      expect([...want].filter((w) => !seen.has(w))).toEqual([]);
+    };
+    const resumeAll = async (from: number) => {
+      await ops.query('RESUME mydb');
+      await Promise.all(logins.map((l) => l.done));
+      // Every waiting login got its backend (log lines reach the primary in batches).
+      const through = () => serve.lines().slice(from).filter((l) => l.event === 'auth_success' && l.user === 'alice@example.com').length;
+      await waitUntil(() => through() === logins.length, 10_000);
+      for (const l of logins) expect((await l.client.query('select 1 as one')).rows[0].one).toBe(1);
+      await Promise.all(logins.splice(0).map((l) => l.client.end().catch(() => undefined)));
+    };
+    try {
+      let from = serve.lines().length;
+      await ops.query('PAUSE mydb');
+      await expect(ops.query('PAUSE mydb')).rejects.toMatchObject({ code: '55000' });
+      await waitOnWorkers(new Set([0, 1]), from);
+      await resumeAll(from);
+      const resumed = serve.lines().slice(from).filter((l) => l.event === 'auth_success' && l.user === 'alice@example.com');
+      expect(new Set(resumed.map((l) => l.worker))).toEqual(new Set([0, 1]));
+      await expect(ops.query('RESUME mydb')).rejects.toMatchObject({ code: '55000' });
+      await serve.waitFor((l) => l.event === 'admin_action' && l.command === 'RESUME' && l.outcome === 'error', 10_000, from);
+      const audit = serve.lines().slice(from).filter((l) => l.event === 'admin_action' && (l.command === 'PAUSE' || l.command === 'RESUME'));
+      expect(audit.map((l) => [l.command, l.outcome, l.databases ?? null, l.worker])).toEqual([
+        ['PAUSE', 'ok', ['mydb'], opsWorker],
+        ['PAUSE', 'error', null, opsWorker],
+        ['RESUME', 'ok', ['mydb'], opsWorker],
+        ['RESUME', 'error', null, opsWorker],
+      ]);
+
+      // The other worker dies while mydb is paused: its replacement comes up paused (the primary remembers).
+      await ops.query('PAUSE mydb');
+      const other = 1 - opsWorker;
+      const pid = [...serve.lines()].reverse().find((l) => l.event === 'worker_listening' && l.worker === other)!.pid as number;
+      from = serve.lines().length;
+      process.kill(pid, 'SIGKILL');
+      await serve.waitFor((l) => l.event === 'worker_exit' && l.worker === other, 10_000, from);
+      await serve.waitFor((l) => l.event === 'worker_listening' && l.worker === other, 20_000, from);
+      await waitOnWorkers(new Set([other]), from);
+      await resumeAll(from);
+    } finally {
+      await Promise.all(logins.map((l) => l.client.end().catch(() => undefined)));
+      await ops.end();
     }
   });
 });

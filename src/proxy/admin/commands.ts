@@ -16,6 +16,7 @@ import type { ColumnDescription } from '../../protocol/server-messages.js';
 import { SqlState } from '../../protocol/sqlstate.js';
 import { GprxyError } from '../../shared/errors.js';
 import type { JwksStats } from '../../token/jwks-cache.js';
+import type { PauseGate } from '../pause-gate.js';
 import type { PoolManager } from '../pools.js';
 import type { SessionRegistry, SessionSnapshot } from '../session-registry.js';
 
@@ -83,6 +84,28 @@ export interface KillOutcome {
 export interface AdminCluster {
   sessions(): Promise<{ readonly sessions: readonly SessionSnapshot[]; readonly unreachable: number }>;
   kill(target: KillTarget): Promise<KillOutcome>;
+  /** PAUSE / RESUME on every worker; the primary remembers the paused set for workers that start later. */
+  pause(request: PauseRequest): Promise<PauseOutcome>;
+}
+
+/** PAUSE or RESUME of `databases` (with `all`, RESUME also takes every database the replica holds paused). */
+export interface PauseRequest {
+  readonly verb: 'PAUSE' | 'RESUME';
+  readonly databases: readonly string[];
+  readonly all?: boolean;
+}
+
+export interface PauseOutcome {
+  /** The databases whose state changed somewhere (in the primary's record or in a worker). */
+  readonly changed: readonly string[];
+  /** Listening workers that did not answer in time (they may still hand out, or still hold, backends). */
+  readonly unreachable: readonly number[];
+}
+
+/** Applies PAUSE / RESUME to this process's gate; the databases whose state changed here. */
+export function pauseLocal(gate: PauseGate, request: PauseRequest): string[] {
+  const names = request.verb === 'RESUME' && request.all ? [...new Set([...request.databases, ...gate.list()])] : request.databases;
+  return names.filter((n) => (request.verb === 'PAUSE' ? gate.pause(n) : gate.resume(n)));
 }
 
 /** Ends the sessions of this process that match `target` (KILL here, or a worker's share of a KILL). */
@@ -222,7 +245,7 @@ function showPlan(what: string, ctx: AdminContext, text: string): Plan {
     case 'CLIENTS': {
       let missing = 0;
       const all = async (): Promise<readonly SessionSnapshot[]> => {
-        if (!ctx.cluster) return ctx.registry.list();
+        if (!ctx.cluster) return ctx.registry.list((db) => ctx.pools.gate.isPaused(db));
         const r = await ctx.cluster.sessions();
         missing = r.unreachable;
         return [...r.sessions].sort((a, b) => a.since - b.since || a.id - b.id);
@@ -384,21 +407,49 @@ function pausePlan(verb: 'PAUSE' | 'RESUME', rest: string, ctx: AdminContext, te
         const db = Object.hasOwn(config.databases, name) ? config.databases[name] : undefined;
         if (!db) throw new AdminCommandError(SqlState.INVALID_CATALOG, `no such database: ${name} (SHOW DATABASES lists them)`);
         if (db.mode === 'passthrough') throw new AdminCommandError(SqlState.FEATURE_NOT_SUPPORTED, `database ${name} is a passthrough database: PostgreSQL authenticates its clients and the proxy holds no pool to pause`);
-        if (verb === 'PAUSE' && gate.isPaused(name)) throw new AdminCommandError(SqlState.OBJECT_NOT_IN_PREREQUISITE_STATE, `database ${name} is already paused`);
-        if (verb === 'RESUME' && !gate.isPaused(name)) throw new AdminCommandError(SqlState.OBJECT_NOT_IN_PREREQUISITE_STATE, `database ${name} is not paused`);
+        if (ctx.cluster) return pauseEverywhere(ctx.cluster, verb, [name], name);
+        if (verb === 'PAUSE' && gate.isPaused(name)) throw alreadyError(verb, name);
+        if (verb === 'RESUME' && !gate.isPaused(name)) throw alreadyError(verb, name);
         names = [name];
       } else {
         const pool = Object.values(config.databases).filter((d) => d.mode !== 'passthrough').map((d) => d.name);
+        if (ctx.cluster) return pauseEverywhere(ctx.cluster, verb, verb === 'PAUSE' ? pool : [...new Set([...pool, ...gate.list()])], undefined);
         names = verb === 'PAUSE' ? pool.filter((n) => !gate.isPaused(n)) : gate.list();
-        if (names.length === 0) throw new AdminCommandError(SqlState.OBJECT_NOT_IN_PREREQUISITE_STATE, verb === 'PAUSE' ? 'every database is already paused' : 'no database is paused');
+        if (names.length === 0) throw alreadyError(verb, undefined);
       }
-      for (const n of names) {
-        if (verb === 'PAUSE') gate.pause(n);
-        else gate.resume(n);
-      }
+      pauseLocal(gate, { verb, databases: names });
       return { rows: [], tag: verb, audit: { databases: names } };
     },
   };
+}
+
+/** PAUSE of what is paused, RESUME of what is not (55000). */
+function alreadyError(verb: 'PAUSE' | 'RESUME', name: string | undefined): AdminCommandError {
+  const message = name !== undefined ? `database ${name} ${verb === 'PAUSE' ? 'is already paused' : 'is not paused'}` : verb === 'PAUSE' ? 'every database is already paused' : 'no database is paused';
+  return new AdminCommandError(SqlState.OBJECT_NOT_IN_PREREQUISITE_STATE, message);
+}
+
+/**
+ * With `serve --workers`: the command acts on every worker (through the primary, which also remembers the
+ * paused set for a worker that starts later). "Already paused" is decided on the replica's answer, not on
+ * this worker's gate: a PAUSE that one worker missed can be repeated and then reaches that worker. Any
+ * listening worker that did not answer makes the command an error (57P03) that says so: an operator must
+ * never believe a database is paused everywhere while a worker still hands out its backends.
+ */
+async function pauseEverywhere(cluster: AdminCluster, verb: 'PAUSE' | 'RESUME', names: string[], name: string | undefined): Promise<AdminResult> {
+  const outcome = await cluster.pause({ verb, databases: names, ...(name === undefined && verb === 'RESUME' ? { all: true } : {}) });
+  const what = `${verb}${name === undefined ? '' : ` ${name}`}`;
+  if (outcome.unreachable.length) {
+    const list = outcome.unreachable.join(', ');
+    const plural = outcome.unreachable.length === 1 ? '' : 's';
+    throw new AdminCommandError(
+      SqlState.CANNOT_CONNECT_NOW,
+      `${what} is incomplete: worker${plural} ${list} did not answer, so ${verb === 'PAUSE' ? 'new logins there may still get a backend' : 'logins there may still wait'}; run ${what} again`,
+      'the replica remembers the state: a worker that starts again comes up with it',
+    );
+  }
+  if (outcome.changed.length === 0) throw alreadyError(verb, name);
+  return { rows: [], tag: verb, audit: { databases: [...outcome.changed] } };
 }
 
 /**

@@ -8,7 +8,7 @@
 import { GprxyError } from '../../shared/errors.js';
 import type { KeyOwner } from '../cancel-key.js';
 import type { ReloadOutcome, ReloadTrigger } from '../reload.js';
-import type { KillOutcome, KillTarget } from '../admin/commands.js';
+import type { KillOutcome, KillTarget, PauseOutcome, PauseRequest } from '../admin/commands.js';
 import type { SessionSnapshot } from '../session-registry.js';
 import type { StatusAnswer, StatusRequest, StatusSnapshot } from '../admin/status-page.js';
 
@@ -38,6 +38,12 @@ export interface IpcKinds {
   'admin.kill.all': { body: KillTarget; reply: KillOutcome };
   /** primary → worker: end this worker's sessions matching the target. */
   'admin.kill': { body: KillTarget; reply: { killed: { id: number; user: string | null }[] } };
+  /** worker → primary: PAUSE / RESUME on every worker (the primary remembers the paused set: replica-pause.ts). */
+  'admin.pause.all': { body: PauseRequest; reply: PauseOutcome };
+  /** primary → worker: apply PAUSE / RESUME to this worker's pools; the databases whose state changed. */
+  'admin.pause': { body: PauseRequest; reply: { changed: string[] } };
+  /** worker → primary, before it listens: the databases the replica holds paused (a new worker comes up paused). */
+  'admin.paused': { body: Record<string, never>; reply: { databases: string[] } };
   /** worker → primary: one more session of identity `key`, unless the replica holds `max` (> 0) already (identity-ledger.ts). */
   'identity.acquire': { body: { lease: number; key: string; max: number }; reply: { granted: boolean } };
   /** worker → primary: that session ended (or its grant never arrived in time). */

@@ -22,10 +22,11 @@ import { checkBackends, describeCheck } from '../backend-check.js';
 import { ownerOf, type KeyOwner } from '../cancel-key.js';
 import { createLogger, fileDestination, type LogDestination } from '../logger.js';
 import { IpcEndpoint } from './ipc.js';
-import type { KillOutcome, KillTarget } from '../admin/commands.js';
+import type { KillOutcome, KillTarget, PauseOutcome, PauseRequest } from '../admin/commands.js';
 import type { SessionSnapshot } from '../session-registry.js';
 import { CancelPeers, MAX_CANCEL_HOPS } from './peers.js';
 import { IdentityLedger } from './identity-ledger.js';
+import { ReplicaPause } from './replica-pause.js';
 import { mergeStatus, statusRequestOf, statusText, writeStatusAnswer, type StatusAnswer, type StatusRequest, type StatusSnapshot } from '../admin/status-page.js';
 import type { ReloadOutcome, ReloadTrigger } from '../reload.js';
 
@@ -62,6 +63,8 @@ export class Primary {
   private peers: CancelPeers | undefined;
   /** limits.max_sessions_per_identity across the workers of this replica. */
   private readonly identities = new IdentityLedger();
+  /** The admin console's PAUSE / RESUME across workers, and the paused set a new worker starts with. */
+  private readonly pause = new ReplicaPause();
   readonly replica: number;
 
   constructor(
@@ -152,6 +155,8 @@ export class Primary {
     ipc.handle('admin.sessions.all', () => this.adminSessions());
     ipc.handle('config.reload.all', ({ trigger }) => this.reloadWorkers(trigger));
     ipc.handle('admin.kill.all', (target) => this.adminKill(target));
+    ipc.handle('admin.pause.all', (request) => this.adminPause(request));
+    ipc.handle('admin.paused', () => ({ databases: this.pause.list() }));
     ipc.handle('status.all', () => this.statusAll());
     ipc.handle('identity.acquire', ({ lease, key, max }) => ({ granted: this.identities.acquire(slot, lease, key, max) }));
     ipc.handle('identity.release', ({ lease }) => this.identities.release(slot, lease));
@@ -188,6 +193,17 @@ export class Primary {
   private async adminKill(target: KillTarget): Promise<KillOutcome> {
     const answers = await Promise.all(this.slots.map((s) => (s.ipc ? s.ipc.request('admin.kill', target).catch(() => undefined) : Promise.resolve({ killed: [] }))));
     return { killed: answers.flatMap((a) => a?.killed ?? []), unreachable: answers.filter((a) => a === undefined).length };
+  }
+
+  /** PAUSE / RESUME across workers: recorded for workers that start later, applied by every live worker. */
+  private adminPause(request: PauseRequest): Promise<PauseOutcome> {
+    return this.pause.apply(
+      request,
+      this.slots.flatMap((s, slot) => {
+        const ipc = s.ipc;
+        return ipc ? [{ slot, listening: s.listening, request: (body: PauseRequest) => ipc.request('admin.pause', body) }] : [];
+      }),
+    );
   }
 
   /**

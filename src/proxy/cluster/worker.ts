@@ -13,7 +13,7 @@ import { batchingDestination, createLogger } from '../logger.js';
 import { ConfigReloader } from '../reload.js';
 import { ProxyServer } from '../server.js';
 import { IpcEndpoint, type IpcTransport } from './ipc.js';
-import { killLocal } from '../admin/commands.js';
+import { killLocal, pauseLocal } from '../admin/commands.js';
 import { statusAnswer, statusText } from '../admin/status-page.js';
 
 export interface WorkerOptions {
@@ -90,11 +90,13 @@ export async function runWorker(config: ProxyConfig, options: WorkerOptions): Pr
       admin: {
         sessions: () => ipc.request('admin.sessions.all', {}, ADMIN_IPC_TIMEOUT_MS),
         kill: (target) => ipc.request('admin.kill.all', target, ADMIN_IPC_TIMEOUT_MS),
+        pause: (request) => ipc.request('admin.pause.all', request, ADMIN_IPC_TIMEOUT_MS),
       },
     },
   });
-  ipc.handle('admin.sessions', () => ({ sessions: proxy.registry.list() }));
+  ipc.handle('admin.sessions', () => ({ sessions: proxy.registry.list((db) => proxy.pools.gate.isPaused(db)) }));
   ipc.handle('admin.kill', (target) => ({ killed: killLocal(proxy.registry, target) }));
+  ipc.handle('admin.pause', (request) => ({ changed: pauseLocal(proxy.pools.gate, request) }));
   ipc.handle('status.local', () => {
     const local = proxy.localStatus();
     if (!local) throw new Error('this worker has no admin console configured');
@@ -133,6 +135,9 @@ export async function runWorker(config: ProxyConfig, options: WorkerOptions): Pr
   process.on('disconnect', () => stop('SIGTERM'));
   process.on('uncaughtException', onCrash({ proxy, logger, slot: options.slot, flush: () => destination.flush(), exit: (code) => process.exit(code) }));
 
+  // A worker that starts while a database is PAUSEd (it replaces one that exited) comes up paused: the
+  // primary remembers the set. The handler above exists already, so a PAUSE sent meanwhile reaches it too.
+  for (const database of (await ipc.request('admin.paused', {}, ADMIN_IPC_TIMEOUT_MS)).databases) proxy.pools.gate.pause(database);
   await proxy.start();
   if (reloader && options.watchIntervalMs) reloader.watch(config, options.watchIntervalMs);
   ipc.send('worker.listening', proxy.address);
