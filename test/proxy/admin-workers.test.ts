@@ -135,7 +135,7 @@ describe('PAUSE / RESUME across workers', () => {
     return rows.map((r) => Number(r.id));
   }
 
-  it('PAUSE holds new logins on every worker until RESUME, also on a worker started afterwards; audited once', async () => {
+  it('PAUSE holds new logins on every worker until RESUME, also on a worker started afterwards; a silent worker makes it 57P03; audited once', async () => {
     const ops = await connect('olivia', 'gprxy');
     const opsWorker = workerOfSession(Number((await ops.query('SHOW SESSIONS')).rows.find((r) => r.user === 'olivia@example.com')!.id));
     const logins: { client: pg.Client; done: Promise<void>; connected: boolean }[] = [];
@@ -196,6 +196,29 @@ describe('PAUSE / RESUME across workers', () => {
       await serve.waitFor((l) => l.event === 'worker_listening' && l.worker === other, 20_000, from);
       await waitOnWorkers(new Set([other]), from);
       await resumeAll(from);
+
+      // A worker that does not answer (stopped, a real hang): PAUSE is an error naming it, never a silent
+      // partial success. Once it runs again it applies the command it missed (IPC is ordered), so every
+      // worker agrees: PAUSE again is "already paused", and logins there wait.
+      const stalled = [...serve.lines()].reverse().find((l) => l.event === 'worker_listening' && l.worker === other)!.pid as number;
+      from = serve.lines().length;
+      process.kill(stalled, 'SIGSTOP');
+      let refused: { code?: string; message?: string } | undefined;
+      try {
+        refused = await ops.query('PAUSE mydb').then(
+          () => undefined,
+          (e: { code?: string; message?: string }) => e,
+        );
+      } finally {
+        process.kill(stalled, 'SIGCONT');
+      }
+      expect(refused).toMatchObject({ code: '57P03' });
+      expect(refused!.message).toContain(`worker ${other} did not answer`);
+      await expect(ops.query('PAUSE mydb')).rejects.toMatchObject({ code: '55000' });
+      await waitOnWorkers(new Set([other]), from);
+      await resumeAll(from);
+      const stalledAudit = await serve.waitFor((l) => l.event === 'admin_action' && l.command === 'PAUSE' && l.sqlstate === '57P03', 10_000, from);
+      expect(stalledAudit.worker).toBe(opsWorker);
     } finally {
       await Promise.all(logins.map((l) => l.client.end().catch(() => undefined)));
       await ops.end();
