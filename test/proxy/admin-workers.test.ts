@@ -128,6 +128,61 @@ describe('status page across workers', () => {
   });
 });
 
+describe('SHOW POOLS / DATABASES / STATS / LIMITS across workers', () => {
+  it('answer for the replica: pools per worker (sizes add up to the configured one), the rest summed', async () => {
+    const ops = await connect('olivia', 'gprxy');
+    const alice: pg.Client[] = [];
+    try {
+      // Until alice has sessions on both workers (round-robin spreads them; a few suffice).
+      let workers = new Set<number>();
+      for (let i = 0; i < 8 && workers.size < 2; i++) {
+        alice.push(await connect('alice', 'mydb'));
+        workers = new Set((await ops.query('SHOW SESSIONS')).rows.filter((r) => r.user === 'alice@example.com').map((r) => workerOfSession(Number(r.id))));
+      }
+      expect(workers.size).toBe(2);
+      const pools = await ops.query('SHOW POOLS');
+      expect(pools.fields.map((f) => f.name)).toEqual(['database', 'account', 'pool_mode', 'size', 'total', 'active', 'idle', 'waiting', 'draining', 'paused', 'worker']);
+      const mine = pools.rows.filter((r) => r.database === 'mydb' && r.account === 'app_writer');
+      expect(mine.map((r) => Number(r.worker))).toEqual([0, 1]);
+      expect(mine.map((r) => Number(r.size))).toEqual([6, 6]);
+
+      // Sessions that ended just before (earlier tests) may still be leaving: read until the figures settle
+      // on alice's sessions, then compare them all from one reading.
+      const read = async () => {
+        const sessions = (await ops.query('SHOW SESSIONS')).rows;
+        const onWorker = (w: number) => sessions.filter((r) => r.user === 'alice@example.com' && workerOfSession(Number(r.id)) === w).length;
+        const poolRows = (await ops.query('SHOW POOLS')).rows.filter((r) => r.database === 'mydb' && r.account === 'app_writer');
+        const database = (await ops.query('SHOW DATABASES')).rows.find((r) => r.name === 'mydb')!;
+        const stats = (await ops.query('SHOW STATS')).rows.find((r) => r.database === 'mydb')!;
+        const limits = Object.fromEntries((await ops.query('SHOW LIMITS')).rows.map((r) => [r.name, Number(r.current)]));
+        return {
+          active: poolRows.map((r) => [Number(r.worker), Number(r.active)]),
+          databasePoolSize: Number(database.pool_size),
+          databaseSessions: Number(database.sessions),
+          currentSessions: Number(stats.current_sessions),
+          clientConnections: limits.max_client_connections,
+          perIdentity: limits.max_sessions_per_identity,
+          expected: { active: [[0, onWorker(0)], [1, onWorker(1)]], sessions: sessions.length },
+        };
+      };
+      let last = await read();
+      const settled = (r: typeof last) => JSON.stringify(r.active) === JSON.stringify(r.expected.active) && r.databaseSessions === alice.length && r.currentSessions === alice.length && r.clientConnections === alice.length + 1 && r.expected.sessions === alice.length + 1;
+      await waitUntil(async () => settled((last = await read())), 10_000).catch(() => undefined);
+      expect(last).toEqual({
+        active: last.expected.active,
+        databasePoolSize: 12,
+        databaseSessions: alice.length,
+        currentSessions: alice.length,
+        clientConnections: alice.length + 1,
+        perIdentity: alice.length,
+        expected: { active: last.expected.active, sessions: alice.length + 1 },
+      });
+    } finally {
+      await Promise.all([...alice, ops].map((c) => c.end().catch(() => undefined)));
+    }
+  });
+});
+
 describe('PAUSE / RESUME across workers', () => {
   /** The sessions of alice that wait for the RESUME of mydb (SHOW SESSIONS covers both workers; `paused`: at that worker's gate). */
   async function aliceWaiting(ops: pg.Client): Promise<number[]> {
@@ -169,6 +224,13 @@ describe('PAUSE / RESUME across workers', () => {
       await Promise.all(logins.splice(0).map((l) => l.client.end().catch(() => undefined)));
     };
     try {
+      // Log lines come in batches: the sessions of earlier tests must have logged their end (so their
+      // auth_success is in) before a new auth_success can mean "a login got through while paused".
+      const ended = () => {
+        const lines = serve.lines();
+        return lines.every((l, i) => l.event !== 'auth_success' || l.user !== 'alice@example.com' || lines.slice(i + 1).some((e) => e.event === 'session_end' && e.worker === l.worker && e.session === l.session));
+      };
+      await waitUntil(ended, 10_000);
       let from = serve.lines().length;
       await ops.query('PAUSE mydb');
       await expect(ops.query('PAUSE mydb')).rejects.toMatchObject({ code: '55000' });

@@ -86,6 +86,14 @@ export interface AdminCluster {
   kill(target: KillTarget): Promise<KillOutcome>;
   /** PAUSE / RESUME on every worker; the primary remembers the paused set for workers that start later. */
   pause(request: PauseRequest): Promise<PauseOutcome>;
+  /** Every worker's rows of SHOW POOLS / DATABASES / STATS (localRows), each with its worker slot. */
+  show(what: LocalShow): Promise<ShowParts>;
+}
+
+export interface ShowParts {
+  readonly parts: readonly { readonly worker: number; readonly rows: readonly (readonly Value[])[] }[];
+  /** Workers that did not answer (their part is missing). */
+  readonly unreachable: number;
 }
 
 /** PAUSE or RESUME of `databases` (with `all`, RESUME also takes every database the replica holds paused). */
@@ -229,6 +237,84 @@ export function plan(statement: string, ctx: AdminContext): Plan {
   }
 }
 
+const POOL_COLUMNS = [col('database'), col('account'), col('pool_mode'), col('size', 'int8'), col('total', 'int8'), col('active', 'int8'), col('idle', 'int8'), col('waiting', 'int8'), col('draining', 'int8'), col('paused', 'bool')];
+const DATABASE_COLUMNS = [col('name'), col('host'), col('port', 'int8'), col('dbname'), col('mode'), col('client_auth'), col('pool_mode'), col('pool_size', 'int8'), col('paused', 'bool'), col('sessions', 'int8')];
+const STATS_COLUMNS = [col('database'), col('total_sessions', 'int8'), col('refused_logins', 'int8'), col('current_sessions', 'int8'), col('total_received', 'int8'), col('total_sent', 'int8')];
+
+/** The SHOW commands whose rows each worker computes for its own part (`serve --workers`: merged by the caller). */
+export type LocalShow = 'POOLS' | 'DATABASES' | 'STATS';
+
+/** This process's rows of SHOW POOLS / DATABASES / STATS (with --workers: one worker's part). */
+export function localRows(what: LocalShow, ctx: AdminContext): Value[][] {
+  const config = ctx.config();
+  switch (what) {
+    case 'POOLS':
+      return [...ctx.pools.all()].map(([key, pool]) => {
+        const [database = '', account = ''] = key.split('/');
+        const s = pool.stats();
+        const db = Object.hasOwn(config.databases, database) ? config.databases[database] : undefined;
+        return [database, account, db?.pool.mode ?? 'session', s.size, s.total, s.active, s.idle, s.waiting + ctx.pools.gate.waiting(database), s.draining, ctx.pools.gate.isPaused(database)];
+      });
+    case 'DATABASES': {
+      const sessions = new Map<string, number>();
+      for (const s of ctx.registry.list()) if (s.database) sessions.set(s.database, (sessions.get(s.database) ?? 0) + 1);
+      return Object.values(config.databases).map((d) => [d.name, d.host, d.port, d.dbname, d.mode, d.clientAuth, d.pool.mode, d.pool.size, ctx.pools.gate.isPaused(d.name), sessions.get(d.name) ?? 0]);
+    }
+    case 'STATS': {
+      const rows = new Map<string, { sessions: number; refused: number; current: number; bytesIn: number; bytesOut: number }>();
+      const row = (db: string) => {
+        let r = rows.get(db);
+        if (!r) rows.set(db, (r = { sessions: 0, refused: 0, current: 0, bytesIn: 0, bytesOut: 0 }));
+        return r;
+      };
+      for (const name of Object.keys(config.databases)) row(name);
+      for (const [db, t] of ctx.totals()) {
+        const r = row(db);
+        r.sessions += t.sessions;
+        r.refused += t.refused;
+        r.bytesIn += t.bytesIn;
+        r.bytesOut += t.bytesOut;
+      }
+      for (const s of ctx.registry.list()) {
+        if (!s.database || s.mode === 'admin') continue;
+        const r = row(s.database);
+        r.current++;
+        r.bytesIn += s.bytesIn;
+        r.bytesOut += s.bytesOut;
+      }
+      return [...rows].map(([db, r]) => [db, r.sessions + r.current, r.refused, r.current, r.bytesIn, r.bytesOut]);
+    }
+  }
+}
+
+/** The workers' rows as one row per first column (database), in the order first seen; `add` folds one more in. */
+function mergeRows(parts: readonly { readonly rows: readonly (readonly Value[])[] }[], add: (had: readonly Value[], row: readonly Value[]) => Value[]): Value[][] {
+  const merged = new Map<string, Value[]>();
+  for (const row of parts.flatMap((p) => p.rows)) {
+    const key = String(row[0]);
+    const had = merged.get(key);
+    merged.set(key, had ? add(had, row) : [...row]);
+  }
+  return [...merged.values()];
+}
+
+/** SHOW LIMITS from a list of sessions (this process's, or with --workers the replica's). */
+function limitRows(ctx: AdminContext, sessions: readonly SessionSnapshot[]): Value[][] {
+  const l = ctx.config().limits;
+  const perIdentity = new Map<string, number>();
+  for (const s of sessions) if (s.subject && s.mode === 'oauth') perIdentity.set(`${s.issuer}\n${s.subject}`, (perIdentity.get(`${s.issuer}\n${s.subject}`) ?? 0) + 1);
+  const seconds = (ms: number) => `${ms / 1000}s`;
+  return [
+    ['max_client_connections', String(l.maxClientConnections), sessions.length],
+    ['max_sessions_per_identity', l.maxSessionsPerIdentity === 0 ? 'unlimited' : String(l.maxSessionsPerIdentity), perIdentity.size ? Math.max(...perIdentity.values()) : 0],
+    ['login_timeout', seconds(l.loginTimeoutMs), null],
+    ['pool_wait_timeout', seconds(l.poolWaitTimeoutMs), null],
+    ['backend_connect_timeout', seconds(l.backendConnectTimeoutMs), null],
+    ['session_max_lifetime', l.sessionMaxLifetimeMs === 0 ? 'unlimited' : seconds(l.sessionMaxLifetimeMs), null],
+    ['end_session_at_token_expiry', String(l.endSessionAtTokenExpiry), null],
+  ];
+}
+
 function showPlan(what: string, ctx: AdminContext, text: string): Plan {
   const word = what.toUpperCase();
   const simple = (columns: ColumnDescription[], rows: () => (readonly Value[])[] | Promise<(readonly Value[])[]>, notice?: () => string | undefined): Plan => ({
@@ -240,10 +326,11 @@ function showPlan(what: string, ctx: AdminContext, text: string): Plan {
       return { columns, rows: r, tag: 'SHOW', ...(n ? { notice: n } : {}) };
     },
   });
+  let missing = 0;
+  const missingNotice = () => (missing ? `${missing} worker${missing === 1 ? '' : 's'} did not answer: their part is missing from this answer` : undefined);
   switch (word) {
     case 'SESSIONS':
     case 'CLIENTS': {
-      let missing = 0;
       const all = async (): Promise<readonly SessionSnapshot[]> => {
         if (!ctx.cluster) return ctx.registry.list((db) => ctx.pools.gate.isPaused(db));
         const r = await ctx.cluster.sessions();
@@ -274,25 +361,35 @@ function showPlan(what: string, ctx: AdminContext, text: string): Plan {
       );
     }
     case 'POOLS': {
+      // With --workers, one row per worker and pool (a `worker` column), not a sum: each worker holds its own
+      // share of a pool and a client waits on its worker's share even when another worker's has room, so a
+      // sum would hide exactly the busy share an operator looks for (PgBouncer's SHOW POOLS is per process too).
+      const columns = [...POOL_COLUMNS, ...(ctx.cluster ? [col('worker', 'int8')] : [])];
       return simple(
-        [col('database'), col('account'), col('pool_mode'), col('size', 'int8'), col('total', 'int8'), col('active', 'int8'), col('idle', 'int8'), col('waiting', 'int8'), col('draining', 'int8'), col('paused', 'bool')],
-        () =>
-          [...ctx.pools.all()].map(([key, pool]) => {
-            const [database = '', account = ''] = key.split('/');
-            const s = pool.stats();
-            const db = Object.hasOwn(ctx.config().databases, database) ? ctx.config().databases[database] : undefined;
-            return [database, account, db?.pool.mode ?? 'session', s.size, s.total, s.active, s.idle, s.waiting + ctx.pools.gate.waiting(database), s.draining, ctx.pools.gate.isPaused(database)];
-          }),
+        columns,
+        async () => {
+          if (!ctx.cluster) return localRows('POOLS', ctx);
+          const r = await ctx.cluster.show('POOLS');
+          missing = r.unreachable;
+          return r.parts
+            .flatMap((p) => p.rows.map((row) => [...row, p.worker]))
+            .sort((a, b) => String(a[0]).localeCompare(String(b[0])) || String(a[1]).localeCompare(String(b[1])) || Number(a.at(-1)) - Number(b.at(-1)));
+        },
+        missingNotice,
       );
     }
     case 'DATABASES': {
       return simple(
-        [col('name'), col('host'), col('port', 'int8'), col('dbname'), col('mode'), col('client_auth'), col('pool_mode'), col('pool_size', 'int8'), col('paused', 'bool'), col('sessions', 'int8')],
-        () => {
-          const sessions = new Map<string, number>();
-          for (const s of ctx.registry.list()) if (s.database) sessions.set(s.database, (sessions.get(s.database) ?? 0) + 1);
-          return Object.values(ctx.config().databases).map((d) => [d.name, d.host, d.port, d.dbname, d.mode, d.clientAuth, d.pool.mode, d.pool.size, ctx.pools.gate.isPaused(d.name), sessions.get(d.name) ?? 0]);
+        DATABASE_COLUMNS,
+        async () => {
+          if (!ctx.cluster) return localRows('DATABASES', ctx);
+          const r = await ctx.cluster.show('DATABASES');
+          missing = r.unreachable;
+          // One row per database: paused only when every worker that answered holds it paused (the safe
+          // answer before maintenance), sessions added up.
+          return mergeRows(r.parts, (had, row) => [...had.slice(0, 8), had[8] === true && row[8] === true, Number(had[9]) + Number(row[9])]);
         },
+        missingNotice,
       );
     }
     case 'PROVIDERS':
@@ -307,48 +404,29 @@ function showPlan(what: string, ctx: AdminContext, text: string): Plan {
         },
       );
     case 'LIMITS':
-      return simple([col('name'), col('value'), col('current', 'int8')], () => {
-        const l = ctx.config().limits;
-        const perIdentity = new Map<string, number>();
-        for (const s of ctx.registry.list()) if (s.subject && s.mode === 'oauth') perIdentity.set(`${s.issuer}\n${s.subject}`, (perIdentity.get(`${s.issuer}\n${s.subject}`) ?? 0) + 1);
-        const seconds = (ms: number) => `${ms / 1000}s`;
-        return [
-          ['max_client_connections', String(l.maxClientConnections), ctx.registry.size],
-          ['max_sessions_per_identity', l.maxSessionsPerIdentity === 0 ? 'unlimited' : String(l.maxSessionsPerIdentity), perIdentity.size ? Math.max(...perIdentity.values()) : 0],
-          ['login_timeout', seconds(l.loginTimeoutMs), null],
-          ['pool_wait_timeout', seconds(l.poolWaitTimeoutMs), null],
-          ['backend_connect_timeout', seconds(l.backendConnectTimeoutMs), null],
-          ['session_max_lifetime', l.sessionMaxLifetimeMs === 0 ? 'unlimited' : seconds(l.sessionMaxLifetimeMs), null],
-          ['end_session_at_token_expiry', String(l.endSessionAtTokenExpiry), null],
-        ];
-      });
+      return simple(
+        [col('name'), col('value'), col('current', 'int8')],
+        async () => {
+          // With --workers, the current use of the replica (every worker's sessions); the values are the
+          // configured totals, which the workers share (README, workers section).
+          if (!ctx.cluster) return limitRows(ctx, ctx.registry.list());
+          const r = await ctx.cluster.sessions();
+          missing = r.unreachable;
+          return limitRows(ctx, r.sessions);
+        },
+        missingNotice,
+      );
     case 'STATS':
       return simple(
-        [col('database'), col('total_sessions', 'int8'), col('refused_logins', 'int8'), col('current_sessions', 'int8'), col('total_received', 'int8'), col('total_sent', 'int8')],
-        () => {
-          const rows = new Map<string, { sessions: number; refused: number; current: number; bytesIn: number; bytesOut: number }>();
-          const row = (db: string) => {
-            let r = rows.get(db);
-            if (!r) rows.set(db, (r = { sessions: 0, refused: 0, current: 0, bytesIn: 0, bytesOut: 0 }));
-            return r;
-          };
-          for (const name of Object.keys(ctx.config().databases)) row(name);
-          for (const [db, t] of ctx.totals()) {
-            const r = row(db);
-            r.sessions += t.sessions;
-            r.refused += t.refused;
-            r.bytesIn += t.bytesIn;
-            r.bytesOut += t.bytesOut;
-          }
-          for (const s of ctx.registry.list()) {
-            if (!s.database || s.mode === 'admin') continue;
-            const r = row(s.database);
-            r.current++;
-            r.bytesIn += s.bytesIn;
-            r.bytesOut += s.bytesOut;
-          }
-          return [...rows].map(([db, r]) => [db, r.sessions + r.current, r.refused, r.current, r.bytesIn, r.bytesOut]);
+        STATS_COLUMNS,
+        async () => {
+          if (!ctx.cluster) return localRows('STATS', ctx);
+          const r = await ctx.cluster.show('STATS');
+          missing = r.unreachable;
+          // Counters: the replica's are the workers' added up.
+          return mergeRows(r.parts, (had, row) => [had[0], ...had.slice(1).map((v, i) => Number(v) + Number(row[i + 1]))]);
         },
+        missingNotice,
       );
     case 'VERSION':
       return simple([col('version')], () => [[`gprxy ${gprxyVersion()} (node ${process.version})`]]);

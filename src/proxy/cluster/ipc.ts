@@ -8,7 +8,7 @@
 import { GprxyError } from '../../shared/errors.js';
 import type { KeyOwner } from '../cancel-key.js';
 import type { ReloadOutcome, ReloadTrigger } from '../reload.js';
-import type { KillOutcome, KillTarget, PauseOutcome, PauseRequest } from '../admin/commands.js';
+import type { KillOutcome, KillTarget, LocalShow, PauseOutcome, PauseRequest, ShowParts, Value } from '../admin/commands.js';
 import type { SessionSnapshot } from '../session-registry.js';
 import type { StatusAnswer, StatusRequest, StatusSnapshot } from '../admin/status-page.js';
 
@@ -44,6 +44,10 @@ export interface IpcKinds {
   'admin.pause': { body: PauseRequest; reply: { changed: string[] } };
   /** worker → primary, before it listens: the databases the replica holds paused (a new worker comes up paused). */
   'admin.paused': { body: Record<string, never>; reply: { databases: string[] } };
+  /** worker → primary: SHOW POOLS / DATABASES / STATS of every worker (the primary asks each: admin.show). */
+  'admin.show.all': { body: { what: LocalShow }; reply: ShowParts };
+  /** primary → worker: this worker's rows of that SHOW. */
+  'admin.show': { body: { what: LocalShow }; reply: { rows: Value[][] } };
   /** worker → primary: one more session of identity `key`, unless the replica holds `max` (> 0) already (identity-ledger.ts). */
   'identity.acquire': { body: { lease: number; key: string; max: number }; reply: { granted: boolean } };
   /** worker → primary: that session ended (or its grant never arrived in time). */

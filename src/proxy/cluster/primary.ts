@@ -22,7 +22,7 @@ import { checkBackends, describeCheck } from '../backend-check.js';
 import { ownerOf, type KeyOwner } from '../cancel-key.js';
 import { createLogger, fileDestination, type LogDestination } from '../logger.js';
 import { IpcEndpoint } from './ipc.js';
-import type { KillOutcome, KillTarget, PauseOutcome, PauseRequest } from '../admin/commands.js';
+import type { KillOutcome, KillTarget, LocalShow, PauseOutcome, PauseRequest, ShowParts } from '../admin/commands.js';
 import type { SessionSnapshot } from '../session-registry.js';
 import { CancelPeers, MAX_CANCEL_HOPS } from './peers.js';
 import { IdentityLedger } from './identity-ledger.js';
@@ -157,6 +157,7 @@ export class Primary {
     ipc.handle('admin.kill.all', (target) => this.adminKill(target));
     ipc.handle('admin.pause.all', (request) => this.adminPause(request));
     ipc.handle('admin.paused', () => ({ databases: this.pause.list() }));
+    ipc.handle('admin.show.all', ({ what }) => this.adminShow(what));
     ipc.handle('status.all', () => this.statusAll());
     ipc.handle('identity.acquire', ({ lease, key, max }) => ({ granted: this.identities.acquire(slot, lease, key, max) }));
     ipc.handle('identity.release', ({ lease }) => this.identities.release(slot, lease));
@@ -193,6 +194,13 @@ export class Primary {
   private async adminKill(target: KillTarget): Promise<KillOutcome> {
     const answers = await Promise.all(this.slots.map((s) => (s.ipc ? s.ipc.request('admin.kill', target).catch(() => undefined) : Promise.resolve({ killed: [] }))));
     return { killed: answers.flatMap((a) => a?.killed ?? []), unreachable: answers.filter((a) => a === undefined).length };
+  }
+
+  /** SHOW POOLS / DATABASES / STATS across workers: each live worker's rows, with its slot; the silent ones counted. */
+  private async adminShow(what: LocalShow): Promise<ShowParts> {
+    const answers = await Promise.all(this.slots.map((s, worker) => (s.ipc ? s.ipc.request('admin.show', { what }).then((a) => ({ worker, rows: a.rows }), () => undefined) : Promise.resolve(null))));
+    // A slot without a worker (exited, being re-forked) holds nothing: not counted as silent (as SHOW SESSIONS).
+    return { parts: answers.filter((a) => a !== null && a !== undefined), unreachable: answers.filter((a) => a === undefined).length };
   }
 
   /** PAUSE / RESUME across workers: recorded for workers that start later, applied by every live worker. */

@@ -13,7 +13,7 @@ import { batchingDestination, createLogger } from '../logger.js';
 import { ConfigReloader } from '../reload.js';
 import { ProxyServer } from '../server.js';
 import { IpcEndpoint, type IpcTransport } from './ipc.js';
-import { killLocal, pauseLocal } from '../admin/commands.js';
+import { killLocal, localRows, pauseLocal } from '../admin/commands.js';
 import { statusAnswer, statusText } from '../admin/status-page.js';
 
 export interface WorkerOptions {
@@ -91,12 +91,17 @@ export async function runWorker(config: ProxyConfig, options: WorkerOptions): Pr
         sessions: () => ipc.request('admin.sessions.all', {}, ADMIN_IPC_TIMEOUT_MS),
         kill: (target) => ipc.request('admin.kill.all', target, ADMIN_IPC_TIMEOUT_MS),
         pause: (request) => ipc.request('admin.pause.all', request, ADMIN_IPC_TIMEOUT_MS),
+        show: (what) => ipc.request('admin.show.all', { what }, ADMIN_IPC_TIMEOUT_MS),
       },
     },
   });
   ipc.handle('admin.sessions', () => ({ sessions: proxy.registry.list((db) => proxy.pools.gate.isPaused(db)) }));
   ipc.handle('admin.kill', (target) => ({ killed: killLocal(proxy.registry, target) }));
   ipc.handle('admin.pause', (request) => ({ changed: pauseLocal(proxy.pools.gate, request) }));
+  ipc.handle('admin.show', ({ what }) => {
+    if (!proxy.admin) throw new Error('this worker has no admin console configured');
+    return { rows: localRows(what, proxy.admin.context) };
+  });
   ipc.handle('status.local', () => {
     const local = proxy.localStatus();
     if (!local) throw new Error('this worker has no admin console configured');
