@@ -123,7 +123,9 @@ describe('admin console', () => {
       // A running statement shows as active, waiting on the database.
       const sleeping = alice.query('select pg_sleep(60) /* admin-console */').catch((e: { code?: string }) => e);
       await waitUntil(async () => (await ops.query('SHOW SESSIONS')).rows.some((r) => r.user === 'alice@example.com' && r.state === 'active' && r.wait === 'database'));
-      await stack.cluster.query("select pg_cancel_backend(pid) from pg_stat_activity where query like 'select pg_sleep(60) /* admin-console */%'");
+      // The proxy counts the statement as running once it forwarded it; PostgreSQL may list it a moment later
+      // (a loaded machine): cancel until a backend was found, else the test would wait out the 60 s sleep.
+      await waitUntil(async () => (await stack.cluster.query("select pg_cancel_backend(pid) as ok from pg_stat_activity where query like 'select pg_sleep(60) /* admin-console */%'")).rows.some((r) => r.ok === true));
       expect(await sleeping).toMatchObject({ code: '57014' });
       const version = await extended(ops, 'SHOW VERSION');
       expect(version.rows[0].version).toMatch(/^gprxy \d+\.\d+\.\d+/);
