@@ -161,7 +161,6 @@ export class ClientSession {
       log,
       identity,
       sessionId: this.deps.sessionId,
-      client: track.client,
       ...(track.application ? { applicationName: track.application } : {}),
       cancelKey,
     });

@@ -118,7 +118,7 @@ export class JwksCache {
     if (this.keys.length > 0) {
       // Persisted keys serve at once; a provider that is down must not delay (re)starts by its timeout.
       this.refresh().catch((error: unknown) =>
-        this.logger?.warn({ err: describe(error), fetchedAt: this.fetchedAt && new Date(this.fetchedAt).toISOString() }, 'JWKS fetch failed at start; serving the persisted keys'),
+        this.logger?.warn({ event: 'jwks_fetch_failed', err: describe(error), serving: 'persisted', fetched_at: this.fetchedAt && new Date(this.fetchedAt).toISOString() }, 'JWKS fetch failed at start; serving the persisted keys'),
       );
       return;
     }
@@ -127,7 +127,7 @@ export class JwksCache {
     } catch (error) {
       if (this.keys.length === 0) throw this.unavailable();
       this.logger?.warn(
-        { err: describe(error), fetchedAt: this.fetchedAt && new Date(this.fetchedAt).toISOString() },
+        { event: 'jwks_fetch_failed', err: describe(error), serving: 'persisted', fetched_at: this.fetchedAt && new Date(this.fetchedAt).toISOString() },
         'JWKS fetch failed at start; serving the persisted keys',
       );
     }
@@ -263,7 +263,7 @@ export class JwksCache {
       this.nextRetryAt = Number.NEGATIVE_INFINITY;
       this.fetches++;
       this.schedule(Math.max(MIN_REFRESH_DELAY_MS, this.ttlMs * 0.8));
-      this.logger?.debug({ url, keys: keys.length, kids: keys.map((k) => k.kid) }, 'JWKS fetched');
+      this.logger?.debug({ event: 'jwks_fetched', url, keys: keys.length, kids: keys.map((k) => k.kid) }, 'JWKS fetched');
       await this.persist({ issuer: this.issuer, jwksUri: url, fetchedAt: this.fetchedAt, jwks: document });
     } catch (error) {
       if (this.closed) throw error;
@@ -278,7 +278,7 @@ export class JwksCache {
       const delay = Math.round(base / 2 + (this.random() * base) / 2);
       this.nextRetryAt = this.now() + delay;
       this.schedule(delay);
-      this.logger?.warn({ url, err: this.lastError, code: this.lastErrorCode, failures: this.failures, retryInMs: delay, keysInUse: this.keys.length }, 'JWKS fetch failed');
+      this.logger?.warn({ event: 'jwks_fetch_failed', url, err: this.lastError, code: this.lastErrorCode, failures: this.failures, retry_in_ms: delay, keys_in_use: this.keys.length }, 'JWKS fetch failed');
       throw error;
     }
   }

@@ -31,7 +31,7 @@ export async function loadPersistedJwks(cacheDir: string, issuer: string, logger
   try {
     data = JSON.parse(await readFile(file, 'utf8')) as PersistedJwks;
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') logger?.warn({ file, err: describe(error) }, 'ignoring unreadable persisted JWKS');
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') logger?.warn({ event: 'jwks_persisted_ignored', file, err: describe(error) }, 'ignoring unreadable persisted JWKS');
     return undefined;
   }
   try {
@@ -39,10 +39,10 @@ export async function loadPersistedJwks(cacheDir: string, issuer: string, logger
     if (typeof data.fetchedAt !== 'number') throw new Error('it has no fetchedAt');
     const keys = usableKeys(data.jwks);
     if (keys.length === 0) throw new Error('it has no usable signing key');
-    logger?.info({ file, keys: keys.length, fetchedAt: new Date(data.fetchedAt).toISOString() }, 'loaded persisted JWKS');
+    logger?.info({ event: 'jwks_persisted_loaded', file, keys: keys.length, fetched_at: new Date(data.fetchedAt).toISOString() }, 'loaded persisted JWKS');
     return { keys, fetchedAt: data.fetchedAt };
   } catch (error) {
-    logger?.warn({ file, err: describe(error) }, 'ignoring persisted JWKS');
+    logger?.warn({ event: 'jwks_persisted_ignored', file, err: describe(error) }, 'ignoring persisted JWKS');
     return undefined;
   }
 }
@@ -57,6 +57,6 @@ export async function persistJwks(cacheDir: string, data: PersistedJwks, logger:
     await rename(tmp, file);
   } catch (error) {
     await unlink(tmp).catch(() => undefined);
-    logger?.warn({ file, err: describe(error) }, 'could not persist the JWKS; a restart during a provider outage will not have these keys');
+    logger?.warn({ event: 'jwks_persist_failed', file, err: describe(error) }, 'could not persist the JWKS; a restart during a provider outage will not have these keys');
   }
 }

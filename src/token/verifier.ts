@@ -269,7 +269,7 @@ export class TokenVerifier {
       ...(typeof payload.jti === 'string' ? { jti: payload.jti } : {}),
     });
     this.remember(hash, verified);
-    this.logger?.debug({ tokenId: verified.tokenId, issuer: verified.issuer, exp: iso(payload.exp) }, 'token verified');
+    this.logger?.debug({ event: 'token_verified', token: verified.tokenId, issuer: verified.issuer, exp: iso(payload.exp) }, 'token verified');
     return verified;
   }
 
@@ -327,7 +327,7 @@ export class TokenVerifier {
       return malformed(`the token is not a valid signed JWT: ${error.message}`, error);
     }
     // A key unusable for this token (e.g. an RSA key under 2048 bits) or an unexpected failure: refuse, and log it.
-    this.logger?.warn({ err: error instanceof Error ? error.message : String(error), issuer: provider.issuer, kid }, 'token verification failed unexpectedly');
+    this.logger?.warn({ event: 'token_verification_error', err: error instanceof Error ? error.message : String(error), issuer: provider.issuer, kid }, 'token verification failed unexpectedly');
     return new TokenError('token_signature', `the token could not be verified with key id ${quote(kid)} of ${provider.issuer}`, { cause: error });
   }
 }

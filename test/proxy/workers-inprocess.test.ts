@@ -100,7 +100,7 @@ describe('a worker that crashes', () => {
     expect((await c.query('select 1 as one')).rows[0].one).toBe(1);
     let exitCode: number | undefined;
     const exited = new Promise<void>((resolve) => {
-      const handler = onCrash({ proxy: stack.proxy, logger: createLogger({ level: 'info', destination: stack.logs }), slot: 3, flush: () => undefined, exit: (code) => ((exitCode = code), resolve()) });
+      const handler = onCrash({ proxy: stack.proxy, logger: createLogger({ level: 'info', destination: stack.logs, base: { worker: 3 } }), slot: 3, flush: () => undefined, exit: (code) => ((exitCode = code), resolve()) });
       handler(new Error('something nobody caught'));
     });
     expect((await ended).code).toBe('57P01');

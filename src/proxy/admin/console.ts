@@ -46,7 +46,6 @@ export interface ConsoleDeps {
   readonly log: Logger;
   readonly identity: Identity;
   readonly sessionId: number;
-  readonly client: string;
   readonly applicationName?: string;
   /** The cancel key the client is given (nothing to cancel: answers are immediate). */
   readonly cancelKey: { processId: number; secretKey: Buffer };
@@ -279,7 +278,7 @@ export class AdminConsole {
 
   /** The audit event of every console command: who (the admin's verified identity), from where, what, outcome. */
   private audit(command: string, outcome: 'ok' | 'error', fields: Record<string, unknown>): void {
-    const { identity, sessionId, client } = this.deps;
+    const { identity, sessionId } = this.deps;
     const readOnly = command.startsWith('SHOW');
     this.deps.log[readOnly || outcome === 'error' ? 'info' : 'warn'](
       {
@@ -291,7 +290,6 @@ export class AdminConsole {
         admin_issuer: identity.issuer,
         admin_roles: identity.roles,
         admin_session: sessionId,
-        client,
         ...fields,
       },
       `admin ${identity.user}: ${command || '(empty)'} (${outcome})`,

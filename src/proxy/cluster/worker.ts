@@ -44,7 +44,7 @@ const CRASH_EXIT = 70;
 export function onCrash(deps: { proxy: ProxyServer; logger: Logger; slot: number; flush: () => void; exit: (code: number) => void }): (e: Error) => void {
   let crashed = false;
   return (e: Error) => {
-    deps.logger.fatal({ event: 'worker_crash', worker: deps.slot, err: e }, `worker ${deps.slot} crashed: ${e.message}; ending its sessions`);
+    deps.logger.fatal({ event: 'worker_crash', err: e }, `worker ${deps.slot} crashed: ${e.message}; ending its sessions`);
     deps.flush();
     if (crashed) return;
     crashed = true;
