@@ -110,10 +110,12 @@ export interface PauseOutcome {
   readonly unreachable: readonly number[];
 }
 
-/** Applies PAUSE / RESUME to this process's gate; the databases whose state changed here. */
+/**
+ * Applies PAUSE / RESUME of the named databases to this process's gate; the databases whose state changed here.
+ * (`all` is expanded before: by pausePlan in one process, by the primary's ReplicaPause for the workers.)
+ */
 export function pauseLocal(gate: PauseGate, request: PauseRequest): string[] {
-  const names = request.verb === 'RESUME' && request.all ? [...new Set([...request.databases, ...gate.list()])] : request.databases;
-  return names.filter((n) => (request.verb === 'PAUSE' ? gate.pause(n) : gate.resume(n)));
+  return request.databases.filter((n) => (request.verb === 'PAUSE' ? gate.pause(n) : gate.resume(n)));
 }
 
 /** Ends the sessions of this process that match `target` (KILL here, or a worker's share of a KILL). */
